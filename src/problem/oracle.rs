@@ -1,0 +1,212 @@
+//! The counting wrapper every algorithm calls: checks sizes, draws samples, counts calls per level and kind.
+
+use super::{Bilevel, Dims, Level, Sample};
+use crate::error::{BilevelError, Result};
+use crate::linalg::{Matrix, Vector};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+/// Oracle calls of one run, per level and per kind.
+///
+/// `upper_samples` and `lower_samples` are the sample complexities $S(f_u)$ and $S(f_l)$ of the lecture's table:
+/// the number of independent draws. The other fields count evaluations (several may share one sample).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Counts {
+    /// Draws of upper-level samples.
+    pub upper_samples: u64,
+    /// Draws of lower-level samples.
+    pub lower_samples: u64,
+    /// Evaluations of $f_u$.
+    pub fu_value: u64,
+    /// Evaluations of $\nabla_\theta f_u$.
+    pub fu_grad_theta: u64,
+    /// Evaluations of $\nabla_\phi f_u$.
+    pub fu_grad_phi: u64,
+    /// Evaluations of $f_l$.
+    pub fl_value: u64,
+    /// Evaluations of $\nabla_\phi f_l$.
+    pub fl_grad_phi: u64,
+    /// Hessian-vector products $\nabla^2_{\phi\phi} f_l\,v$.
+    pub fl_hvp: u64,
+    /// Cross products $\nabla^2_{\theta\phi} f_l\,w$.
+    pub fl_cross: u64,
+    /// Transposed cross products $[\nabla^2_{\theta\phi} f_l]^\top u$.
+    pub fl_cross_t: u64,
+    /// Dense Hessians or cross matrices formed (each counts once).
+    pub fl_dense: u64,
+}
+
+impl Counts {
+    /// Upper-level gradient evaluations ($\nabla_\theta f_u$ and $\nabla_\phi f_u$ calls).
+    pub fn upper_gradients(&self) -> u64 {
+        self.fu_grad_theta + self.fu_grad_phi
+    }
+    /// Lower-level first- and second-order evaluations.
+    pub fn lower_evaluations(&self) -> u64 {
+        self.fl_grad_phi + self.fl_hvp + self.fl_cross + self.fl_cross_t + self.fl_dense
+    }
+    /// Field-wise difference `self − earlier` (calls made since `earlier`).
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        Counts {
+            upper_samples: self.upper_samples - earlier.upper_samples,
+            lower_samples: self.lower_samples - earlier.lower_samples,
+            fu_value: self.fu_value - earlier.fu_value,
+            fu_grad_theta: self.fu_grad_theta - earlier.fu_grad_theta,
+            fu_grad_phi: self.fu_grad_phi - earlier.fu_grad_phi,
+            fl_value: self.fl_value - earlier.fl_value,
+            fl_grad_phi: self.fl_grad_phi - earlier.fl_grad_phi,
+            fl_hvp: self.fl_hvp - earlier.fl_hvp,
+            fl_cross: self.fl_cross - earlier.fl_cross,
+            fl_cross_t: self.fl_cross_t - earlier.fl_cross_t,
+            fl_dense: self.fl_dense - earlier.fl_dense,
+        }
+    }
+}
+
+/// A problem as an algorithm sees it: checked, counted oracles and the run's random stream.
+///
+/// One `Oracle` per run (per replicate): it owns the replicate's `ChaCha8Rng`, so runs are independent and
+/// reproducible whatever the number of threads.
+pub struct Oracle<'a> {
+    problem: &'a dyn Bilevel,
+    rng: ChaCha8Rng,
+    counts: Counts,
+    dims: Dims,
+}
+
+impl<'a> Oracle<'a> {
+    /// Wrap `problem` with a random stream seeded by `seed`.
+    pub fn new(problem: &'a dyn Bilevel, seed: u64) -> Self {
+        Self::with_rng(problem, ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    /// Wrap `problem` with a given random stream.
+    pub fn with_rng(problem: &'a dyn Bilevel, rng: ChaCha8Rng) -> Self {
+        let dims = problem.dims();
+        Oracle {
+            problem,
+            rng,
+            counts: Counts::default(),
+            dims,
+        }
+    }
+
+    /// The wrapped problem (uncounted access to closed forms and constants).
+    pub fn problem(&self) -> &'a dyn Bilevel {
+        self.problem
+    }
+    /// $d_u$, $d_l$.
+    pub fn dims(&self) -> Dims {
+        self.dims
+    }
+    /// Calls so far.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+    /// The run's random stream (for algorithm-level randomness such as a Neumann truncation index).
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// Draw one sample of `level` (counted as one sample of that level).
+    pub fn draw(&mut self, level: Level) -> Sample {
+        match level {
+            Level::Upper => self.counts.upper_samples += 1,
+            Level::Lower => self.counts.lower_samples += 1,
+        }
+        self.problem.draw(level, &mut self.rng)
+    }
+
+    fn check(&self, what: &str, v: &Vector, expected: usize) -> Result<()> {
+        if v.len() != expected {
+            return Err(BilevelError::DimensionMismatch {
+                what: what.to_string(),
+                expected,
+                got: v.len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_point(&self, theta: &Vector, phi: &Vector) -> Result<()> {
+        self.check("theta", theta, self.dims.d_u)?;
+        self.check("phi", phi, self.dims.d_l)
+    }
+
+    /// $f_u(\theta,\phi)$ at `s`.
+    pub fn f_u(&mut self, s: Sample, theta: &Vector, phi: &Vector) -> Result<f64> {
+        self.check_point(theta, phi)?;
+        self.counts.fu_value += 1;
+        Ok(self.problem.f_u(s, theta, phi))
+    }
+    /// $f_l(\theta,\phi)$ at `s`.
+    pub fn f_l(&mut self, s: Sample, theta: &Vector, phi: &Vector) -> Result<f64> {
+        self.check_point(theta, phi)?;
+        self.counts.fl_value += 1;
+        Ok(self.problem.f_l(s, theta, phi))
+    }
+    /// `out` ← $\nabla_\theta f_u$ at `s`.
+    pub fn grad_theta_fu(&mut self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) -> Result<()> {
+        self.check_point(theta, phi)?;
+        self.check("output of grad_theta_fu", out, self.dims.d_u)?;
+        self.counts.fu_grad_theta += 1;
+        self.problem.grad_theta_fu(s, theta, phi, out);
+        Ok(())
+    }
+    /// `out` ← $\nabla_\phi f_u$ at `s`.
+    pub fn grad_phi_fu(&mut self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) -> Result<()> {
+        self.check_point(theta, phi)?;
+        self.check("output of grad_phi_fu", out, self.dims.d_l)?;
+        self.counts.fu_grad_phi += 1;
+        self.problem.grad_phi_fu(s, theta, phi, out);
+        Ok(())
+    }
+    /// `out` ← $\nabla_\phi f_l$ at `s`.
+    pub fn grad_phi_fl(&mut self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) -> Result<()> {
+        self.check_point(theta, phi)?;
+        self.check("output of grad_phi_fl", out, self.dims.d_l)?;
+        self.counts.fl_grad_phi += 1;
+        self.problem.grad_phi_fl(s, theta, phi, out);
+        Ok(())
+    }
+    /// `out` ← $\nabla^2_{\phi\phi} f_l\,v$ at `s`.
+    pub fn hvp_fl(&mut self, s: Sample, theta: &Vector, phi: &Vector, v: &Vector, out: &mut Vector) -> Result<()> {
+        self.check_point(theta, phi)?;
+        self.check("v of hvp_fl", v, self.dims.d_l)?;
+        self.check("output of hvp_fl", out, self.dims.d_l)?;
+        self.counts.fl_hvp += 1;
+        self.problem.hvp_fl(s, theta, phi, v, out);
+        Ok(())
+    }
+    /// `out` ← $\nabla^2_{\theta\phi} f_l\,w$ at `s`.
+    pub fn cross_fl(&mut self, s: Sample, theta: &Vector, phi: &Vector, w: &Vector, out: &mut Vector) -> Result<()> {
+        self.check_point(theta, phi)?;
+        self.check("w of cross_fl", w, self.dims.d_l)?;
+        self.check("output of cross_fl", out, self.dims.d_u)?;
+        self.counts.fl_cross += 1;
+        self.problem.cross_fl(s, theta, phi, w, out);
+        Ok(())
+    }
+    /// `out` ← $[\nabla^2_{\theta\phi} f_l]^\top u$ at `s`.
+    pub fn cross_t_fl(&mut self, s: Sample, theta: &Vector, phi: &Vector, u: &Vector, out: &mut Vector) -> Result<()> {
+        self.check_point(theta, phi)?;
+        self.check("u of cross_t_fl", u, self.dims.d_u)?;
+        self.check("output of cross_t_fl", out, self.dims.d_l)?;
+        self.counts.fl_cross_t += 1;
+        self.problem.cross_t_fl(s, theta, phi, u, out);
+        Ok(())
+    }
+    /// Dense $\nabla^2_{\phi\phi} f_l$ at `s` (counted once in `fl_dense`).
+    pub fn hess_fl(&mut self, s: Sample, theta: &Vector, phi: &Vector) -> Result<Matrix> {
+        self.check_point(theta, phi)?;
+        self.counts.fl_dense += 1;
+        Ok(self.problem.hess_fl(s, theta, phi))
+    }
+    /// Dense $\nabla^2_{\theta\phi} f_l$ at `s` (counted once in `fl_dense`).
+    pub fn cross_matrix_fl(&mut self, s: Sample, theta: &Vector, phi: &Vector) -> Result<Matrix> {
+        self.check_point(theta, phi)?;
+        self.counts.fl_dense += 1;
+        Ok(self.problem.cross_matrix_fl(s, theta, phi))
+    }
+}

@@ -1,0 +1,4 @@
+//! The single integration-test crate (one binary links once and builds faster). Each module covers one area.
+
+mod common;
+mod problem_model;
