@@ -23,6 +23,7 @@
 
 pub mod error;
 pub mod families;
+pub mod hypergrad;
 pub mod linalg;
 pub mod problem;
 

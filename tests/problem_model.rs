@@ -564,7 +564,10 @@ fn projections_land_in_the_set_and_fix_its_points() {
             let p = d.projected(&x).unwrap();
             assert!(d.contains(&p, 1e-12));
             // Idempotent up to rounding: rescaling onto the sphere can land one ulp outside.
-            assert!((d.projected(&p).unwrap() - &p).amax() < 1e-14, "projection is idempotent");
+            assert!(
+                (d.projected(&p).unwrap() - &p).amax() < 1e-14,
+                "projection is idempotent"
+            );
             if d.contains(&x, 0.0) {
                 assert_eq!(p, x);
             }

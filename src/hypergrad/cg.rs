@@ -1,0 +1,128 @@
+//! Conjugate gradient for $Hx = v$ using only Hessian-vector products: the lecture's Alg 7 (eq (23)).
+//!
+//! Alg 7 as printed returns $x_i$ on convergence; the iterate that satisfies the stopping test is $x_{i+1}$
+//! (the residual $r_{i+1}$ belongs to $x_{i+1}$), so this implementation returns $x_{i+1}$. In exact arithmetic CG
+//! terminates in at most $d$ steps, and $\\|x_k - x^\star\\|_H \le 2\left(\frac{\sqrt\kappa-1}{\sqrt\kappa+1}\right)^k
+//! \\|x_0 - x^\star\\|_H$.
+
+use crate::error::{BilevelError, Result};
+use crate::linalg::Vector;
+use crate::problem::{Oracle, Sample};
+use serde::Serialize;
+
+/// Stopping rule and bookkeeping of [`solve`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CgOptions {
+    /// Stop when $r^\top r \le$ `tol` (Alg 7's $\varepsilon$, on the squared residual).
+    pub tol: f64,
+    /// At most this many iterations (each one Hessian-vector product).
+    pub max_iter: usize,
+    /// Keep every iterate $x_0, x_1, \dots$ in [`CgOutput::iterates`].
+    pub keep_iterates: bool,
+}
+
+impl Default for CgOptions {
+    fn default() -> Self {
+        CgOptions {
+            tol: 1e-20,
+            max_iter: 100,
+            keep_iterates: false,
+        }
+    }
+}
+
+impl CgOptions {
+    /// Error unless `tol ≥ 0` is finite and `max_iter ≥ 1`.
+    pub fn check(&self) -> Result<()> {
+        if !(self.tol.is_finite() && self.tol >= 0.0) {
+            return Err(BilevelError::invalid("cg.tol", self.tol, "must be finite and >= 0"));
+        }
+        if self.max_iter == 0 {
+            return Err(BilevelError::invalid("cg.max_iter", 0, "must be >= 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Result of [`solve`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgOutput {
+    /// The returned solution.
+    pub x: Vector,
+    /// Iterations performed (Hessian-vector products).
+    pub iterations: usize,
+    /// $r^\top r$ at the returned solution.
+    pub residual_sq: f64,
+    /// Whether the stopping test was met (otherwise `max_iter` was reached).
+    pub converged: bool,
+    /// $x_0, x_1, \dots$ if requested.
+    pub iterates: Vec<Vector>,
+}
+
+/// Solve $\nabla^2_{\phi\phi} f_l(\theta,\phi)\,x = v$ at sample `s`, warm-started at `x0`.
+///
+/// Errors: wrong sizes; non-finite input; non-positive curvature $d^\top Hd \le 0$
+/// ([`BilevelError::NotPositiveDefinite`]), which means the Hessian is not positive definite.
+pub fn solve(
+    o: &mut Oracle,
+    s: Sample,
+    theta: &Vector,
+    phi: &Vector,
+    v: &Vector,
+    x0: &Vector,
+    opts: &CgOptions,
+) -> Result<CgOutput> {
+    opts.check()?;
+    let d_l = o.dims().d_l;
+    crate::linalg::check_vector("cg right-hand side", v, d_l)?;
+    crate::linalg::check_vector("cg warm start", x0, d_l)?;
+    let mut x = x0.clone();
+    let mut hd = Vector::zeros(d_l);
+    // r_0 = v − H x_0, d_0 = r_0.
+    o.hvp_fl(s, theta, phi, &x, &mut hd)?;
+    let mut r = v - &hd;
+    let mut d = r.clone();
+    let mut rr = r.dot(&r);
+    let mut iterates = Vec::new();
+    if opts.keep_iterates {
+        iterates.push(x.clone());
+    }
+    let mut iterations = 0;
+    let mut converged = rr <= opts.tol;
+    while !converged && iterations < opts.max_iter {
+        o.hvp_fl(s, theta, phi, &d, &mut hd)?;
+        let curvature = d.dot(&hd);
+        if !(curvature > 0.0) {
+            if !curvature.is_finite() {
+                return Err(BilevelError::NonFinite {
+                    what: format!("CG curvature at iteration {iterations}"),
+                });
+            }
+            return Err(BilevelError::NotPositiveDefinite {
+                what: format!("lower-level Hessian (CG curvature d'Hd at iteration {iterations})"),
+                min_eig: curvature / d.dot(&d),
+            });
+        }
+        let alpha = rr / curvature;
+        x.axpy(alpha, &d, 1.0);
+        r.axpy(-alpha, &hd, 1.0);
+        let rr_next = r.dot(&r);
+        iterations += 1;
+        if opts.keep_iterates {
+            iterates.push(x.clone());
+        }
+        converged = rr_next <= opts.tol;
+        let beta = rr_next / rr;
+        rr = rr_next;
+        // d ← r + β d
+        d *= beta;
+        d += &r;
+    }
+    Ok(CgOutput {
+        x,
+        iterations,
+        residual_sq: rr,
+        converged,
+        iterates,
+    })
+}

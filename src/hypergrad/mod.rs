@@ -1,0 +1,145 @@
+//! Estimators of the implicit gradient, eqs (13)–(18), (23)–(24), (30)–(32).
+//!
+//! Every method estimates the surrogate
+//! $$\bar\nabla f(\theta,\phi) = \nabla_\theta f_u(\theta,\phi) - \nabla^2_{\theta\phi} f_l(\theta,\phi)\,
+//! [\nabla^2_{\phi\phi} f_l(\theta,\phi)]^{-1}\nabla_\phi f_u(\theta,\phi),$$
+//! which equals $\nabla F(\theta)$ at $\phi = \phi^\star(\theta)$ (eq (13) with (17)). The lecture's (18) and Alg 9
+//! write $\nabla^2_\theta f_l$ where the cross derivative $\nabla^2_{\theta\phi} f_l$ is meant; the code uses the
+//! cross derivative. They differ only in how $z \approx [\nabla^2_{\phi\phi} f_l]^{-1}\nabla_\phi f_u$ is obtained:
+//! [`InverseMethod`].
+
+pub mod cg;
+pub mod exact;
+pub mod neumann;
+
+use crate::error::{BilevelError, Result};
+use crate::linalg::Vector;
+use crate::problem::{Level, Oracle};
+use serde::Serialize;
+
+/// How the inverse-Hessian-vector product $z = [\nabla^2_{\phi\phi} f_l]^{-1} v$ is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum InverseMethod {
+    /// Dense Cholesky solve with the Hessian at one lower-level sample (BA, Alg 1–2; small $d_l$ only).
+    Dense,
+    /// Conjugate gradient, Alg 7, at one lower-level sample (AID-BiO, Alg 3).
+    Cg(cg::CgOptions),
+    /// Deterministic truncated Neumann series (24) at one lower-level sample.
+    Neumann(neumann::NeumannParams),
+    /// Ghadimi–Wang random truncation: fresh Hessian sample per factor (BSA, TTSA).
+    GhadimiWang(neumann::NeumannParams),
+    /// The stocBiO estimator: all partial products summed, fresh Hessian sample per factor.
+    Stocbio(neumann::NeumannParams),
+}
+
+impl InverseMethod {
+    /// Check the method's parameters against the lower-level smoothness constant `l_l`.
+    pub fn check(&self, l_l: f64) -> Result<()> {
+        match self {
+            InverseMethod::Dense => Ok(()),
+            InverseMethod::Cg(o) => o.check(),
+            InverseMethod::Neumann(p) | InverseMethod::GhadimiWang(p) | InverseMethod::Stocbio(p) => p.check(l_l),
+        }
+    }
+}
+
+/// Reusable buffers for [`estimate`], so that a Monte Carlo loop allocates nothing per iteration.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    /// $\nabla_\phi f_u$ at the upper sample.
+    pub g_phi: Vector,
+    /// $z\approx H^{-1}\nabla_\phi f_u$ (also the warm start of CG).
+    pub z: Vector,
+    /// $\nabla^2_{\theta\phi} f_l\, z$.
+    pub cross: Vector,
+    /// Scratch of length $d_l$ for the estimators.
+    pub scratch: [Vector; 3],
+}
+
+impl Workspace {
+    /// Buffers for a problem of sizes $d_u$, $d_l$.
+    pub fn new(d_u: usize, d_l: usize) -> Self {
+        Workspace {
+            g_phi: Vector::zeros(d_l),
+            z: Vector::zeros(d_l),
+            cross: Vector::zeros(d_u),
+            scratch: [Vector::zeros(d_l), Vector::zeros(d_l), Vector::zeros(d_l)],
+        }
+    }
+}
+
+/// Samples used by one hypergradient estimate: one upper sample for $\nabla f_u$, one lower sample for the cross
+/// derivative, and (inside the method) one or more lower samples for the Hessian.
+///
+/// `out` ← $\nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\, z$ with $z \approx H^{-1}\nabla_\phi f_u$ by `method`.
+/// With exact samples ([`Sample::Exact`](crate::problem::Sample::Exact) everywhere, as for a deterministic family) and an exact method this is
+/// $\bar\nabla f(\theta,\phi)$. `ws.z` on entry is the CG warm start (Alg 3 warm-starts across iterations).
+pub fn estimate(
+    o: &mut Oracle,
+    method: &InverseMethod,
+    theta: &Vector,
+    phi: &Vector,
+    ws: &mut Workspace,
+    out: &mut Vector,
+) -> Result<()> {
+    let su = o.draw(Level::Upper);
+    o.grad_theta_fu(su, theta, phi, out)?;
+    o.grad_phi_fu(su, theta, phi, &mut ws.g_phi)?;
+    inverse_hvp(o, method, theta, phi, ws)?;
+    let sc = o.draw(Level::Lower);
+    o.cross_fl(sc, theta, phi, &ws.z, &mut ws.cross)?;
+    *out -= &ws.cross;
+    if !out.iter().all(|x| x.is_finite()) {
+        return Err(BilevelError::NonFinite {
+            what: "hypergradient estimate".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `ws.z` ← an estimate of $[\nabla^2_{\phi\phi} f_l(\theta,\phi)]^{-1}$ `ws.g_phi` by `method`.
+pub fn inverse_hvp(
+    o: &mut Oracle,
+    method: &InverseMethod,
+    theta: &Vector,
+    phi: &Vector,
+    ws: &mut Workspace,
+) -> Result<()> {
+    match method {
+        InverseMethod::Dense => {
+            let s = o.draw(Level::Lower);
+            let h = o.hess_fl(s, theta, phi)?;
+            ws.z = crate::linalg::spd_solve_vec("lower-level Hessian sample", &h, &ws.g_phi)?;
+        }
+        InverseMethod::Cg(opts) => {
+            let s = o.draw(Level::Lower);
+            let x0 = ws.z.clone();
+            let res = cg::solve(o, s, theta, phi, &ws.g_phi, &x0, opts)?;
+            ws.z = res.x;
+        }
+        InverseMethod::Neumann(p) => {
+            let s = o.draw(Level::Lower);
+            let [a, b, _] = &mut ws.scratch;
+            neumann::truncated_into(o, s, theta, phi, &ws.g_phi, p, &mut ws.z, a, b)?;
+        }
+        InverseMethod::GhadimiWang(p) => {
+            let [a, b, _] = &mut ws.scratch;
+            neumann::ghadimi_wang_into(o, theta, phi, &ws.g_phi, p, &mut ws.z, a, b)?;
+        }
+        InverseMethod::Stocbio(p) => {
+            let [a, b, _] = &mut ws.scratch;
+            neumann::stocbio_into(o, theta, phi, &ws.g_phi, p, &mut ws.z, a, b)?;
+        }
+    }
+    Ok(())
+}
+
+/// Convenience: the estimate at exact samples, i.e. $\bar\nabla f(\theta,\phi)$ up to the method's own error.
+pub fn surrogate_with(o: &mut Oracle, method: &InverseMethod, theta: &Vector, phi: &Vector) -> Result<Vector> {
+    let d = o.dims();
+    let mut ws = Workspace::new(d.d_u, d.d_l);
+    let mut out = Vector::zeros(d.d_u);
+    estimate(o, method, theta, phi, &mut ws, &mut out)?;
+    Ok(out)
+}
