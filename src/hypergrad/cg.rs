@@ -92,7 +92,7 @@ pub fn solve(
     while !converged && iterations < opts.max_iter {
         o.hvp_fl(s, theta, phi, &d, &mut hd)?;
         let curvature = d.dot(&hd);
-        if !(curvature > 0.0) {
+        if curvature.is_nan() || curvature <= 0.0 {
             if !curvature.is_finite() {
                 return Err(BilevelError::NonFinite {
                     what: format!("CG curvature at iteration {iterations}"),
