@@ -21,11 +21,13 @@
 //! $\varepsilon$-stationarity is $\mathbb{E}\\|\nabla F\\|^2\le\varepsilon$ (squared), eq (34).
 #![deny(missing_docs)]
 
+pub mod algorithms;
 pub mod error;
 pub mod families;
 pub mod hypergrad;
 pub mod linalg;
 pub mod problem;
+pub mod solver;
 
 pub use error::{BilevelError, Result};
 pub use linalg::{Matrix, Vector};

@@ -1,11 +1,15 @@
 //! The `bilevel` command-line tool: list what the crate holds, run the theory report.
 
-use bilevel::families::REGISTRY;
+use bilevel::algorithms;
+use bilevel::families::{self, REGISTRY};
 use bilevel::problem::Bilevel;
+use bilevel::problem::{NoiseLevels, Noisy, Oracle};
+use bilevel::solver::{self, Metric, Recorder};
 use bilevel::{BilevelError, Vector};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +30,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run one algorithm on one problem and print the recorded metrics.
+    Run {
+        /// Algorithm name (see `bilevel list`).
+        #[arg(long)]
+        algo: String,
+        /// Problem (family) name (see `bilevel list`).
+        #[arg(long)]
+        problem: String,
+        /// Outer iterations K.
+        #[arg(long, default_value_t = 1000)]
+        iters: usize,
+        /// Seed of the run (the family instance is built from seed 0).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Standard deviation of the additive oracle noise; 0 turns the noise off.
+        #[arg(long, default_value_t = 0.1)]
+        noise: f64,
+        /// Print JSON.
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Print CSV.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Run every check the crate has and print a table (the rate claims join as they land).
     Report {
         /// Print JSON instead of a table.
@@ -39,6 +67,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::List { json } => list(json),
         Command::Report { json } => report(json),
+        Command::Run {
+            algo,
+            problem,
+            iters,
+            seed,
+            noise,
+            json,
+            csv,
+        } => run(&algo, &problem, iters, seed, noise, json, csv),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,6 +94,9 @@ fn hint(e: &BilevelError) -> Option<&'static str> {
     match e {
         BilevelError::Unknown { .. } => Some("run `bilevel list` to see the accepted names"),
         BilevelError::InvalidParameter { .. } => Some("see `bilevel help` for the accepted ranges"),
+        BilevelError::StepCondition(_) | BilevelError::Diverged { .. } => {
+            Some("reduce the step sizes, or lower --noise; the defaults follow the family's constants")
+        }
         BilevelError::DimensionMismatch { .. } => Some("check the sizes in your input against `bilevel list --json`"),
         _ => None,
     }
@@ -91,6 +131,10 @@ fn list(as_json: bool) -> Result<(), BilevelError> {
         println!("{:<22} {:>4} {:>4}  summary", "family", "d_u", "d_l");
         for (e, p) in &fams {
             println!("{:<22} {:>4} {:>4}  {}", e.name, p.dims().d_u, p.dims().d_l, e.summary);
+        }
+        println!("\n{:<22} summary", "algorithm");
+        for (n, summary) in algorithms::ALGORITHMS {
+            println!("{n:<22} {summary}");
         }
     }
     Ok(())
@@ -145,4 +189,111 @@ fn report(as_json: bool) -> Result<(), BilevelError> {
     } else {
         Err(BilevelError::Unsupported("some checks failed".into()))
     }
+}
+
+/// Checkpoints of `bilevel run`: 0, then a geometric grid up to `iters` (about 8 per decade), then `iters`.
+fn checkpoints(iters: usize) -> Vec<usize> {
+    let mut c = vec![0];
+    let mut x = 1.0f64;
+    while (x as usize) < iters {
+        c.push(x as usize);
+        x *= 1.333;
+    }
+    c.push(iters);
+    c.dedup();
+    c
+}
+
+fn run(
+    algo: &str,
+    problem: &str,
+    iters: usize,
+    seed: u64,
+    noise: f64,
+    json: bool,
+    csv: bool,
+) -> Result<(), BilevelError> {
+    if !(noise.is_finite() && noise >= 0.0) {
+        return Err(BilevelError::invalid(
+            "--noise",
+            noise,
+            "must be a finite number >= 0 (0 turns the noise off)",
+        ));
+    }
+    if iters == 0 {
+        return Err(BilevelError::invalid("--iters", 0, "must be >= 1"));
+    }
+    let base = families::build(problem, 0)?;
+    let noisy = Noisy::new(Arc::clone(&base), NoiseLevels::uniform(noise))?;
+    let p: &dyn bilevel::problem::Bilevel = if noise > 0.0 { &noisy } else { base.as_ref() };
+    let mut solver = algorithms::build(algo, p, iters)?;
+    let mut o = Oracle::new(p, seed);
+    let metrics: Vec<Metric> = [Metric::GradNormSq, Metric::ThetaErrSq, Metric::PhiGapSq, Metric::FValue]
+        .into_iter()
+        .filter(|m| m.available(&o))
+        .collect();
+    let d = p.dims();
+    // θ⁰ = P_Θ(1), φ⁰ = 0: a fixed, documented start away from θ*.
+    let mut theta0 = Vector::from_element(d.d_u, 1.0);
+    p.domain().project(&mut theta0);
+    let phi0 = Vector::zeros(d.d_l);
+    let mut rec = Recorder::new(&metrics, &checkpoints(iters), false);
+    let last = solver::run(solver.as_mut(), &mut o, &theta0, &phi0, iters, &mut rec)?;
+    let trace = rec.finish();
+    if json {
+        let rows: Vec<_> = trace
+            .checkpoints
+            .iter()
+            .zip(&trace.values)
+            .zip(&trace.counts)
+            .map(|((k, v), c)| {
+                let mut row = serde_json::Map::new();
+                row.insert("k".into(), json!(k));
+                for (m, x) in trace.metrics.iter().zip(v) {
+                    row.insert(m.key().into(), json!(x));
+                }
+                row.insert("counts".into(), json!(c));
+                serde_json::Value::Object(row)
+            })
+            .collect();
+        let mut fin = rows.last().cloned().unwrap_or_default();
+        if let Some(obj) = fin.as_object_mut() {
+            obj.insert("theta".into(), json!(last.theta.as_slice()));
+            obj.insert("phi".into(), json!(last.phi.as_slice()));
+        }
+        let out = json!({
+            "algorithm": algo, "problem": problem, "iters": iters, "seed": seed, "noise": noise,
+            "trace": rows, "final": fin,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).expect("serialisable"));
+    } else {
+        let sep = if csv { "," } else { " " };
+        let head: Vec<String> = std::iter::once("k".to_string())
+            .chain(trace.metrics.iter().map(|m| m.key().to_string()))
+            .chain(["upper_samples".into(), "lower_samples".into()])
+            .collect();
+        if csv {
+            println!("{}", head.join(sep));
+        } else {
+            println!(
+                "{}",
+                head.iter().map(|h| format!("{h:>16}")).collect::<Vec<_>>().join(sep)
+            );
+        }
+        for ((k, v), c) in trace.checkpoints.iter().zip(&trace.values).zip(&trace.counts) {
+            let cells: Vec<String> = std::iter::once(k.to_string())
+                .chain(v.iter().map(|x| format!("{x:.6e}")))
+                .chain([c.upper_samples.to_string(), c.lower_samples.to_string()])
+                .collect();
+            if csv {
+                println!("{}", cells.join(sep));
+            } else {
+                println!(
+                    "{}",
+                    cells.iter().map(|h| format!("{h:>16}")).collect::<Vec<_>>().join(sep)
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -73,6 +73,10 @@ fn check_oracles(p: &dyn Bilevel, seed: u64) {
             rel_err(&grad(p, s, &theta, &phi, 1), &gp) < FD_TOL,
             "{name}: grad_phi_fu"
         );
+        let glt = fd_gradient(|t| p.f_l(s, t, &phi), &theta, FD_H);
+        let mut out_t = Vector::zeros(p.dims().d_u);
+        p.grad_theta_fl(s, &theta, &phi, &mut out_t);
+        assert!(rel_err(&out_t, &glt) < FD_TOL, "{name}: grad_theta_fl");
         let gl = fd_gradient(|ph| p.f_l(s, &theta, ph), &phi, FD_H);
         assert!(
             rel_err(&grad(p, s, &theta, &phi, 2), &gl) < FD_TOL,

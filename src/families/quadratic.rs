@@ -281,6 +281,9 @@ impl Bilevel for Quadratic {
         out.gemv(1.0, &self.h, phi, 1.0);
         out.gemv_tr(1.0, &self.m, theta, 1.0);
     }
+    fn grad_theta_fl(&self, _s: Sample, _theta: &Vector, phi: &Vector, out: &mut Vector) {
+        out.gemv(1.0, &self.m, phi, 0.0);
+    }
     fn hvp_fl(&self, _s: Sample, _theta: &Vector, _phi: &Vector, v: &Vector, out: &mut Vector) {
         out.gemv(1.0, &self.h, v, 0.0);
     }

@@ -116,6 +116,8 @@ pub trait Bilevel: Send + Sync {
     fn grad_phi_fu(&self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector);
     /// `out` ← $\nabla_\phi f_l(\theta, \phi)$ (length $d_l$).
     fn grad_phi_fl(&self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector);
+    /// `out` ← $\nabla_\theta f_l(\theta, \phi)$ (length $d_u$); used by the value-function methods (28)–(29).
+    fn grad_theta_fl(&self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector);
     /// `out` ← $\nabla^2_{\phi\phi} f_l(\theta, \phi)\, v$ (length $d_l$).
     fn hvp_fl(&self, s: Sample, theta: &Vector, phi: &Vector, v: &Vector, out: &mut Vector);
     /// `out` ← $\nabla^2_{\theta\phi} f_l(\theta, \phi)\, w$ for $w\in\mathbb{R}^{d_l}$ (length $d_u$).

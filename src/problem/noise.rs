@@ -30,7 +30,7 @@ pub struct NoiseLevels {
     pub grad_theta_fu: f64,
     /// Noise on $\nabla_\phi f_u$.
     pub grad_phi_fu: f64,
-    /// Noise on $\nabla_\phi f_l$.
+    /// Noise on $\nabla_\phi f_l$ and $\nabla_\theta f_l$.
     pub grad_phi_fl: f64,
     /// Scale $\sigma_H$ of the Hessian noise matrix.
     pub hess_fl: f64,
@@ -78,6 +78,7 @@ enum Stream {
     GradPhiFu,
     GradPhiFl,
     Hess,
+    GradThetaFl,
     Cross,
 }
 
@@ -225,6 +226,12 @@ impl Bilevel for Noisy {
         self.inner.grad_phi_fl(s, theta, phi, out);
         if let Some(w) = Self::noise_word(s) {
             add_vector_noise(w, Stream::GradPhiFl, self.levels.grad_phi_fl, out);
+        }
+    }
+    fn grad_theta_fl(&self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) {
+        self.inner.grad_theta_fl(s, theta, phi, out);
+        if let Some(w) = Self::noise_word(s) {
+            add_vector_noise(w, Stream::GradThetaFl, self.levels.grad_phi_fl, out);
         }
     }
     fn hvp_fl(&self, s: Sample, theta: &Vector, phi: &Vector, v: &Vector, out: &mut Vector) {

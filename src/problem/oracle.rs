@@ -27,6 +27,8 @@ pub struct Counts {
     pub fl_value: u64,
     /// Evaluations of $\nabla_\phi f_l$.
     pub fl_grad_phi: u64,
+    /// Evaluations of $\nabla_\theta f_l$.
+    pub fl_grad_theta: u64,
     /// Hessian-vector products $\nabla^2_{\phi\phi} f_l\,v$.
     pub fl_hvp: u64,
     /// Cross products $\nabla^2_{\theta\phi} f_l\,w$.
@@ -44,7 +46,7 @@ impl Counts {
     }
     /// Lower-level first- and second-order evaluations.
     pub fn lower_evaluations(&self) -> u64 {
-        self.fl_grad_phi + self.fl_hvp + self.fl_cross + self.fl_cross_t + self.fl_dense
+        self.fl_grad_phi + self.fl_grad_theta + self.fl_hvp + self.fl_cross + self.fl_cross_t + self.fl_dense
     }
     /// Field-wise difference `self − earlier` (calls made since `earlier`).
     pub fn since(&self, earlier: &Counts) -> Counts {
@@ -56,6 +58,7 @@ impl Counts {
             fu_grad_phi: self.fu_grad_phi - earlier.fu_grad_phi,
             fl_value: self.fl_value - earlier.fl_value,
             fl_grad_phi: self.fl_grad_phi - earlier.fl_grad_phi,
+            fl_grad_theta: self.fl_grad_theta - earlier.fl_grad_theta,
             fl_hvp: self.fl_hvp - earlier.fl_hvp,
             fl_cross: self.fl_cross - earlier.fl_cross,
             fl_cross_t: self.fl_cross_t - earlier.fl_cross_t,
@@ -169,6 +172,31 @@ impl<'a> Oracle<'a> {
         self.counts.fl_grad_phi += 1;
         self.problem.grad_phi_fl(s, theta, phi, out);
         Ok(())
+    }
+    /// `out` ← $\nabla_\theta f_l$ at `s`.
+    pub fn grad_theta_fl(&mut self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) -> Result<()> {
+        self.check_point(theta, phi)?;
+        self.check("output of grad_theta_fl", out, self.dims.d_u)?;
+        self.counts.fl_grad_theta += 1;
+        self.problem.grad_theta_fl(s, theta, phi, out);
+        Ok(())
+    }
+    /// The run's random stream as it is now, to replay the same draws later with [`Oracle::replay`].
+    pub fn snapshot(&self) -> ChaCha8Rng {
+        self.rng.clone()
+    }
+    /// Run `f` with the random stream reset to `snapshot`, so it draws the same samples (and the same
+    /// algorithm-level randomness) as the code that ran after the snapshot was taken; then restore the stream.
+    /// Replayed draws are the same samples, so they do not add to `upper_samples`/`lower_samples`; evaluations
+    /// are counted as usual. This is how recursive-momentum methods (eqs 21–22) evaluate one sample at two points.
+    pub fn replay<T>(&mut self, snapshot: ChaCha8Rng, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let saved = std::mem::replace(&mut self.rng, snapshot);
+        let (us, ls) = (self.counts.upper_samples, self.counts.lower_samples);
+        let out = f(self);
+        self.counts.upper_samples = us;
+        self.counts.lower_samples = ls;
+        self.rng = saved;
+        out
     }
     /// `out` ← $\nabla^2_{\phi\phi} f_l\,v$ at `s`.
     pub fn hvp_fl(&mut self, s: Sample, theta: &Vector, phi: &Vector, v: &Vector, out: &mut Vector) -> Result<()> {

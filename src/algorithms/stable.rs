@@ -1,0 +1,163 @@
+//! STABLE, Alg 5 (Chen, Sun, Xiao & Yin, AISTATS 2022), and the lecture's Alg 6 taken literally.
+//!
+//! Tracked second-order estimates (recursive, STORM-style, one sample at both points):
+//! $$H^k_{\phi\phi} = \mathcal{P}_{\succeq\mu_l I}\Big(\hat H_{\phi\phi}(\theta^k,\phi^k;\xi_k) + (1-\tau)\big(H^{k-1}_{\phi\phi} -
+//! \hat H_{\phi\phi}(\theta^{k-1},\phi^{k-1};\xi_k)\big)\Big),$$
+//! and likewise $H^k_{\theta\phi}$ (unprojected). Then
+//! $$\theta^{k+1} = \mathcal{P}_\Theta\Big(\theta^k - \alpha_k\big[\nabla_\theta f_u - H^k_{\theta\phi}(H^k_{\phi\phi})^{-1}\nabla_\phi f_u\big](\theta^k,\phi^k)\Big),$$
+//! $$\phi^{k+1} = \phi^k - \beta_k\nabla_\phi f_l(\theta^k,\phi^k) - (H^k_{\phi\phi})^{-1}(H^k_{\theta\phi})^\top(\theta^{k+1}-\theta^k).$$
+//! The last term is the correction: $\phi^\star(\theta^{k+1}) - \phi^\star(\theta^k) \approx J(\theta^{k+1}-\theta^k)$ with
+//! $J = -H^{-1}[\nabla^2_{\theta\phi} f_l]^\top$, applied in full (Alg 5). The lecture's Alg 6 puts it inside
+//! $\beta_k[\dots]$ with the sign flipped, $\phi^{k+1} = \phi^k - \beta_k[\nabla_\phi f_l - H^{-1}H_{\theta\phi}^\top(\theta^{k+1}-\theta^k)]$:
+//! it then moves $\phi$ by $-\beta_k J\Delta\theta$ instead of $+J\Delta\theta$ and no longer tracks $\phi^\star$
+//! (`literal_alg6 = true`, name `stable-alg6-literal`; the test `algorithms::stable_alg5_tracks_alg6_does_not`).
+//!
+//! Guarantees: $O(\varepsilon^{-2})$ samples at both levels with $\alpha=\beta\propto K^{-1/2}$ (nonconvex);
+//! $O(1/K)$ for strongly convex $F$ with $\propto 1/k$ steps. Per iteration: one upper sample, one lower sample
+//! for $\nabla_\phi f_l$, one lower sample for both tracked matrices (evaluated at two points).
+
+use super::common::{check_lower_step, upper_step};
+use crate::error::{BilevelError, Result};
+use crate::linalg::{Matrix, Vector};
+use crate::problem::{Level, Oracle};
+use crate::solver::{Iterate, Schedule, Solver};
+
+/// STABLE (Alg 5), or Alg 6 as printed when `literal_alg6` is set.
+#[derive(Debug, Clone)]
+pub struct Stable {
+    /// Upper-level steps $\alpha_k$.
+    pub alpha: Schedule,
+    /// Lower-level steps $\beta_k$.
+    pub beta: Schedule,
+    /// Tracking weight $\tau\in(0,1]$ ($\tau=1$: the plain sample).
+    pub tau: f64,
+    /// Lower eigenvalue bound $\mu$ of the projection $\\{H\succeq\mu I\\}$.
+    pub mu: f64,
+    /// Apply the lecture's Alg 6 literally (for the comparison test).
+    pub literal_alg6: bool,
+    h_pp: Matrix,
+    h_tp: Matrix,
+    g_u: Vector,
+    g_p: Vector,
+    g_l: Vector,
+    z: Vector,
+    dtheta: Vector,
+    prev: Option<(Vector, Vector)>,
+}
+
+impl Stable {
+    /// STABLE with tracking weight `tau` and projection level `mu`.
+    pub fn new(alpha: Schedule, beta: Schedule, tau: f64, mu: f64) -> Self {
+        Stable {
+            alpha,
+            beta,
+            tau,
+            mu,
+            literal_alg6: false,
+            h_pp: Matrix::zeros(0, 0),
+            h_tp: Matrix::zeros(0, 0),
+            g_u: Vector::zeros(0),
+            g_p: Vector::zeros(0),
+            g_l: Vector::zeros(0),
+            z: Vector::zeros(0),
+            dtheta: Vector::zeros(0),
+            prev: None,
+        }
+    }
+}
+
+/// Projection of a symmetric matrix onto $\\{H\succeq\mu I\\}$ in Frobenius norm: clamp eigenvalues at $\mu$.
+pub fn project_psd_floor(h: &Matrix, mu: f64) -> Matrix {
+    let sym = crate::linalg::symmetrize(h);
+    let mut e = sym.symmetric_eigen();
+    for l in e.eigenvalues.iter_mut() {
+        *l = l.max(mu);
+    }
+    e.recompose()
+}
+
+impl Solver for Stable {
+    fn name(&self) -> &'static str {
+        if self.literal_alg6 {
+            "stable-alg6-literal"
+        } else {
+            "stable"
+        }
+    }
+    fn init(&mut self, o: &mut Oracle, _state: &Iterate) -> Result<()> {
+        let k = o.problem().constants();
+        self.alpha.check("alpha")?;
+        check_lower_step(&self.beta, k.l_l)?;
+        if !(self.tau > 0.0 && self.tau <= 1.0) {
+            return Err(BilevelError::invalid("tau", self.tau, "must be in (0, 1]"));
+        }
+        if !(self.mu.is_finite() && self.mu > 0.0) {
+            return Err(BilevelError::invalid("mu", self.mu, "must be finite and > 0"));
+        }
+        let d = o.dims();
+        self.h_pp = Matrix::zeros(d.d_l, d.d_l);
+        self.h_tp = Matrix::zeros(d.d_u, d.d_l);
+        self.g_u = Vector::zeros(d.d_u);
+        self.g_p = Vector::zeros(d.d_l);
+        self.g_l = Vector::zeros(d.d_l);
+        self.z = Vector::zeros(d.d_l);
+        self.dtheta = Vector::zeros(d.d_u);
+        self.prev = None;
+        Ok(())
+    }
+    fn step(&mut self, o: &mut Oracle, mut st: Iterate) -> Result<Iterate> {
+        let k = st.k;
+        // Tracked second-order estimates at one fresh sample, evaluated at the current and previous points.
+        let s = o.draw(Level::Lower);
+        let hp = o.hess_fl(s, &st.theta, &st.phi)?;
+        let ht = o.cross_matrix_fl(s, &st.theta, &st.phi)?;
+        match &self.prev {
+            None => {
+                self.h_pp = hp;
+                self.h_tp = ht;
+            }
+            Some((tp, pp)) => {
+                let hp_old = o.hess_fl(s, tp, pp)?;
+                let ht_old = o.cross_matrix_fl(s, tp, pp)?;
+                self.h_pp = &hp + (&self.h_pp - hp_old) * (1.0 - self.tau);
+                self.h_tp = &ht + (&self.h_tp - ht_old) * (1.0 - self.tau);
+            }
+        }
+        self.h_pp = project_psd_floor(&self.h_pp, self.mu);
+        let chol = self
+            .h_pp
+            .clone()
+            .cholesky()
+            .ok_or_else(|| BilevelError::NotPositiveDefinite {
+                what: "tracked lower-level Hessian".into(),
+                min_eig: crate::linalg::sym_eig_range(&self.h_pp).0,
+            })?;
+        // Upper step at (θ^k, φ^k).
+        let su = o.draw(Level::Upper);
+        o.grad_theta_fu(su, &st.theta, &st.phi, &mut self.g_u)?;
+        o.grad_phi_fu(su, &st.theta, &st.phi, &mut self.g_p)?;
+        self.z.copy_from(&self.g_p);
+        chol.solve_mut(&mut self.z);
+        self.g_u.gemv(-1.0, &self.h_tp, &self.z, 1.0);
+        self.prev = Some((st.theta.clone(), st.phi.clone()));
+        st.theta_prev.copy_from(&st.theta);
+        upper_step(o, &mut st.theta, self.alpha.at(k), &self.g_u);
+        // Lower step with the correction term, gradient at (θ^k, φ^k).
+        let sl = o.draw(Level::Lower);
+        o.grad_phi_fl(sl, &st.theta_prev, &st.phi, &mut self.g_l)?;
+        self.dtheta.copy_from(&st.theta);
+        self.dtheta -= &st.theta_prev;
+        // z ← H^{-1} H_θφᵀ Δθ.
+        self.z.gemv_tr(1.0, &self.h_tp, &self.dtheta, 0.0);
+        chol.solve_mut(&mut self.z);
+        let beta = self.beta.at(k);
+        st.phi.axpy(-beta, &self.g_l, 1.0);
+        if self.literal_alg6 {
+            st.phi.axpy(beta, &self.z, 1.0);
+        } else {
+            st.phi.axpy(-1.0, &self.z, 1.0);
+        }
+        st.k += 1;
+        Ok(st)
+    }
+}

@@ -1,0 +1,123 @@
+//! SUSTAIN: double momentum, eqs (21)–(22) (Khanduri, Zeng, Hong, Wai, Wang & Yang, NeurIPS 2021).
+//!
+//! STORM-style recursive momentum on both levels, each correction evaluated at one fresh sample at the new and
+//! the old point ([`Oracle::replay`] draws the same samples, including the Neumann depth):
+//! $$\tilde h_l^k = \nabla_\phi f_l(\theta^k,\phi^k;\xi_k) + \eta_l^k\big(\tilde h_l^{k-1} - \nabla_\phi f_l(\theta^{k-1},\phi^{k-1};\xi_k)\big),$$
+//! $$\tilde h_u^k = \hat\nabla f(\theta^k,\phi^k;\bar\xi_k) + \eta_u^k\big(\tilde h_u^{k-1} - \hat\nabla f(\theta^{k-1},\phi^{k-1};\bar\xi_k)\big),$$
+//! $$\phi^{k+1} = \phi^k - \beta_k\tilde h_l^k,\qquad \theta^{k+1} = \mathcal{P}_\Theta(\theta^k - \alpha_k\tilde h_u^k).$$
+//! (The lecture's form $(1-\eta)g^k + \eta(\tilde h^{k-1} + g^k - g^{k-1})$ is the same expression.) Schedule:
+//! $\alpha_k = c_\alpha/(k+k_0)^{1/3}$, $\beta_k = c_\beta\alpha_k$, $1-\eta^k = c_\eta\alpha_k^2$ (capped at 1).
+//! Guarantee: $\tilde O(\varepsilon^{-3/2})$ samples (references §4). The hypergradient uses the Ghadimi–Wang
+//! estimator with growing truncation.
+
+use super::common::{NeumannGrowth, upper_step};
+use crate::error::{BilevelError, Result};
+use crate::hypergrad::{InverseMethod, Workspace, estimate};
+use crate::linalg::Vector;
+use crate::problem::{Level, Oracle};
+use crate::solver::{Iterate, Schedule, Solver};
+
+/// SUSTAIN with the schedule of the module docs.
+#[derive(Debug, Clone)]
+pub struct Sustain {
+    /// Upper-level steps $\alpha_k$ (power 1/3 in the theorem).
+    pub alpha: Schedule,
+    /// $\beta_k = c_\beta\,\alpha_k$.
+    pub c_beta: f64,
+    /// $1-\eta_u^k = 1-\eta_l^k = \min(1, c_\eta\alpha_k^2)$.
+    pub c_eta: f64,
+    /// Neumann truncation schedule.
+    pub neumann: NeumannGrowth,
+    ws: Workspace,
+    hu: Vector,
+    hl: Vector,
+    g: Vector,
+    prev: Option<(Vector, Vector)>,
+}
+
+impl Sustain {
+    /// New solver.
+    pub fn new(alpha: Schedule, c_beta: f64, c_eta: f64, neumann: NeumannGrowth) -> Self {
+        Sustain {
+            alpha,
+            c_beta,
+            c_eta,
+            neumann,
+            ws: Workspace::new(0, 0),
+            hu: Vector::zeros(0),
+            hl: Vector::zeros(0),
+            g: Vector::zeros(0),
+            prev: None,
+        }
+    }
+}
+
+impl Solver for Sustain {
+    fn name(&self) -> &'static str {
+        "sustain"
+    }
+    fn init(&mut self, o: &mut Oracle, _state: &Iterate) -> Result<()> {
+        let l_l = o.problem().constants().l_l;
+        self.alpha.check("alpha")?;
+        for (n, v) in [("c_beta", self.c_beta), ("c_eta", self.c_eta)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(BilevelError::invalid(n, v, "must be finite and > 0"));
+            }
+        }
+        let beta0 = self.c_beta * self.alpha.at(0);
+        if beta0 >= 2.0 / l_l {
+            return Err(BilevelError::StepCondition(format!(
+                "beta_0 = c_beta * alpha_0 = {beta0} must be < 2/L_l = {}",
+                2.0 / l_l
+            )));
+        }
+        self.neumann.check(l_l)?;
+        let d = o.dims();
+        self.ws = Workspace::new(d.d_u, d.d_l);
+        self.hu = Vector::zeros(d.d_u);
+        self.hl = Vector::zeros(d.d_l);
+        self.g = Vector::zeros(d.d_u.max(d.d_l));
+        self.prev = None;
+        Ok(())
+    }
+    fn step(&mut self, o: &mut Oracle, mut st: Iterate) -> Result<Iterate> {
+        let k = st.k;
+        let alpha = self.alpha.at(k);
+        let keep = 1.0 - (self.c_eta * alpha * alpha).min(1.0);
+        let method = InverseMethod::GhadimiWang(self.neumann.at(k));
+        let d = o.dims();
+        let mut gl = Vector::zeros(d.d_l);
+        let mut gu = Vector::zeros(d.d_u);
+        // Lower level: one sample, two points.
+        let s = o.draw(Level::Lower);
+        o.grad_phi_fl(s, &st.theta, &st.phi, &mut gl)?;
+        // Upper level: the estimator's draws are replayed at the old point.
+        let snap = o.snapshot();
+        estimate(o, &method, &st.theta, &st.phi, &mut self.ws, &mut gu)?;
+        match &self.prev {
+            Some((tp, pp)) if keep > 0.0 => {
+                let mut old_l = Vector::zeros(d.d_l);
+                o.grad_phi_fl(s, tp, pp, &mut old_l)?;
+                let mut old_u = Vector::zeros(d.d_u);
+                let ws = &mut self.ws;
+                o.replay(snap, |o| estimate(o, &method, tp, pp, ws, &mut old_u))?;
+                self.hl -= &old_l;
+                self.hl *= keep;
+                self.hl += &gl;
+                self.hu -= &old_u;
+                self.hu *= keep;
+                self.hu += &gu;
+            }
+            _ => {
+                self.hl.copy_from(&gl);
+                self.hu.copy_from(&gu);
+            }
+        }
+        self.prev = Some((st.theta.clone(), st.phi.clone()));
+        st.phi.axpy(-self.c_beta * alpha, &self.hl, 1.0);
+        st.theta_prev.copy_from(&st.theta);
+        upper_step(o, &mut st.theta, alpha, &self.hu);
+        st.k += 1;
+        Ok(st)
+    }
+}

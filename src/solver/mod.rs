@@ -1,0 +1,101 @@
+//! One interface for every algorithm: a [`Solver`] steps an [`Iterate`] passed by value, [`run`] drives it and
+//! feeds [`Observer`]s, [`Schedule`]s give step sizes. Modelled on argmin's `Solver`/`State`/observer split.
+//!
+//! Indexing: the iterate after $k$ steps is $(\theta^k, \phi^k)$ from $(\theta^0,\phi^0)$; `step` uses the
+//! schedules at index $k$ (so $\alpha_0$ is the first step). `theta_prev` is $\theta^{k-1}$, which the lecture's
+//! lower-level gap $\\|\phi^k - \phi^\star(\theta^{k-1})\\|$ needs.
+
+mod record;
+mod schedule;
+
+pub use record::{Metric, Recorder, Trace};
+pub use schedule::Schedule;
+
+use crate::error::{BilevelError, Result};
+use crate::linalg::{Vector, check_vector};
+use crate::problem::Oracle;
+
+/// The state of a run after $k$ outer iterations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Iterate {
+    /// Outer iterations completed.
+    pub k: usize,
+    /// $\theta^k$.
+    pub theta: Vector,
+    /// $\phi^k$.
+    pub phi: Vector,
+    /// $\theta^{k-1}$ ($=\theta^0$ at $k=0$).
+    pub theta_prev: Vector,
+}
+
+impl Iterate {
+    /// The starting point $(\theta^0,\phi^0)$.
+    pub fn start(theta: Vector, phi: Vector) -> Self {
+        Iterate {
+            k: 0,
+            theta_prev: theta.clone(),
+            theta,
+            phi,
+        }
+    }
+}
+
+/// A bilevel algorithm.
+pub trait Solver: Send {
+    /// Registry name.
+    fn name(&self) -> &'static str;
+    /// Check the parameters against the problem (step-size conditions of the algorithm's theorem included) and
+    /// reset internal state (momentum buffers, tracked matrices) for a run from `state`.
+    fn init(&mut self, o: &mut Oracle, state: &Iterate) -> Result<()>;
+    /// One outer iteration: $(\theta^k,\phi^k) \to (\theta^{k+1},\phi^{k+1})$. Implementations set `theta_prev`
+    /// and increment `k`.
+    fn step(&mut self, o: &mut Oracle, state: Iterate) -> Result<Iterate>;
+}
+
+/// Something that looks at every iterate (after `init` at $k=0$ and after every step).
+pub trait Observer {
+    /// Called with the oracle (for counts and the problem's closed forms) and the current iterate.
+    fn observe(&mut self, o: &Oracle, state: &Iterate) -> Result<()>;
+}
+
+/// Iterates whose size exceeds this are declared diverged: far beyond any family's scale.
+pub const DIVERGENCE_THRESHOLD: f64 = 1e12;
+
+/// Run `solver` for `iters` outer iterations from $(\theta^0,\phi^0)$, projecting nothing itself (algorithms that
+/// project do so in `step`), checking for divergence after each step.
+pub fn run(
+    solver: &mut dyn Solver,
+    o: &mut Oracle,
+    theta0: &Vector,
+    phi0: &Vector,
+    iters: usize,
+    observer: &mut dyn Observer,
+) -> Result<Iterate> {
+    let d = o.dims();
+    check_vector("theta0", theta0, d.d_u)?;
+    check_vector("phi0", phi0, d.d_l)?;
+    let mut state = Iterate::start(theta0.clone(), phi0.clone());
+    solver.init(o, &state)?;
+    observer.observe(o, &state)?;
+    for _ in 0..iters {
+        state = solver.step(o, state)?;
+        let big = state.theta.amax().max(state.phi.amax());
+        if !big.is_finite() || big > DIVERGENCE_THRESHOLD {
+            return Err(BilevelError::Diverged {
+                iter: state.k,
+                what: format!("max |theta|, |phi| = {big:e}; reduce the step sizes"),
+            });
+        }
+        observer.observe(o, &state)?;
+    }
+    Ok(state)
+}
+
+/// An observer that records nothing.
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn observe(&mut self, _o: &Oracle, _state: &Iterate) -> Result<()> {
+        Ok(())
+    }
+}
