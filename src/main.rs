@@ -1,6 +1,7 @@
 //! The `bilevel` command-line tool: list what the crate holds, run the theory report.
 
 use bilevel::algorithms;
+use bilevel::claims;
 use bilevel::families::{self, REGISTRY};
 use bilevel::problem::Bilevel;
 use bilevel::problem::{NoiseLevels, Noisy, Oracle};
@@ -54,11 +55,29 @@ enum Command {
         #[arg(long)]
         csv: bool,
     },
-    /// Run every check the crate has and print a table (the rate claims join as they land).
+    /// Run every rate claim of theory/claims.toml and print the verdicts (the README's main command).
     Report {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also write one SVG plot per claim into this directory.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Master seed of the replicate streams.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Only claims whose id starts with this prefix.
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Run every claim under master seeds 0..N and report how often each passes (the lucky-seed check).
+    Sweep {
+        /// Number of master seeds.
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// Only claims whose id starts with this prefix.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -66,7 +85,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List { json } => list(json),
-        Command::Report { json } => report(json),
+        Command::Report { json, out, seed, only } => report(json, out.as_deref(), seed, only.as_deref()),
+        Command::Sweep { seeds, only } => sweep(seeds, only.as_deref()),
         Command::Run {
             algo,
             problem,
@@ -140,55 +160,72 @@ fn list(as_json: bool) -> Result<(), BilevelError> {
     Ok(())
 }
 
-/// Relative error between the closed-form ∇F and central differences of the closed-form F at θ* or 0.
-fn hypergradient_check(p: &dyn Bilevel) -> Result<f64, BilevelError> {
-    let d_u = p.dims().d_u;
-    let theta = p.theta_star().unwrap_or_else(|| Vector::from_element(d_u, 0.3));
-    let theta = &theta + Vector::from_fn(d_u, |i, _| 0.1 * (i as f64 + 1.0));
-    let g = p.grad_f(&theta)?;
-    let h = 1e-5;
-    let fd = Vector::from_fn(d_u, |i, _| {
-        let mut tp = theta.clone();
-        let mut tm = theta.clone();
-        tp[i] += h;
-        tm[i] -= h;
-        (p.value_f(&tp) - p.value_f(&tm)) / (2.0 * h)
-    });
-    Ok((&g - &fd).norm() / g.norm().max(1.0))
+fn selected(only: Option<&str>) -> Result<Vec<claims::ClaimSpec>, BilevelError> {
+    let reg = claims::Registry::builtin()?;
+    let specs: Vec<_> = reg.claim.into_iter().filter(|c| only.is_none_or(|p| c.id.starts_with(p))).collect();
+    if specs.is_empty() {
+        return Err(BilevelError::Unknown {
+            kind: "claim prefix".into(),
+            name: only.unwrap_or("").into(),
+            accepted: claims::Registry::builtin()?.claim.iter().map(|c| c.id.clone()).collect::<Vec<_>>().join(", "),
+        });
+    }
+    Ok(specs)
 }
 
-fn report(as_json: bool) -> Result<(), BilevelError> {
-    let mut rows = Vec::new();
-    for entry in REGISTRY {
-        let p = (entry.build)(0)?;
-        let err = hypergradient_check(p.as_ref())?;
-        rows.push((entry.name, err, err < 1e-6));
-    }
-    if as_json {
-        let checks: Vec<_> = rows
-            .iter()
-            .map(|(n, e, ok)| json!({"id": format!("exact-hypergradient/{n}"), "relative_error": e, "verdict": if *ok {"pass"} else {"fail"}}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "checks": checks })).expect("serialisable")
-        );
-    } else {
-        println!("{:<40} {:>12}  verdict", "check", "rel. error");
-        for (n, e, ok) in &rows {
-            println!(
-                "{:<40} {:>12.3e}  {}",
-                format!("exact-hypergradient/{n}"),
-                e,
-                if *ok { "pass" } else { "FAIL" }
-            );
+fn progress_bar(n: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(n), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}").expect("valid template"),
+    );
+    bar
+}
+
+fn report(as_json: bool, out: Option<&std::path::Path>, seed: u64, only: Option<&str>) -> Result<(), BilevelError> {
+    let specs = selected(only)?;
+    let bar = progress_bar(specs.len() as u64);
+    let results = claims::run_all(&specs, seed, |r| {
+        bar.set_message(r.id.clone());
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    if let Some(dir) = out {
+        for r in &results {
+            claims::plot(r, dir)?;
         }
     }
-    if rows.iter().all(|r| r.2) {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&json!({ "seed": seed, "claims": results })).expect("serialisable"));
+    } else {
+        print!("{}", claims::table(&results, 3));
+        let failed = results.iter().filter(|r| !r.ok()).count();
+        println!("\n{} passed, {} failed", results.len() - failed, failed);
+    }
+    if results.iter().all(|r| r.ok()) {
         Ok(())
     } else {
-        Err(BilevelError::Unsupported("some checks failed".into()))
+        Err(BilevelError::Unsupported("some claims failed: see the table".into()))
     }
+}
+
+fn sweep(seeds: u64, only: Option<&str>) -> Result<(), BilevelError> {
+    let specs = selected(only)?;
+    let bar = progress_bar(seeds * specs.len() as u64);
+    let mut passes = vec![0u64; specs.len()];
+    for seed in 0..seeds {
+        let results = claims::run_all(&specs, seed, |_| bar.inc(1))?;
+        for (p, r) in passes.iter_mut().zip(&results) {
+            *p += r.ok() as u64;
+        }
+    }
+    bar.finish_and_clear();
+    println!("{:<40} {:>10}", "claim", "passes");
+    for (s, p) in specs.iter().zip(&passes) {
+        println!("{:<40} {:>6}/{seeds}", s.id, p);
+    }
+    let all = passes.iter().all(|p| *p == seeds);
+    println!("\n{} of {} claims passed under every seed", passes.iter().filter(|p| **p == seeds).count(), specs.len());
+    if all { Ok(()) } else { Err(BilevelError::Unsupported("some claims failed under some seed".into())) }
 }
 
 /// Checkpoints of `bilevel run`: 0, then a geometric grid up to `iters` (about 8 per decade), then `iters`.

@@ -42,7 +42,9 @@ pub struct Stable {
     g_l: Vector,
     z: Vector,
     dtheta: Vector,
-    prev: Option<(Vector, Vector)>,
+    prev_theta: Vector,
+    prev_phi: Vector,
+    started: bool,
 }
 
 impl Stable {
@@ -61,7 +63,9 @@ impl Stable {
             g_l: Vector::zeros(0),
             z: Vector::zeros(0),
             dtheta: Vector::zeros(0),
-            prev: None,
+            prev_theta: Vector::zeros(0),
+            prev_phi: Vector::zeros(0),
+            started: false,
         }
     }
 }
@@ -102,7 +106,9 @@ impl Solver for Stable {
         self.g_l = Vector::zeros(d.d_l);
         self.z = Vector::zeros(d.d_l);
         self.dtheta = Vector::zeros(d.d_u);
-        self.prev = None;
+        self.prev_theta = Vector::zeros(d.d_u);
+        self.prev_phi = Vector::zeros(d.d_l);
+        self.started = false;
         Ok(())
     }
     fn step(&mut self, o: &mut Oracle, mut st: Iterate) -> Result<Iterate> {
@@ -111,18 +117,16 @@ impl Solver for Stable {
         let s = o.draw(Level::Lower);
         let hp = o.hess_fl(s, &st.theta, &st.phi)?;
         let ht = o.cross_matrix_fl(s, &st.theta, &st.phi)?;
-        match &self.prev {
-            None => {
-                self.h_pp = hp;
-                self.h_tp = ht;
-            }
-            Some((tp, pp)) => {
-                let hp_old = o.hess_fl(s, tp, pp)?;
-                let ht_old = o.cross_matrix_fl(s, tp, pp)?;
-                self.h_pp = &hp + (&self.h_pp - hp_old) * (1.0 - self.tau);
-                self.h_tp = &ht + (&self.h_tp - ht_old) * (1.0 - self.tau);
-            }
+        if self.started {
+            let hp_old = o.hess_fl(s, &self.prev_theta, &self.prev_phi)?;
+            let ht_old = o.cross_matrix_fl(s, &self.prev_theta, &self.prev_phi)?;
+            self.h_pp = &hp + (&self.h_pp - hp_old) * (1.0 - self.tau);
+            self.h_tp = &ht + (&self.h_tp - ht_old) * (1.0 - self.tau);
+        } else {
+            self.h_pp = hp;
+            self.h_tp = ht;
         }
+        self.started = true;
         self.h_pp = project_psd_floor(&self.h_pp, self.mu);
         let chol = self
             .h_pp
@@ -139,7 +143,8 @@ impl Solver for Stable {
         self.z.copy_from(&self.g_p);
         chol.solve_mut(&mut self.z);
         self.g_u.gemv(-1.0, &self.h_tp, &self.z, 1.0);
-        self.prev = Some((st.theta.clone(), st.phi.clone()));
+        self.prev_theta.copy_from(&st.theta);
+        self.prev_phi.copy_from(&st.phi);
         st.theta_prev.copy_from(&st.theta);
         upper_step(o, &mut st.theta, self.alpha.at(k), &self.g_u);
         // Lower step with the correction term, gradient at (θ^k, φ^k).

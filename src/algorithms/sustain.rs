@@ -31,8 +31,13 @@ pub struct Sustain {
     ws: Workspace,
     hu: Vector,
     hl: Vector,
-    g: Vector,
-    prev: Option<(Vector, Vector)>,
+    gl: Vector,
+    gu: Vector,
+    old_l: Vector,
+    old_u: Vector,
+    prev_theta: Vector,
+    prev_phi: Vector,
+    started: bool,
 }
 
 impl Sustain {
@@ -46,8 +51,13 @@ impl Sustain {
             ws: Workspace::new(0, 0),
             hu: Vector::zeros(0),
             hl: Vector::zeros(0),
-            g: Vector::zeros(0),
-            prev: None,
+            gl: Vector::zeros(0),
+            gu: Vector::zeros(0),
+            old_l: Vector::zeros(0),
+            old_u: Vector::zeros(0),
+            prev_theta: Vector::zeros(0),
+            prev_phi: Vector::zeros(0),
+            started: false,
         }
     }
 }
@@ -76,8 +86,13 @@ impl Solver for Sustain {
         self.ws = Workspace::new(d.d_u, d.d_l);
         self.hu = Vector::zeros(d.d_u);
         self.hl = Vector::zeros(d.d_l);
-        self.g = Vector::zeros(d.d_u.max(d.d_l));
-        self.prev = None;
+        self.gl = Vector::zeros(d.d_l);
+        self.gu = Vector::zeros(d.d_u);
+        self.old_l = Vector::zeros(d.d_l);
+        self.old_u = Vector::zeros(d.d_u);
+        self.prev_theta = Vector::zeros(d.d_u);
+        self.prev_phi = Vector::zeros(d.d_l);
+        self.started = false;
         Ok(())
     }
     fn step(&mut self, o: &mut Oracle, mut st: Iterate) -> Result<Iterate> {
@@ -85,35 +100,30 @@ impl Solver for Sustain {
         let alpha = self.alpha.at(k);
         let keep = 1.0 - (self.c_eta * alpha * alpha).min(1.0);
         let method = InverseMethod::GhadimiWang(self.neumann.at(k));
-        let d = o.dims();
-        let mut gl = Vector::zeros(d.d_l);
-        let mut gu = Vector::zeros(d.d_u);
         // Lower level: one sample, two points.
         let s = o.draw(Level::Lower);
-        o.grad_phi_fl(s, &st.theta, &st.phi, &mut gl)?;
+        o.grad_phi_fl(s, &st.theta, &st.phi, &mut self.gl)?;
         // Upper level: the estimator's draws are replayed at the old point.
         let snap = o.snapshot();
-        estimate(o, &method, &st.theta, &st.phi, &mut self.ws, &mut gu)?;
-        match &self.prev {
-            Some((tp, pp)) if keep > 0.0 => {
-                let mut old_l = Vector::zeros(d.d_l);
-                o.grad_phi_fl(s, tp, pp, &mut old_l)?;
-                let mut old_u = Vector::zeros(d.d_u);
-                let ws = &mut self.ws;
-                o.replay(snap, |o| estimate(o, &method, tp, pp, ws, &mut old_u))?;
-                self.hl -= &old_l;
-                self.hl *= keep;
-                self.hl += &gl;
-                self.hu -= &old_u;
-                self.hu *= keep;
-                self.hu += &gu;
-            }
-            _ => {
-                self.hl.copy_from(&gl);
-                self.hu.copy_from(&gu);
-            }
+        estimate(o, &method, &st.theta, &st.phi, &mut self.ws, &mut self.gu)?;
+        if self.started && keep > 0.0 {
+            o.grad_phi_fl(s, &self.prev_theta, &self.prev_phi, &mut self.old_l)?;
+            let (ws, old_u, tp, pp) = (&mut self.ws, &mut self.old_u, &self.prev_theta, &self.prev_phi);
+            o.replay(snap, |o| estimate(o, &method, tp, pp, ws, old_u))?;
+            // h ← g(new) + keep·(h − g(old)).
+            self.hl -= &self.old_l;
+            self.hl *= keep;
+            self.hl += &self.gl;
+            self.hu -= &self.old_u;
+            self.hu *= keep;
+            self.hu += &self.gu;
+        } else {
+            self.hl.copy_from(&self.gl);
+            self.hu.copy_from(&self.gu);
         }
-        self.prev = Some((st.theta.clone(), st.phi.clone()));
+        self.started = true;
+        self.prev_theta.copy_from(&st.theta);
+        self.prev_phi.copy_from(&st.phi);
         st.phi.axpy(-self.c_beta * alpha, &self.hl, 1.0);
         st.theta_prev.copy_from(&st.theta);
         upper_step(o, &mut st.theta, alpha, &self.hu);

@@ -49,6 +49,23 @@ pub fn build(name: &str, seed: u64) -> Result<Arc<dyn Bilevel>> {
     (entry.build)(seed)
 }
 
+/// Build family `name` from explicit parameters (the fields of its `Spec`, all optional with the registry's
+/// defaults), as the claims registry `theory/claims.toml` gives them. Unknown fields are an error.
+pub fn build_with(name: &str, params: &toml::Table) -> Result<Arc<dyn Bilevel>> {
+    fn spec<T: serde::de::DeserializeOwned>(name: &str, params: &toml::Table) -> Result<T> {
+        toml::Value::Table(params.clone())
+            .try_into()
+            .map_err(|e| BilevelError::Malformed(format!("parameters of family '{name}': {e}")))
+    }
+    Ok(match name {
+        "quadratic" => Arc::new(spec::<quadratic::QuadraticSpec>(name, params)?.build()?),
+        _ => {
+            build(name, 0)?;
+            return Err(BilevelError::Unsupported(format!("family '{name}' takes no parameters")));
+        }
+    })
+}
+
 /// Registered family names.
 pub fn names() -> Vec<&'static str> {
     REGISTRY.iter().map(|e| e.name).collect()

@@ -19,7 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`Quadratic`]; checked by [`QuadraticSpec::build`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct QuadraticSpec {
     /// $d_u$.
     pub d_u: usize,

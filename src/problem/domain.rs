@@ -5,8 +5,8 @@ use crate::linalg::{Vector, check_vector};
 use serde::Serialize;
 
 /// A closed convex set $\Theta\subseteq\mathbb{R}^{d_u}$ with a cheap projection.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Domain {
     /// $\Theta = \mathbb{R}^{d_u}$.
     Unbounded,

@@ -22,7 +22,8 @@ use serde::Serialize;
 use std::sync::Arc;
 
 /// Standard deviations of the additive noise, per oracle kind.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
 pub struct NoiseLevels {
     /// Noise on $f_u$ and $f_l$ values.
     pub value: f64,

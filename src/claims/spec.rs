@@ -1,0 +1,343 @@
+//! The schema of `theory/claims.toml`: one `[[claim]]` per judged statement.
+
+use crate::algorithms::common::NeumannGrowth;
+use crate::error::{BilevelError, Result};
+use crate::problem::{Constants, NoiseLevels};
+use crate::solver::{Metric, Schedule};
+use serde::{Deserialize, Serialize};
+
+/// The whole registry file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// The claims, in report order.
+    pub claim: Vec<ClaimSpec>,
+}
+
+/// What kind of statement a claim makes (design.md, "How a rate claim is judged").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// An upper bound: the measured exponent is at least as steep as the theory's (within tolerance).
+    Bound,
+    /// A bound the family is built to attain: the measured exponent matches the theory's.
+    Tight,
+    /// A statement of the lecture that is false: the data exclude the stated exponent.
+    Refuted,
+}
+
+/// What is fitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    /// The exponent $r$ of $\mathbb{E}[\text{metric}] \sim K^{r}$.
+    Slope,
+    /// The exponent $p$ of $S(f_u) \sim \varepsilon^{-p}$ with $\varepsilon$ = the mean metric.
+    ComplexityUpper,
+    /// The exponent $p$ of $S(f_l) \sim \varepsilon^{-p}$.
+    ComplexityLower,
+}
+
+/// Which iterate the metric is read at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Statistic {
+    /// The last iterate $K$.
+    Last,
+    /// The mean over $k = 1..K$, i.e. the expectation at a uniformly random iterate $\tilde K$.
+    Average,
+}
+
+/// How horizons are obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HorizonMode {
+    /// Anytime schedules: one run to $K_{\max}$ per replicate, every horizon read from it.
+    Anytime,
+    /// Horizon-dependent schedules: one run per $K$.
+    PerHorizon,
+}
+
+/// The horizon grid.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Horizons {
+    /// Smallest horizon.
+    pub min: usize,
+    /// Largest horizon.
+    pub max: usize,
+    /// Number of geometric grid points.
+    pub points: usize,
+    /// Anytime or per-horizon.
+    pub mode: HorizonMode,
+    /// Fit on the last `tail` horizons (default: all).
+    #[serde(default)]
+    pub tail: Option<usize>,
+}
+
+/// A step-size schedule in units of a family constant: the constant is $c/u$ with $u$ = `per` (default 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedSpec {
+    /// `constant`, `decay` ($c/(k+k_0)^a$) or `horizon` ($cK^{-a}$).
+    pub kind: String,
+    /// The numerator.
+    pub c: f64,
+    /// Divide `c` by this family constant: `mu_l`, `l_l`, `mu_f`, `l_f`.
+    #[serde(default)]
+    pub per: Option<String>,
+    /// Offset $k_0$ of `decay`.
+    #[serde(default = "one")]
+    pub k0: f64,
+    /// Power $a$.
+    #[serde(default)]
+    pub power: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The family constant named `name`.
+pub fn constant(k: &Constants, name: &str) -> Result<f64> {
+    Ok(match name {
+        "mu_l" => k.mu_l,
+        "l_l" => k.l_l,
+        "l_f" => k.l_f,
+        "mu_f" => k
+            .mu_f
+            .ok_or_else(|| BilevelError::Unsupported("schedule per mu_f on a family that is not strongly convex".into()))?,
+        "kappa" => k.l_l / k.mu_l,
+        other => {
+            return Err(BilevelError::Unknown {
+                kind: "constant".into(),
+                name: other.into(),
+                accepted: "mu_l, l_l, mu_f, l_f, kappa".into(),
+            });
+        }
+    })
+}
+
+impl SchedSpec {
+    /// The schedule for a family with constants `k` and horizon `horizon`.
+    pub fn resolve(&self, k: &Constants, horizon: usize) -> Result<Schedule> {
+        let c = match &self.per {
+            None => self.c,
+            Some(n) => self.c / constant(k, n)?,
+        };
+        let s = match self.kind.as_str() {
+            "constant" => Schedule::constant(c),
+            "decay" => Schedule::decay(c, self.k0, self.power),
+            "horizon" => Schedule::horizon(c, horizon, self.power),
+            other => {
+                return Err(BilevelError::Unknown {
+                    kind: "schedule kind".into(),
+                    name: other.into(),
+                    accepted: "constant, decay, horizon".into(),
+                });
+            }
+        };
+        s.check("schedule")?;
+        Ok(s)
+    }
+}
+
+/// Neumann truncation: the default $\log$ growth ([`NeumannGrowth::for_constants`]) or a fixed length.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NeumannSpec {
+    /// A fixed number of terms instead of the $\log k$ growth (the "fixed Neumann length" bug of the power tests).
+    #[serde(default)]
+    pub fixed: Option<usize>,
+}
+
+impl NeumannSpec {
+    /// The truncation schedule for constants `k`.
+    pub fn resolve(&self, k: &Constants) -> NeumannGrowth {
+        let g = NeumannGrowth::for_constants(k.mu_l, k.l_l);
+        match self.fixed {
+            Some(n) => NeumannGrowth::fixed(g.eta, n),
+            None => g,
+        }
+    }
+}
+
+/// The algorithm of a claim with its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AlgoSpec {
+    /// [`crate::algorithms::ttsa::Ttsa`].
+    Ttsa {
+        /// $\alpha_k$.
+        alpha: SchedSpec,
+        /// $\beta_k$.
+        beta: SchedSpec,
+        /// Neumann truncation.
+        #[serde(default)]
+        neumann: NeumannSpec,
+        /// Evaluate the UL step at the stale $\phi^k$ (a planted bug).
+        #[serde(default)]
+        stale_phi: bool,
+    },
+    /// [`crate::algorithms::alternating::Alternating`] (drops the implicit gradient).
+    Alternating {
+        /// $\alpha_k$.
+        alpha: SchedSpec,
+        /// $\beta_k$.
+        beta: SchedSpec,
+        /// Inner steps.
+        #[serde(default = "one_usize")]
+        inner_steps: usize,
+    },
+    /// [`crate::algorithms::double_loop::DoubleLoop::bsa`].
+    Bsa {
+        /// $\alpha$.
+        alpha: SchedSpec,
+        /// $\beta$.
+        beta: SchedSpec,
+        /// $t_k = \lceil c\sqrt{k+1}\rceil$.
+        c_inner: f64,
+        /// Neumann truncation.
+        #[serde(default)]
+        neumann: NeumannSpec,
+    },
+    /// [`crate::algorithms::double_loop::DoubleLoop::stocbio`], minibatch $B_K = \lceil b K^{a}\rceil$.
+    Stocbio {
+        /// $\alpha$.
+        alpha: SchedSpec,
+        /// $\beta$.
+        beta: SchedSpec,
+        /// Inner steps.
+        inner: usize,
+        /// $b$.
+        batch_c: f64,
+        /// $a$.
+        #[serde(default)]
+        batch_power: f64,
+        /// Neumann truncation.
+        #[serde(default)]
+        neumann: NeumannSpec,
+    },
+    /// [`crate::algorithms::stable::Stable`].
+    Stable {
+        /// $\alpha_k$.
+        alpha: SchedSpec,
+        /// $\beta_k$.
+        beta: SchedSpec,
+        /// Tracking weight.
+        tau: f64,
+        /// Alg 6 as printed (a planted bug).
+        #[serde(default)]
+        literal_alg6: bool,
+    },
+    /// [`crate::algorithms::sustain::Sustain`].
+    Sustain {
+        /// $\alpha_k$.
+        alpha: SchedSpec,
+        /// $\beta_k = c_\beta\alpha_k$, in units of $1/L_l$ relative to $\alpha_0$: $c_\beta = $ `beta0_l_l` $/(L_l\alpha_0)$.
+        beta0_l_l: f64,
+        /// $1-\eta_k = c_\eta\alpha_k^2$ with $c_\eta = $ `eta_c` $/\alpha_0^2$.
+        eta_c: f64,
+        /// Neumann truncation.
+        #[serde(default)]
+        neumann: NeumannSpec,
+    },
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+/// The problem of a claim: a family, its parameters, the noise, the start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProblemSpec {
+    /// Registered family name.
+    pub family: String,
+    /// The family's parameters (its `Spec` fields).
+    #[serde(default)]
+    pub params: toml::Table,
+    /// Additive noise levels.
+    #[serde(default)]
+    pub noise: NoiseLevels,
+    /// $\theta^0$ (default: all ones, projected on $\Theta$).
+    #[serde(default)]
+    pub theta0: Option<Vec<f64>>,
+}
+
+/// One claim of the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimSpec {
+    /// Unique id, e.g. `ttsa-sc/lower-gap`.
+    pub id: String,
+    /// One line: the statement.
+    pub title: String,
+    /// Paper theorem and the lecture's equations.
+    pub source: String,
+    /// The note in `theory/` that states the theorem, the assumptions and the result.
+    pub note: String,
+    /// Bound, tight or refuted.
+    pub kind: Kind,
+    /// The theory's exponent ($r<0$ for a decaying metric; $p>0$ for a sample complexity $\varepsilon^{-p}$).
+    pub theory_exponent: f64,
+    /// Tolerance $\tau$ of the decision.
+    pub tolerance: f64,
+    /// Why the tolerance is what it is.
+    pub tolerance_reason: String,
+    /// What is fitted.
+    pub measure: Measure,
+    /// The recorded metric.
+    pub metric: Metric,
+    /// Last iterate or average.
+    pub statistic: Statistic,
+    /// Independent replicates $R$.
+    pub replicates: usize,
+    /// The horizon grid.
+    pub horizons: Horizons,
+    /// The problem.
+    pub problem: ProblemSpec,
+    /// The algorithm.
+    pub algorithm: AlgoSpec,
+    /// If set, this entry is a power test: the named claim's rule applied to a planted bug, expected to fail.
+    #[serde(default)]
+    pub power_for: Option<String>,
+    /// The planted bug, in words.
+    #[serde(default)]
+    pub bug: Option<String>,
+}
+
+impl Registry {
+    /// Parse and check the registry text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let reg: Registry = toml::from_str(text).map_err(|e| BilevelError::Malformed(format!("claims registry: {e}")))?;
+        let mut ids = std::collections::HashSet::new();
+        for c in &reg.claim {
+            if !ids.insert(c.id.clone()) {
+                return Err(BilevelError::Malformed(format!("duplicate claim id '{}'", c.id)));
+            }
+            if !(c.tolerance.is_finite() && c.tolerance >= 0.0) {
+                return Err(BilevelError::invalid("tolerance", c.tolerance, "must be finite and >= 0"));
+            }
+            if c.tolerance_reason.trim().is_empty() {
+                return Err(BilevelError::Malformed(format!("claim '{}' has no tolerance_reason", c.id)));
+            }
+            if c.replicates < 2 {
+                return Err(BilevelError::invalid("replicates", c.replicates, "must be >= 2"));
+            }
+        }
+        for c in &reg.claim {
+            if let Some(target) = &c.power_for
+                && !ids.contains(target)
+            {
+                return Err(BilevelError::Malformed(format!("power test '{}' names unknown claim '{target}'", c.id)));
+            }
+        }
+        Ok(reg)
+    }
+
+    /// The registry shipped with the crate (`theory/claims.toml`, compiled in).
+    pub fn builtin() -> Result<Self> {
+        Self::parse(include_str!("../../theory/claims.toml"))
+    }
+}
