@@ -2,3 +2,4 @@
 
 mod common;
 mod problem_model;
+mod stats;
