@@ -13,6 +13,8 @@
 //! - [`problem`]: the oracles of $f_u$, $f_l$ ([`problem::Bilevel`]), samples, additive noise, the counting
 //!   [`problem::Oracle`], the set $\Theta$, the constants of the lecture's assumption slides.
 //! - [`families`]: synthetic families with exact $\phi^\star$, $F$, $\nabla F$ (and $\theta^\star$ where known).
+//! - [`stats`]: the Monte Carlo runner, seeds, horizon grids, power-law fits with bootstrap intervals, decision
+//!   rules for rate claims.
 //! - [`linalg`]: vector/matrix types and checks. [`error`]: the typed errors.
 //!
 //! # Notation
@@ -22,12 +24,14 @@
 #![deny(missing_docs)]
 
 pub mod algorithms;
+pub mod claims;
 pub mod error;
 pub mod families;
 pub mod hypergrad;
 pub mod linalg;
 pub mod problem;
 pub mod solver;
+pub mod stats;
 
 pub use error::{BilevelError, Result};
 pub use linalg::{Matrix, Vector};

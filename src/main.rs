@@ -3,7 +3,6 @@
 use bilevel::algorithms;
 use bilevel::claims;
 use bilevel::families::{self, REGISTRY};
-use bilevel::problem::Bilevel;
 use bilevel::problem::{NoiseLevels, Noisy, Oracle};
 use bilevel::solver::{self, Metric, Recorder};
 use bilevel::{BilevelError, Vector};
@@ -162,12 +161,21 @@ fn list(as_json: bool) -> Result<(), BilevelError> {
 
 fn selected(only: Option<&str>) -> Result<Vec<claims::ClaimSpec>, BilevelError> {
     let reg = claims::Registry::builtin()?;
-    let specs: Vec<_> = reg.claim.into_iter().filter(|c| only.is_none_or(|p| c.id.starts_with(p))).collect();
+    let specs: Vec<_> = reg
+        .claim
+        .into_iter()
+        .filter(|c| only.is_none_or(|p| c.id.starts_with(p)))
+        .collect();
     if specs.is_empty() {
         return Err(BilevelError::Unknown {
             kind: "claim prefix".into(),
             name: only.unwrap_or("").into(),
-            accepted: claims::Registry::builtin()?.claim.iter().map(|c| c.id.clone()).collect::<Vec<_>>().join(", "),
+            accepted: claims::Registry::builtin()?
+                .claim
+                .iter()
+                .map(|c| c.id.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     Ok(specs)
@@ -195,7 +203,10 @@ fn report(as_json: bool, out: Option<&std::path::Path>, seed: u64, only: Option<
         }
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "seed": seed, "claims": results })).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "seed": seed, "claims": results })).expect("serialisable")
+        );
     } else {
         print!("{}", claims::table(&results, 3));
         let failed = results.iter().filter(|r| !r.ok()).count();
@@ -224,8 +235,16 @@ fn sweep(seeds: u64, only: Option<&str>) -> Result<(), BilevelError> {
         println!("{:<40} {:>6}/{seeds}", s.id, p);
     }
     let all = passes.iter().all(|p| *p == seeds);
-    println!("\n{} of {} claims passed under every seed", passes.iter().filter(|p| **p == seeds).count(), specs.len());
-    if all { Ok(()) } else { Err(BilevelError::Unsupported("some claims failed under some seed".into())) }
+    println!(
+        "\n{} of {} claims passed under every seed",
+        passes.iter().filter(|p| **p == seeds).count(),
+        specs.len()
+    );
+    if all {
+        Ok(())
+    } else {
+        Err(BilevelError::Unsupported("some claims failed under some seed".into()))
+    }
 }
 
 /// Checkpoints of `bilevel run`: 0, then a geometric grid up to `iters` (about 8 per decade), then `iters`.

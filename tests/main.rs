@@ -3,3 +3,4 @@
 mod algorithms;
 mod common;
 mod problem_model;
+mod stats;

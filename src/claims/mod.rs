@@ -13,4 +13,6 @@ mod spec;
 
 pub use report::{plot, table};
 pub use run::{BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, ClaimResult, build_problem, build_solver, run_all, run_claim};
-pub use spec::{AlgoSpec, ClaimSpec, HorizonMode, Horizons, Kind, Measure, NeumannSpec, ProblemSpec, Registry, SchedSpec, Statistic};
+pub use spec::{
+    AlgoSpec, ClaimSpec, HorizonMode, Horizons, Kind, Measure, NeumannSpec, ProblemSpec, Registry, SchedSpec, Statistic,
+};

@@ -30,7 +30,11 @@ pub fn table(results: &[ClaimResult], digits: usize) -> String {
     );
     for r in results {
         let interval = format!("[{:.d$}, {:.d$}]", r.interval[0], r.interval[1], d = digits);
-        let hz = format!("{}..{}", r.horizons.first().unwrap_or(&0), r.horizons.last().unwrap_or(&0));
+        let hz = format!(
+            "{}..{}",
+            r.horizons.first().unwrap_or(&0),
+            r.horizons.last().unwrap_or(&0)
+        );
         let _ = writeln!(
             s,
             "{:<40} {:<8} {:>7.d$} {:>7.d$} {:>18} {:>7} {:>6} {:>13} {:>7.1}",
@@ -74,7 +78,10 @@ pub fn plot(r: &ClaimResult, dir: &Path) -> Result<()> {
                 .map(|(m, se)| ((m - 2.0 * se).max(m * 1e-3).log10(), (m + 2.0 * se).log10()))
                 .collect(),
         };
-        let (x0, x1) = (xs.iter().cloned().fold(f64::INFINITY, f64::min), xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+        let (x0, x1) = (
+            xs.iter().cloned().fold(f64::INFINITY, f64::min),
+            xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+        );
         let lo = band.iter().map(|b| b.0).fold(f64::INFINITY, f64::min);
         let hi = band.iter().map(|b| b.1).fold(f64::NEG_INFINITY, f64::max);
         let pad = 0.1 * (hi - lo).max(0.1);
@@ -86,26 +93,42 @@ pub fn plot(r: &ClaimResult, dir: &Path) -> Result<()> {
             .x_label_area_size(36)
             .y_label_area_size(56)
             .build_cartesian_2d(x0 - 0.05..x1 + 0.05, lo - pad..hi + pad)?;
-        let (xl, yl) = if r.samples.is_some() { ("log10(1/eps)", "log10(samples)") } else { ("log10(K)", "log10(mean metric)") };
+        let (xl, yl) = if r.samples.is_some() {
+            ("log10(1/eps)", "log10(samples)")
+        } else {
+            ("log10(K)", "log10(mean metric)")
+        };
         chart.configure_mesh().x_desc(xl).y_desc(yl).draw()?;
-        chart.draw_series(xs.iter().zip(&band).map(|(x, b)| {
-            PathElement::new(vec![(*x, b.0), (*x, b.1)], BLUE.mix(0.4).stroke_width(3))
-        }))?;
+        chart.draw_series(
+            xs.iter()
+                .zip(&band)
+                .map(|(x, b)| PathElement::new(vec![(*x, b.0), (*x, b.1)], BLUE.mix(0.4).stroke_width(3))),
+        )?;
         chart
             .draw_series(xs.iter().zip(&ys).map(|(x, y)| Circle::new((*x, *y), 3, BLUE.filled())))?
             .label("mean over replicates (±2 s.e.)")
             .legend(|(x, y)| Circle::new((x, y), 3, BLUE.filled()));
-        let (mx, my) = (xs.iter().sum::<f64>() / xs.len() as f64, ys.iter().sum::<f64>() / ys.len() as f64);
+        let (mx, my) = (
+            xs.iter().sum::<f64>() / xs.len() as f64,
+            ys.iter().sum::<f64>() / ys.len() as f64,
+        );
         let line = |slope: f64| vec![(x0, my + slope * (x0 - mx)), (x1, my + slope * (x1 - mx))];
         chart
             .draw_series(LineSeries::new(line(r.fitted_exponent), RED.stroke_width(2)))?
-            .label(format!("fitted {:.3} [{:.3}, {:.3}]", r.fitted_exponent, r.interval[0], r.interval[1]))
+            .label(format!(
+                "fitted {:.3} [{:.3}, {:.3}]",
+                r.fitted_exponent, r.interval[0], r.interval[1]
+            ))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
         chart
             .draw_series(LineSeries::new(line(r.theory_exponent), BLACK.stroke_width(1)))?
             .label(format!("theory {:.3}", r.theory_exponent))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
         Ok(())
     };

@@ -1,13 +1,15 @@
 //! Running a claim: build the problem and the algorithm from the spec, run $R$ replicates in parallel, fit, judge.
 
 use super::spec::{AlgoSpec, ClaimSpec, HorizonMode, Kind, Measure, Statistic};
-use crate::algorithms::{alternating::Alternating, double_loop::DoubleLoop, stable::Stable, sustain::Sustain, ttsa::Ttsa};
+use crate::algorithms::{
+    alternating::Alternating, double_loop::DoubleLoop, stable::Stable, sustain::Sustain, ttsa::Ttsa,
+};
 use crate::error::{BilevelError, Result};
 use crate::families;
 use crate::linalg::Vector;
 use crate::problem::{Bilevel, Constants, Noisy, Oracle};
 use crate::solver::{self, Recorder, Solver};
-use crate::stats::{self, ClaimKind, FitConfig, Interval, Rule, SeedKey, Table, Tail};
+use crate::stats::{self, ClaimKind, FitConfig, Interval, Rule, SeedKey, Table, Tail, Verdict};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -34,10 +36,11 @@ pub struct ClaimResult {
     pub interval: [f64; 2],
     /// The tolerance used.
     pub tolerance: f64,
-    /// `pass` or `fail` (for a power test: whether the planted bug was caught, i.e. the rule failed).
+    /// `pass` or `fail`: for a claim, whether its rule passed; for a power test, whether the planted bug was
+    /// caught (its rule returned Fail; Inconclusive does not count as caught).
     pub verdict: String,
-    /// The rule's verdict as such (before the power-test inversion).
-    pub rule_passed: bool,
+    /// The rule's own verdict: `pass`, `fail` or `inconclusive`.
+    pub rule_verdict: String,
     /// For power tests: the claim whose rule this entry applies to a planted bug.
     pub power_for: Option<String>,
     /// Replicates.
@@ -65,9 +68,16 @@ impl ClaimResult {
 pub fn build_problem(spec: &ClaimSpec) -> Result<Arc<dyn Bilevel>> {
     let base = families::build_with(&spec.problem.family, &spec.problem.params)?;
     let n = spec.problem.noise;
-    let any = [n.value, n.grad_theta_fu, n.grad_phi_fu, n.grad_phi_fl, n.hess_fl, n.cross_fl]
-        .iter()
-        .any(|x| *x != 0.0);
+    let any = [
+        n.value,
+        n.grad_theta_fu,
+        n.grad_phi_fu,
+        n.grad_phi_fl,
+        n.hess_fl,
+        n.cross_fl,
+    ]
+    .iter()
+    .any(|x| *x != 0.0);
     Ok(if any { Arc::new(Noisy::new(base, n)?) } else { base })
 }
 
@@ -80,7 +90,11 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             neumann,
             stale_phi,
         } => {
-            let mut t = Ttsa::new(alpha.resolve(k, horizon)?, beta.resolve(k, horizon)?, neumann.resolve(k));
+            let mut t = Ttsa::new(
+                alpha.resolve(k, horizon)?,
+                beta.resolve(k, horizon)?,
+                neumann.resolve(k),
+            );
             t.stale_phi = *stale_phi;
             Box::new(t)
         }
@@ -88,7 +102,11 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             alpha,
             beta,
             inner_steps,
-        } => Box::new(Alternating::new(alpha.resolve(k, horizon)?, beta.resolve(k, horizon)?, *inner_steps)),
+        } => Box::new(Alternating::new(
+            alpha.resolve(k, horizon)?,
+            beta.resolve(k, horizon)?,
+            *inner_steps,
+        )),
         AlgoSpec::Bsa {
             alpha,
             beta,
@@ -135,7 +153,12 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
         } => {
             let a = alpha.resolve(k, horizon)?;
             let a0 = a.at(0);
-            Box::new(Sustain::new(a, beta0_l_l / (k.l_l * a0), eta_c / (a0 * a0), neumann.resolve(k)))
+            Box::new(Sustain::new(
+                a,
+                beta0_l_l / (k.l_l * a0),
+                eta_c / (a0 * a0),
+                neumann.resolve(k),
+            ))
         }
     })
 }
@@ -225,8 +248,12 @@ pub fn run_claim(spec: &ClaimSpec, master_seed: u64) -> Result<ClaimResult> {
         }
     };
     let rule = Rule::new(rule_kind(spec.kind), spec.theory_exponent, spec.tolerance)?;
-    let rule_passed = rule.judge(&interval).passed();
-    let ok = if spec.power_for.is_some() { !rule_passed } else { rule_passed };
+    let verdict = rule.judge(&interval);
+    let ok = if spec.power_for.is_some() {
+        verdict == Verdict::Fail
+    } else {
+        verdict == Verdict::Pass
+    };
     Ok(ClaimResult {
         id: spec.id.clone(),
         kind: spec.kind,
@@ -235,7 +262,7 @@ pub fn run_claim(spec: &ClaimSpec, master_seed: u64) -> Result<ClaimResult> {
         interval: [interval.lo, interval.hi],
         tolerance: spec.tolerance,
         verdict: if ok { "pass".into() } else { "fail".into() },
-        rule_passed,
+        rule_verdict: format!("{verdict:?}").to_lowercase(),
         power_for: spec.power_for.clone(),
         replicates: spec.replicates,
         horizons: grid,
@@ -247,7 +274,11 @@ pub fn run_claim(spec: &ClaimSpec, master_seed: u64) -> Result<ClaimResult> {
 }
 
 /// Run every claim of `specs` (sequentially; each claim is parallel over replicates).
-pub fn run_all(specs: &[ClaimSpec], master_seed: u64, mut progress: impl FnMut(&ClaimResult)) -> Result<Vec<ClaimResult>> {
+pub fn run_all(
+    specs: &[ClaimSpec],
+    master_seed: u64,
+    mut progress: impl FnMut(&ClaimResult),
+) -> Result<Vec<ClaimResult>> {
     let mut out = Vec::with_capacity(specs.len());
     for s in specs {
         let r = run_claim(s, master_seed).map_err(|e| match e {

@@ -104,9 +104,9 @@ pub fn constant(k: &Constants, name: &str) -> Result<f64> {
         "mu_l" => k.mu_l,
         "l_l" => k.l_l,
         "l_f" => k.l_f,
-        "mu_f" => k
-            .mu_f
-            .ok_or_else(|| BilevelError::Unsupported("schedule per mu_f on a family that is not strongly convex".into()))?,
+        "mu_f" => k.mu_f.ok_or_else(|| {
+            BilevelError::Unsupported("schedule per mu_f on a family that is not strongly convex".into())
+        })?,
         "kappa" => k.l_l / k.mu_l,
         other => {
             return Err(BilevelError::Unknown {
@@ -310,17 +310,25 @@ pub struct ClaimSpec {
 impl Registry {
     /// Parse and check the registry text.
     pub fn parse(text: &str) -> Result<Self> {
-        let reg: Registry = toml::from_str(text).map_err(|e| BilevelError::Malformed(format!("claims registry: {e}")))?;
+        let reg: Registry =
+            toml::from_str(text).map_err(|e| BilevelError::Malformed(format!("claims registry: {e}")))?;
         let mut ids = std::collections::HashSet::new();
         for c in &reg.claim {
             if !ids.insert(c.id.clone()) {
                 return Err(BilevelError::Malformed(format!("duplicate claim id '{}'", c.id)));
             }
             if !(c.tolerance.is_finite() && c.tolerance >= 0.0) {
-                return Err(BilevelError::invalid("tolerance", c.tolerance, "must be finite and >= 0"));
+                return Err(BilevelError::invalid(
+                    "tolerance",
+                    c.tolerance,
+                    "must be finite and >= 0",
+                ));
             }
             if c.tolerance_reason.trim().is_empty() {
-                return Err(BilevelError::Malformed(format!("claim '{}' has no tolerance_reason", c.id)));
+                return Err(BilevelError::Malformed(format!(
+                    "claim '{}' has no tolerance_reason",
+                    c.id
+                )));
             }
             if c.replicates < 2 {
                 return Err(BilevelError::invalid("replicates", c.replicates, "must be >= 2"));
@@ -330,7 +338,10 @@ impl Registry {
             if let Some(target) = &c.power_for
                 && !ids.contains(target)
             {
-                return Err(BilevelError::Malformed(format!("power test '{}' names unknown claim '{target}'", c.id)));
+                return Err(BilevelError::Malformed(format!(
+                    "power test '{}' names unknown claim '{target}'",
+                    c.id
+                )));
             }
         }
         Ok(reg)

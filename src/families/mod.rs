@@ -61,7 +61,9 @@ pub fn build_with(name: &str, params: &toml::Table) -> Result<Arc<dyn Bilevel>> 
         "quadratic" => Arc::new(spec::<quadratic::QuadraticSpec>(name, params)?.build()?),
         _ => {
             build(name, 0)?;
-            return Err(BilevelError::Unsupported(format!("family '{name}' takes no parameters")));
+            return Err(BilevelError::Unsupported(format!(
+                "family '{name}' takes no parameters"
+            )));
         }
     })
 }

@@ -7,7 +7,7 @@ use crate::problem::{Counts, Oracle};
 use serde::Serialize;
 
 /// A quantity recorded along a run. Every definition is exact: squared or not, which $\phi^\star$ index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// $\\|\nabla F(\theta^k)\\|^2$ (squared, eq (34)).

@@ -1,0 +1,168 @@
+//! Decision rules: judge a fitted exponent's interval against the theory exponent $r$ with tolerance $\tau$.
+//!
+//! # Convention
+//! An exponent is what the fit returns: for a decaying metric $\mathbb{E}[m_K] \sim K^{s}$ it is negative, and the
+//! theory exponent is written negative too (TTSA's $\mathbb{E}\\|\theta^k-\theta^\star\\|^2 = O(k^{-2/3})$ has
+//! $r = -2/3$). For sample complexity $S \sim \varepsilon^{-p}$ it is positive. In both cases *smaller is better*,
+//! and a bound claim says "the true exponent $s^\star$ is at most $r$".
+//!
+//! # The rules
+//! Let $[\ell, u]$ be the two-sided interval at level $1-\alpha$ ([`super::bootstrap`]). Each rule has three
+//! outcomes: **Pass** (the data demonstrate the claim within tolerance), **Fail** (the data contradict it beyond the
+//! tolerance), **Inconclusive** (neither: the interval is too wide for $\tau$; add replicates, do not suspect a bug).
+//! A test asserts [`Verdict::Pass`].
+//!
+//! | kind | theory says | Pass | Fail |
+//! |---|---|---|---|
+//! | [`ClaimKind::Bound`] | $s^\star \le r$ | $u \le r+\tau$ | $\ell > r+\tau$ |
+//! | [`ClaimKind::Tight`] | $s^\star = r$ | $r-\tau \le \ell$ and $u \le r+\tau$ | $u < r-\tau$ or $\ell > r+\tau$ |
+//! | [`ClaimKind::Refuted`] | lecture's $r$ is wrong | $u < r-\tau$ or $\ell > r+\tau$ | $r-\tau \le \ell$ and $u \le r+\tau$ |
+//!
+//! *Why these.* Passing requires positive evidence: the whole interval must sit where the claim allows (for
+//! tight claims this is the interval-inclusion form of the two one-sided tests of equivalence, TOST). Failing
+//! requires the whole interval to sit where the claim forbids. So both wrong verdicts are controlled by the
+//! interval's level, and $\tau$ (written next to the claim and justified by log factors, the $\alpha/\beta$
+//! coupling correction, finite-$K$ curvature; design.md step 4) absorbs the fit's systematic bias, which the
+//! bootstrap cannot see. Refuted is the mirror image of tight.
+//!
+//! # Nominal error rates (if the interval has its nominal coverage and $\tau$ covers the bias)
+//! Write $\alpha = 1 - \text{level}$; each end of the interval misses $s^\star$ with probability $\alpha/2$. "Holds"
+//! and "false" are meant up to the tolerance: for a bound, holds = $s^\star \le r+\tau$, false = $s^\star > r+\tau$;
+//! for tight, holds = $|s^\star - r| \le \tau$, false = $|s^\star - r| > \tau$; refuted is the reverse of tight.
+//!
+//! | kind | false failure: Fail although the claim holds | false pass: Pass although it is false |
+//! |---|---|---|
+//! | Bound | $\le \alpha/2$ (Fail needs $\ell > r+\tau \ge s^\star$) | $\le \alpha/2$ ($u \le r+\tau < s^\star$) |
+//! | Tight | $\le \alpha$ (either end can miss; $=\alpha$ only when $\tau = 0$ and $s^\star = r$; $\approx\alpha/2$ when $s^\star$ is at an edge of the band) | $\le \alpha/2$ |
+//! | Refuted | $\le \alpha/2$ | $\le \alpha$ |
+//!
+//! With the default level 0.99: bound 0.5 %, tight 1 %, refuted 0.5 %. These are per claim; a suite of $n$
+//! claims run at one seed fails falsely with probability up to $n$ times that (union bound), which the many-seed
+//! sweep (design.md step 6) should be read against. Inconclusive is not a false failure but a lack of power: it
+//! becomes rare once the bootstrap standard error is well below $\tau - |s^\star - r|$ (for tight claims) or
+//! below $r + \tau - s^\star$ (for bound claims); plan $R$ from [`super::PowerLawFit::bootstrap_se`], which shrinks
+//! like $R^{-1/2}$.
+
+use super::bootstrap::Interval;
+use crate::error::{BilevelError, Result};
+use serde::{Deserialize, Serialize};
+
+/// What a claim asserts about the true exponent $s^\star$ relative to the theory exponent $r$.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClaimKind {
+    /// The theory is an upper bound: $s^\star \le r$ (decays at least as fast, or needs at most as many samples).
+    Bound,
+    /// The family attains the bound: $s^\star = r$ within tolerance.
+    Tight,
+    /// The lecture's exponent $r$ is false: $s^\star$ differs from $r$ by more than the tolerance.
+    Refuted,
+}
+
+/// The outcome of judging an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The interval lies where the claim allows.
+    Pass,
+    /// The interval lies where the claim forbids.
+    Fail,
+    /// The interval straddles a boundary: too few replicates for this tolerance.
+    Inconclusive,
+}
+
+impl Verdict {
+    /// Whether the verdict is [`Verdict::Pass`].
+    pub fn passed(self) -> bool {
+        self == Verdict::Pass
+    }
+}
+
+/// A decision rule: claim kind, theory exponent $r$, tolerance $\tau \ge 0$.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    /// What the claim asserts.
+    pub kind: ClaimKind,
+    /// Theory exponent $r$ (negative for a decay rate).
+    pub theory: f64,
+    /// Tolerance $\tau \ge 0$.
+    pub tolerance: f64,
+}
+
+impl Rule {
+    /// A checked rule.
+    ///
+    /// # Errors
+    /// [`BilevelError::InvalidParameter`] for a non-finite $r$ or a negative or non-finite $\tau$.
+    pub fn new(kind: ClaimKind, theory: f64, tolerance: f64) -> Result<Self> {
+        let rule = Self {
+            kind,
+            theory,
+            tolerance,
+        };
+        rule.check()?;
+        Ok(rule)
+    }
+
+    /// Validate $r$ finite and $\tau \ge 0$ finite (use after deserialising).
+    ///
+    /// # Errors
+    /// As [`Rule::new`].
+    pub fn check(&self) -> Result<()> {
+        if !self.theory.is_finite() {
+            return Err(BilevelError::invalid("theory exponent", self.theory, "must be finite"));
+        }
+        if !(self.tolerance.is_finite() && self.tolerance >= 0.0) {
+            return Err(BilevelError::invalid(
+                "tolerance",
+                self.tolerance,
+                "must be finite and >= 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The band $[r-\tau, r+\tau]$.
+    pub fn band(&self) -> (f64, f64) {
+        (self.theory - self.tolerance, self.theory + self.tolerance)
+    }
+
+    /// Judge `interval` by the table in the module docs.
+    pub fn judge(&self, interval: &Interval) -> Verdict {
+        let (lo_band, hi_band) = self.band();
+        let inside = lo_band <= interval.lo && interval.hi <= hi_band;
+        let outside = interval.hi < lo_band || interval.lo > hi_band;
+        let (pass, fail) = match self.kind {
+            ClaimKind::Bound => (interval.hi <= hi_band, interval.lo > hi_band),
+            ClaimKind::Tight => (inside, outside),
+            ClaimKind::Refuted => (outside, inside),
+        };
+        if pass {
+            Verdict::Pass
+        } else if fail {
+            Verdict::Fail
+        } else {
+            Verdict::Inconclusive
+        }
+    }
+
+    /// Nominal upper bound on $P(\text{Fail})$ when the claim holds, for an interval at two-sided `level`
+    /// (module docs): $\alpha/2$ for bound and refuted, $\alpha$ for tight.
+    pub fn false_failure_rate(&self, level: f64) -> f64 {
+        let alpha = 1.0 - level;
+        match self.kind {
+            ClaimKind::Bound | ClaimKind::Refuted => alpha / 2.0,
+            ClaimKind::Tight => alpha,
+        }
+    }
+
+    /// Nominal upper bound on $P(\text{Pass})$ when the claim is false: $\alpha/2$ for bound and tight, $\alpha$
+    /// for refuted.
+    pub fn false_pass_rate(&self, level: f64) -> f64 {
+        let alpha = 1.0 - level;
+        match self.kind {
+            ClaimKind::Bound | ClaimKind::Tight => alpha / 2.0,
+            ClaimKind::Refuted => alpha,
+        }
+    }
+}
