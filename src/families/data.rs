@@ -31,7 +31,9 @@ impl Dataset {
     pub fn linear(rng: &mut ChaCha8Rng, n: usize, scales: &Vector, w: &Vector, sigma: f64) -> Self {
         let p = scales.len();
         let x = Matrix::from_fn(n, p, |_, c| scales[c] * rng.sample::<f64, _>(StandardNormal));
-        let y = Vector::from_fn(n, |j, _| x.row(j).transpose().dot(w) + sigma * rng.sample::<f64, _>(StandardNormal));
+        let y = Vector::from_fn(n, |j, _| {
+            x.row(j).transpose().dot(w) + sigma * rng.sample::<f64, _>(StandardNormal)
+        });
         Dataset { x, y }
     }
 
@@ -126,7 +128,9 @@ impl RegionBounds {
     /// $\\|\Delta(CH^{-1}g)\\|\le s\,(L_2G/\mu + CL_2G/\mu^2 + CL_u/\mu)$ by the product rule with
     /// $\\|\Delta H^{-1}\\|\le L_2 s/\mu^2$. Adding $L_u s$ for $\nabla_\theta f_u$ gives the bound.
     pub fn l_f(&self) -> f64 {
-        (1.0 + self.l_phi_star()) * (1.0 + self.cross / self.mu) * (self.hess_fu + self.grad_phi_fu * self.third_fl / self.mu)
+        (1.0 + self.l_phi_star())
+            * (1.0 + self.cross / self.mu)
+            * (self.hess_fu + self.grad_phi_fu * self.third_fl / self.mu)
     }
 }
 

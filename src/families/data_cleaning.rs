@@ -85,7 +85,11 @@ impl DataCleaningSpec {
             return Err(BilevelError::invalid("lo", self.lo, "must lie in (0, 1]"));
         }
         if !(self.label_noise.is_finite() && self.label_noise >= 0.0) {
-            return Err(BilevelError::invalid("label_noise", self.label_noise, "must be finite and >= 0"));
+            return Err(BilevelError::invalid(
+                "label_noise",
+                self.label_noise,
+                "must be finite and >= 0",
+            ));
         }
         let (p, m) = (self.p, self.m);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
@@ -108,7 +112,11 @@ impl DataCleaningSpec {
         let fourth = (0..m).map(|j| tn[j].powi(4)).sum::<f64>().sqrt() / mf;
         let region = RegionBounds {
             mu: mu_l,
-            cross: (0..m).map(|j| ((tn[j] * b_phi + train.y[j].abs()) * tn[j]).powi(2)).sum::<f64>().sqrt() / mf,
+            cross: (0..m)
+                .map(|j| ((tn[j] * b_phi + train.y[j].abs()) * tn[j]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                / mf,
             grad_phi_fu: lam_v * b_phi + b_v.norm(),
             hess_fu: lam_v,
             third_fl: fourth,
@@ -127,7 +135,13 @@ impl DataCleaningSpec {
             mu_f: None,
             weak_convexity: l_f,
         };
-        Ok(DataCleaning { spec: self.clone(), train, val, constants, domain })
+        Ok(DataCleaning {
+            spec: self.clone(),
+            train,
+            val,
+            constants,
+            domain,
+        })
     }
 }
 
@@ -170,7 +184,10 @@ impl Bilevel for DataCleaning {
         "data_cleaning"
     }
     fn dims(&self) -> Dims {
-        Dims { d_u: self.spec.m, d_l: self.spec.p }
+        Dims {
+            d_u: self.spec.m,
+            d_l: self.spec.p,
+        }
     }
     fn draw(&self, _level: Level, rng: &mut ChaCha8Rng) -> Sample {
         draw_word(rng)

@@ -80,12 +80,22 @@ impl HyperparameterSpec {
             return Err(BilevelError::invalid("hi", self.hi, "must be finite and >= lo"));
         }
         if !(self.label_noise.is_finite() && self.label_noise >= 0.0) {
-            return Err(BilevelError::invalid("label_noise", self.label_noise, "must be finite and >= 0"));
+            return Err(BilevelError::invalid(
+                "label_noise",
+                self.label_noise,
+                "must be finite and >= 0",
+            ));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let p = self.p;
         // Features on different scales (0.5 to 2): per-coordinate regularisation has something to tune.
-        let scales = Vector::from_fn(p, |i, _| if p == 1 { 1.0 } else { 0.5 * 4f64.powf(i as f64 / (p - 1) as f64) });
+        let scales = Vector::from_fn(p, |i, _| {
+            if p == 1 {
+                1.0
+            } else {
+                0.5 * 4f64.powf(i as f64 / (p - 1) as f64)
+            }
+        });
         let w = gaussian_vector(&mut rng, p);
         let train = Dataset::linear(&mut rng, self.m, &scales, &w, self.label_noise);
         let val = Dataset::linear(&mut rng, self.n, &scales, &w, self.label_noise);
@@ -94,7 +104,10 @@ impl HyperparameterSpec {
         let (a_v, b_v) = val.moments();
         let mu_l = lambda_min(&a) + 2.0 * self.lo * self.lo;
         if mu_l <= 0.0 {
-            return Err(BilevelError::NotPositiveDefinite { what: "lower-level Hessian".into(), min_eig: mu_l });
+            return Err(BilevelError::NotPositiveDefinite {
+                what: "lower-level Hessian".into(),
+                min_eig: mu_l,
+            });
         }
         let lam_a = lambda_max(&a);
         let lam_v = lambda_max(&a_v);
@@ -120,7 +133,15 @@ impl HyperparameterSpec {
             mu_f: None,
             weak_convexity: l_f,
         };
-        Ok(Hyperparameter { spec: self.clone(), train, val, a, b, constants, domain })
+        Ok(Hyperparameter {
+            spec: self.clone(),
+            train,
+            val,
+            a,
+            b,
+            constants,
+            domain,
+        })
     }
 }
 
@@ -164,7 +185,10 @@ impl Bilevel for Hyperparameter {
         "hyperparameter"
     }
     fn dims(&self) -> Dims {
-        Dims { d_u: self.spec.p, d_l: self.spec.p }
+        Dims {
+            d_u: self.spec.p,
+            d_l: self.spec.p,
+        }
     }
     fn draw(&self, _level: Level, rng: &mut ChaCha8Rng) -> Sample {
         draw_word(rng)
@@ -228,7 +252,8 @@ impl Bilevel for Hyperparameter {
             h[(k, k)] += 2.0 * theta[k] * theta[k];
         }
         // A + 2 diag(θ²) ⪰ A + 2ℓ² I ≻ 0 on Θ (checked at build); outside Θ it stays ⪰ A ≻ 0 when m ≥ p.
-        spd_solve_vec("lower-level Hessian", &h, &self.b).unwrap_or_else(|_| Vector::from_element(theta.len(), f64::NAN))
+        spd_solve_vec("lower-level Hessian", &h, &self.b)
+            .unwrap_or_else(|_| Vector::from_element(theta.len(), f64::NAN))
     }
     fn theta_star(&self) -> Option<Vector> {
         None

@@ -74,7 +74,11 @@ impl MetaLearningSpec {
         }
         for (name, (lo, hi)) in [("q_range", self.q_range), ("r_range", self.r_range)] {
             if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && hi >= lo) {
-                return Err(BilevelError::invalid(name, format!("({lo}, {hi})"), "must satisfy 0 < lo <= hi < inf"));
+                return Err(BilevelError::invalid(
+                    name,
+                    format!("({lo}, {hi})"),
+                    "must satisfy 0 < lo <= hi < inf",
+                ));
             }
         }
         let (d, nt, lambda) = (self.d, self.tasks, self.lambda);
@@ -89,7 +93,14 @@ impl MetaLearningSpec {
             let m_t = crate::linalg::spd_solve("Q_t + lambda I", &q_lam, &(Matrix::identity(d, d) * lambda))?;
             let m_t = symmetrize(&m_t);
             let off = spd_solve_vec("Q_t + lambda I", &q_lam, &c)?;
-            tasks.push(Task { q, c, r, e, m: m_t, off });
+            tasks.push(Task {
+                q,
+                c,
+                r,
+                e,
+                m: m_t,
+                off,
+            });
         }
         let tf = nt as f64;
         let mut a_f = Matrix::zeros(d, d);
@@ -186,7 +197,10 @@ impl Bilevel for MetaLearning {
         "meta_learning"
     }
     fn dims(&self) -> Dims {
-        Dims { d_u: self.spec.d, d_l: self.spec.d * self.spec.tasks }
+        Dims {
+            d_u: self.spec.d,
+            d_l: self.spec.d * self.spec.tasks,
+        }
     }
     fn draw(&self, _level: Level, _rng: &mut ChaCha8Rng) -> Sample {
         Sample::Exact

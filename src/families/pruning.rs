@@ -19,9 +19,7 @@
 //! $L_u = \mathrm{mean}_i[B_\phi^2\\|\bar x_i\\|_\infty^2 + h^2\\|\bar x_i\\|^2 + (hB_\phi\\|\bar x_i\\| +
 //! |\bar y_i|)\\|\bar x_i\\|_\infty]$, $L_2 = 2\lambda_A\max(B_\phi, h)$; $\nabla^2 f_l$ is $2\lambda_Ah$-Lipschitz in $\phi$.
 
-use super::data::{
-    Dataset, RegionBounds, check_sizes, draw_word, for_each_in_batch, lambda_max, ridge_norm_bound,
-};
+use super::data::{Dataset, RegionBounds, check_sizes, draw_word, for_each_in_batch, lambda_max, ridge_norm_bound};
 use super::random::gaussian_vector;
 use crate::error::{BilevelError, Result};
 use crate::linalg::{Matrix, Vector, spd_solve_vec};
@@ -80,7 +78,11 @@ impl PruningSpec {
             return Err(BilevelError::invalid("hi", self.hi, "must be finite and > 0"));
         }
         if !(self.label_noise.is_finite() && self.label_noise >= 0.0) {
-            return Err(BilevelError::invalid("label_noise", self.label_noise, "must be finite and >= 0"));
+            return Err(BilevelError::invalid(
+                "label_noise",
+                self.label_noise,
+                "must be finite and >= 0",
+            ));
         }
         let p = self.p;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
@@ -124,7 +126,15 @@ impl PruningSpec {
             mu_f: None,
             weak_convexity: l_f,
         };
-        Ok(Pruning { spec: self.clone(), train, val, a, b, constants, domain })
+        Ok(Pruning {
+            spec: self.clone(),
+            train,
+            val,
+            a,
+            b,
+            constants,
+            domain,
+        })
     }
 }
 
@@ -186,7 +196,10 @@ impl Bilevel for Pruning {
         "pruning"
     }
     fn dims(&self) -> Dims {
-        Dims { d_u: self.spec.p, d_l: self.spec.p }
+        Dims {
+            d_u: self.spec.p,
+            d_l: self.spec.p,
+        }
     }
     fn draw(&self, _level: Level, rng: &mut ChaCha8Rng) -> Sample {
         draw_word(rng)

@@ -24,9 +24,7 @@
 //! $L_u = \mathrm{mean}_i[(B_\phi^2 + T^2)\\|\bar x_i\\|^2 + (TB_\phi\\|\bar x_i\\| + |\bar y_i|)\\|\bar x_i\\|]$,
 //! $L_2 = 2\lambda_A\max(B_\phi, T)$; $\nabla^2 f_l$ is $2\lambda_AT$-Lipschitz in $\phi$.
 
-use super::data::{
-    Dataset, RegionBounds, check_sizes, draw_word, for_each_in_batch, lambda_max, ridge_norm_bound,
-};
+use super::data::{Dataset, RegionBounds, check_sizes, draw_word, for_each_in_batch, lambda_max, ridge_norm_bound};
 use super::random::gaussian_vector;
 use crate::error::{BilevelError, Result};
 use crate::linalg::{Matrix, Vector, spd_solve_vec};
@@ -90,7 +88,11 @@ impl RepresentationSpec {
             return Err(BilevelError::invalid("radius", self.radius, "must be finite and > 0"));
         }
         if !(self.label_noise.is_finite() && self.label_noise >= 0.0) {
-            return Err(BilevelError::invalid("label_noise", self.label_noise, "must be finite and >= 0"));
+            return Err(BilevelError::invalid(
+                "label_noise",
+                self.label_noise,
+                "must be finite and >= 0",
+            ));
         }
         let (p, k) = (self.p, self.k);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
@@ -132,7 +134,15 @@ impl RepresentationSpec {
             mu_f: None,
             weak_convexity: l_f,
         };
-        Ok(Representation { spec: self.clone(), train, val, a, b, constants, domain })
+        Ok(Representation {
+            spec: self.clone(),
+            train,
+            val,
+            a,
+            b,
+            constants,
+            domain,
+        })
     }
 }
 
@@ -206,7 +216,10 @@ impl Bilevel for Representation {
         "representation"
     }
     fn dims(&self) -> Dims {
-        Dims { d_u: self.spec.k * self.spec.p, d_l: self.spec.k }
+        Dims {
+            d_u: self.spec.k * self.spec.p,
+            d_l: self.spec.k,
+        }
     }
     fn draw(&self, _level: Level, rng: &mut ChaCha8Rng) -> Sample {
         draw_word(rng)

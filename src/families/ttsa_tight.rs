@@ -46,7 +46,11 @@ pub struct TtsaTightSpec {
 
 impl Default for TtsaTightSpec {
     fn default() -> Self {
-        TtsaTightSpec { a: 1.0, delta: 5e-3, radius: 1.0 }
+        TtsaTightSpec {
+            a: 1.0,
+            delta: 5e-3,
+            radius: 1.0,
+        }
     }
 }
 

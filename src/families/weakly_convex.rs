@@ -70,17 +70,29 @@ impl WeaklyConvexSpec {
             }
         }
         if !(self.amplitude.is_finite() && self.amplitude > 0.0) {
-            return Err(BilevelError::invalid("amplitude", self.amplitude, "must be finite and > 0"));
+            return Err(BilevelError::invalid(
+                "amplitude",
+                self.amplitude,
+                "must be finite and > 0",
+            ));
         }
         if !(self.curvature_ratio.is_finite() && self.curvature_ratio >= 0.0) {
-            return Err(BilevelError::invalid("curvature_ratio", self.curvature_ratio, "must be finite and >= 0"));
+            return Err(BilevelError::invalid(
+                "curvature_ratio",
+                self.curvature_ratio,
+                "must be finite and >= 0",
+            ));
         }
         if !(self.radius.is_finite() && self.radius > 0.0) {
             return Err(BilevelError::invalid("radius", self.radius, "must be finite and > 0"));
         }
         let (s_lo, s_hi) = self.s_range;
         if !(s_lo.is_finite() && s_hi.is_finite() && s_lo > 0.0 && s_hi >= s_lo) {
-            return Err(BilevelError::invalid("s_range", format!("({s_lo}, {s_hi})"), "must satisfy 0 < lo <= hi < inf"));
+            return Err(BilevelError::invalid(
+                "s_range",
+                format!("({s_lo}, {s_hi})"),
+                "must satisfy 0 < lo <= hi < inf",
+            ));
         }
         let (d_u, d_l) = (self.d_u, self.d_l);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
@@ -104,7 +116,14 @@ impl WeaklyConvexSpec {
             weak_convexity: (c * ata_max - p).max(0.0),
         };
         let domain = Domain::new_box(vec![-self.radius; d_u], vec![self.radius; d_u])?;
-        Ok(WeaklyConvex { spec: self.clone(), a, s, p, constants, domain })
+        Ok(WeaklyConvex {
+            spec: self.clone(),
+            a,
+            s,
+            p,
+            constants,
+            domain,
+        })
     }
 }
 
@@ -153,7 +172,10 @@ impl WeaklyConvex {
             return Err(BilevelError::invalid(
                 "rho",
                 rho,
-                &format!("must be finite and exceed the weak-convexity modulus rho_F = {}", k.weak_convexity),
+                &format!(
+                    "must be finite and exceed the weak-convexity modulus rho_F = {}",
+                    k.weak_convexity
+                ),
             ));
         }
         check_vector("vartheta", vartheta, self.spec.d_u)?;
@@ -197,7 +219,10 @@ impl Bilevel for WeaklyConvex {
         "weakly_convex"
     }
     fn dims(&self) -> Dims {
-        Dims { d_u: self.spec.d_u, d_l: self.spec.d_l }
+        Dims {
+            d_u: self.spec.d_u,
+            d_l: self.spec.d_l,
+        }
     }
     fn draw(&self, _level: Level, _rng: &mut ChaCha8Rng) -> Sample {
         Sample::Exact
