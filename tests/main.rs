@@ -2,5 +2,6 @@
 
 mod algorithms;
 mod common;
+mod families;
 mod problem_model;
 mod stats;

@@ -1,11 +1,35 @@
 //! Synthetic families whose $\phi^\star(\theta)$, $F(\theta)$ and $\nabla F(\theta)$ are known exactly.
 //!
-//! Each family lives in its own module, is built from a seed and checked parameters, and reports its
-//! [`Constants`](crate::problem::Constants). [`REGISTRY`] lists them with their default parameters; the CLI's
-//! `--problem NAME` and `bilevel list` read it.
+//! Each family lives in its own module, is built from a seed and checked parameters (a `...Spec` whose `build`
+//! returns typed errors), and reports its [`Constants`](crate::problem::Constants): exact where computable,
+//! otherwise valid bounds on $\Theta$, `None` (or $+\infty$ for a Lipschitz constant) where unbounded.
+//! [`REGISTRY`] lists them with their default parameters; the CLI's `--problem NAME` and `bilevel list` read it.
+//!
+//! # Module map
+//! | module | lecture | $d_u$, $d_l$ (default) | what is exact | notes |
+//! |---|---|---|---|---|
+//! | [`quadratic`] | (1)–(3), (13)–(17) | 3, 5 | everything, $\theta^\star$ | strongly convex $F$ |
+//! | [`hyperparameter`] | (4) | 4, 4 | $\phi^\star$ (solve) | LL Hessian depends on $\theta$ (ITD tests); finite sum |
+//! | [`representation`] | (6) | 8, 2 | $\phi^\star$ (solve) | bilinear $f_u$: global Lipschitz assumptions fail; finite sum |
+//! | [`pruning`] | (8) | 5, 5 | $\phi^\star$ (solve) | mask $\theta\odot\phi$; bilinear as (6); finite sum |
+//! | [`data_cleaning`] | HPO slide (subset selection) | 10, 3 | $\phi^\star$ (solve) | per-sample weights; finite sum |
+//! | [`meta_learning`] | iMAML / personalised FL | 3, 12 | $\phi^\star$, $F$, $\nabla F$, $\theta^\star$ | proximal LL, strongly convex $F$ |
+//! | [`weakly_convex`] | (37)–(38) | 2, 3 | $F$, $\nabla F$, $\rho_F$, prox | nonconvex $F$, Moreau envelope |
+//! | [`ttsa_tight`] | references §6, (40)–(44) | 1, 1 | $F = \theta^2/2$, $\theta^\star = 0$ | TTSA's $k^{-2/3}$ attained |
+//!
+//! Shared pieces: [`data`] (seeded data sets, finite-sum minibatches, the smoothness lemma behind the bounds of the
+//! data families), [`random`] (seeded matrices).
 
+pub mod data;
+pub mod data_cleaning;
+pub mod hyperparameter;
+pub mod meta_learning;
+pub mod pruning;
 pub mod quadratic;
 pub mod random;
+pub mod representation;
+pub mod ttsa_tight;
+pub mod weakly_convex;
 
 use crate::error::{BilevelError, Result};
 use crate::problem::Bilevel;
@@ -22,19 +46,104 @@ pub struct FamilyEntry {
 }
 
 /// Every family of the crate, in the order `bilevel list` prints them.
-pub const REGISTRY: &[FamilyEntry] = &[FamilyEntry {
-    name: "quadratic",
-    summary: "strongly convex quadratic, d_u=3 != d_l=5, non-symmetric cross matrix, kappa(H)=10",
-    build: |seed| {
-        Ok(Arc::new(
-            quadratic::QuadraticSpec {
-                seed,
-                ..Default::default()
-            }
-            .build()?,
-        ))
+pub const REGISTRY: &[FamilyEntry] = &[
+    FamilyEntry {
+        name: "quadratic",
+        summary: "strongly convex quadratic, d_u=3 != d_l=5, non-symmetric cross matrix, kappa(H)=10",
+        build: |seed| {
+            Ok(Arc::new(
+                quadratic::QuadraticSpec {
+                    seed,
+                    ..Default::default()
+                }
+                .build()?,
+            ))
+        },
     },
-}];
+    FamilyEntry {
+        name: "hyperparameter",
+        summary: "eq (4): per-coordinate ridge tuned on validation, LL Hessian depends on theta, finite sum",
+        build: |seed| {
+            Ok(Arc::new(
+                hyperparameter::HyperparameterSpec {
+                    seed,
+                    ..Default::default()
+                }
+                .build()?,
+            ))
+        },
+    },
+    FamilyEntry {
+        name: "representation",
+        summary: "eq (6): linear feature map (d_u=8) under a ridge head (d_l=2), finite sum",
+        build: |seed| {
+            Ok(Arc::new(
+                representation::RepresentationSpec {
+                    seed,
+                    ..Default::default()
+                }
+                .build()?,
+            ))
+        },
+    },
+    FamilyEntry {
+        name: "pruning",
+        summary: "eq (8): soft mask theta on ridge weights phi, theta in [0,1]^5, finite sum",
+        build: |seed| {
+            Ok(Arc::new(
+                pruning::PruningSpec {
+                    seed,
+                    ..Default::default()
+                }
+                .build()?,
+            ))
+        },
+    },
+    FamilyEntry {
+        name: "data_cleaning",
+        summary: "per-sample weights (d_u=m=10) on a partly corrupted training set, clean validation, finite sum",
+        build: |seed| {
+            Ok(Arc::new(
+                data_cleaning::DataCleaningSpec {
+                    seed,
+                    ..Default::default()
+                }
+                .build()?,
+            ))
+        },
+    },
+    FamilyEntry {
+        name: "meta_learning",
+        summary: "proximal LL (iMAML / personalised FL), T=4 quadratic tasks, closed-form F and theta*",
+        build: |seed| {
+            Ok(Arc::new(
+                meta_learning::MetaLearningSpec {
+                    seed,
+                    ..Default::default()
+                }
+                .build()?,
+            ))
+        },
+    },
+    FamilyEntry {
+        name: "weakly_convex",
+        summary: "eqs (37)-(38): nonconvex F with exact weak-convexity modulus, prox and Moreau gap",
+        build: |seed| {
+            Ok(Arc::new(
+                weakly_convex::WeaklyConvexSpec {
+                    seed,
+                    ..Default::default()
+                }
+                .build()?,
+            ))
+        },
+    },
+    FamilyEntry {
+        name: "ttsa_tight",
+        summary: "references 6: F = theta^2/2 exactly, TTSA's k^(-2/3) UL bound attained (deterministic; seed unused)",
+        build: |_seed| Ok(Arc::new(ttsa_tight::TtsaTightSpec::default().build()?)),
+    },
+];
 
 /// Build the registered family `name` from `seed`.
 pub fn build(name: &str, seed: u64) -> Result<Arc<dyn Bilevel>> {

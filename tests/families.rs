@@ -1,0 +1,709 @@
+//! Family-specific facts (issue 2 §3): finite-sum sampling, the proximal map of (37), the TTSA-tight instance,
+//! the meta-learning closed form against an independent derivation, and typed errors for bad parameters.
+//! The generic checks every family must pass live in `problem_model`.
+
+use crate::common::{fd_gradient, random_vector, rel_err, rng};
+use bilevel::families::data::for_each_in_batch;
+use bilevel::families::data_cleaning::DataCleaningSpec;
+use bilevel::families::hyperparameter::HyperparameterSpec;
+use bilevel::families::meta_learning::MetaLearningSpec;
+use bilevel::families::pruning::PruningSpec;
+use bilevel::families::representation::RepresentationSpec;
+use bilevel::families::ttsa_tight::TtsaTightSpec;
+use bilevel::families::weakly_convex::{WeaklyConvex, WeaklyConvexSpec};
+use bilevel::linalg::sym_eig_range;
+use bilevel::problem::{Bilevel, Domain, Level, Oracle, Sample};
+use bilevel::{BilevelError, Matrix, Vector};
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
+
+fn uniform_in(domain: &Domain, d: usize, r: &mut ChaCha8Rng) -> Vector {
+    match domain {
+        Domain::Box { lo, hi } => Vector::from_fn(d, |i, _| lo[i] + (hi[i] - lo[i]) * r.random::<f64>()),
+        _ => random_vector(r, d, 1.5),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Finite-sum sampling, without additive noise.
+
+/// |mean − exact| ≤ 5·sd/√n per component, sd from the sample (a normal-approximation z-test at 5σ: with the
+/// ~200 components checked below, a correct sampler fails with probability < 200 × 6e-7). Also returns the largest
+/// sample standard deviation so callers can check that the draws really vary.
+fn mean_matches(draws: &[Vector], exact: &Vector, what: &str) -> f64 {
+    let n = draws.len() as f64;
+    let mean = draws.iter().fold(Vector::zeros(exact.len()), |a, d| a + d) / n;
+    let mut sd_max = 0.0f64;
+    for i in 0..exact.len() {
+        let var = draws.iter().map(|d| (d[i] - mean[i]).powi(2)).sum::<f64>() / (n - 1.0);
+        sd_max = sd_max.max(var.sqrt());
+        let tol = 5.0 * (var / n).sqrt() + 1e-12;
+        assert!(
+            (mean[i] - exact[i]).abs() <= tol,
+            "{what}[{i}]: mean {} vs exact {} (tol {tol})",
+            mean[i],
+            exact[i]
+        );
+    }
+    sd_max
+}
+
+/// Every sampled oracle of a finite-sum family, with no additive noise, averages to the exact one; the sampled
+/// values vary (so the test is about sampling, not about a deterministic family).
+fn check_finite_sum_unbiased(p: &dyn Bilevel, seed: u64) {
+    let name = p.name().to_string();
+    let mut r = rng(seed);
+    let d = p.dims();
+    let theta = uniform_in(p.domain(), d.d_u, &mut r);
+    let phi = p.phi_star(&theta) + random_vector(&mut r, d.d_l, 1.0);
+    let v = random_vector(&mut r, d.d_l, 1.0);
+    let u = random_vector(&mut r, d.d_u, 1.0);
+    let mut o = Oracle::new(p, seed);
+    let n = 6000;
+    let mut got: Vec<Vec<Vector>> = (0..8).map(|_| Vec::with_capacity(n)).collect();
+    for k in 0..n {
+        // Alternate the level of the draw: both kinds of words must give unbiased oracles at both levels.
+        let s = o.draw(if k % 2 == 0 { Level::Lower } else { Level::Upper });
+        assert!(matches!(s, Sample::Draw(_)), "{name}: finite-sum families draw words");
+        for (kind, slot) in got.iter_mut().enumerate() {
+            let mut out = Vector::zeros(if kind == 2 || kind == 6 { d.d_u } else { d.d_l });
+            match kind {
+                0 => out = Vector::from_element(1, p.f_u(s, &theta, &phi)),
+                1 => out = Vector::from_element(1, p.f_l(s, &theta, &phi)),
+                2 => p.grad_theta_fu(s, &theta, &phi, &mut out),
+                3 => p.grad_phi_fu(s, &theta, &phi, &mut out),
+                4 => p.grad_phi_fl(s, &theta, &phi, &mut out),
+                5 => p.hvp_fl(s, &theta, &phi, &v, &mut out),
+                6 => p.cross_fl(s, &theta, &phi, &v, &mut out),
+                _ => p.cross_t_fl(s, &theta, &phi, &u, &mut out),
+            }
+            slot.push(out);
+        }
+    }
+    let e = Sample::Exact;
+    let mut ex = vec![
+        Vector::from_element(1, p.f_u(e, &theta, &phi)),
+        Vector::from_element(1, p.f_l(e, &theta, &phi)),
+        Vector::zeros(d.d_u),
+        Vector::zeros(d.d_l),
+        Vector::zeros(d.d_l),
+        Vector::zeros(d.d_l),
+        Vector::zeros(d.d_u),
+        Vector::zeros(d.d_l),
+    ];
+    p.grad_theta_fu(e, &theta, &phi, &mut ex[2]);
+    p.grad_phi_fu(e, &theta, &phi, &mut ex[3]);
+    p.grad_phi_fl(e, &theta, &phi, &mut ex[4]);
+    p.hvp_fl(e, &theta, &phi, &v, &mut ex[5]);
+    p.cross_fl(e, &theta, &phi, &v, &mut ex[6]);
+    p.cross_t_fl(e, &theta, &phi, &u, &mut ex[7]);
+    let kinds = [
+        "f_u",
+        "f_l",
+        "grad_theta_fu",
+        "grad_phi_fu",
+        "grad_phi_fl",
+        "hvp_fl",
+        "cross_fl",
+        "cross_t_fl",
+    ];
+    for (k, what) in kinds.iter().enumerate() {
+        let sd = mean_matches(&got[k], &ex[k], &format!("{name} {what}"));
+        // Values and the LL gradient depend on the drawn data point: the draws must vary.
+        if k == 0 || k == 1 || k == 4 {
+            assert!(sd > 1e-3, "{name} {what}: sampled values do not vary (sd {sd})");
+        }
+    }
+}
+
+#[test]
+fn finite_sum_sampling_is_unbiased_without_noise() {
+    let fams: Vec<Arc<dyn Bilevel>> = vec![
+        Arc::new(HyperparameterSpec::default().build().unwrap()),
+        Arc::new(
+            HyperparameterSpec {
+                batch: 5,
+                ..Default::default()
+            }
+            .build()
+            .unwrap(),
+        ),
+        Arc::new(RepresentationSpec::default().build().unwrap()),
+        Arc::new(PruningSpec::default().build().unwrap()),
+        Arc::new(DataCleaningSpec::default().build().unwrap()),
+    ];
+    for (i, p) in fams.iter().enumerate() {
+        check_finite_sum_unbiased(p.as_ref(), 40 + i as u64);
+    }
+}
+
+#[test]
+fn minibatch_indices_are_uniform() {
+    // Pearson chi-square of index counts over n = 10 cells with 20000 draws of batch 3: 9 degrees of freedom,
+    // P(χ²₉ > 33.7) = 1e-4, so a uniform sampler passes and an index map biased by even 10% on one cell
+    // (excess ≈ (0.1·6000)²/6000 = 60) fails.
+    let (n, batch, draws) = (10usize, 3usize, 20000u64);
+    for level in [Level::Upper, Level::Lower] {
+        let mut counts = vec![0u64; n];
+        let mut r = rng(9);
+        for _ in 0..draws {
+            let word = r.random::<u64>();
+            let mut weight_sum = 0.0;
+            for_each_in_batch(Sample::Draw(word), level, n, batch, |j, w| {
+                counts[j] += 1;
+                weight_sum += w;
+            });
+            assert!((weight_sum - 1.0).abs() < 1e-15, "batch weights sum to one");
+        }
+        let expected = (draws as f64) * batch as f64 / n as f64;
+        let chi2: f64 = counts.iter().map(|&c| (c as f64 - expected).powi(2) / expected).sum();
+        assert!(chi2 < 33.7, "{level:?}: chi2 = {chi2}, counts {counts:?}");
+    }
+    // The two levels use different streams of one word: the same word gives different minibatches.
+    let collect = |level| {
+        let mut v = Vec::new();
+        for_each_in_batch(Sample::Draw(12345), level, 1000, 8, |j, _| v.push(j));
+        v
+    };
+    assert_ne!(collect(Level::Upper), collect(Level::Lower));
+    // Exact is the full average.
+    let mut seen = Vec::new();
+    for_each_in_batch(Sample::Exact, Level::Lower, 7, 3, |j, w| {
+        assert_eq!(w, 1.0 / 7.0);
+        seen.push(j);
+    });
+    assert_eq!(seen, (0..7).collect::<Vec<_>>());
+}
+
+#[test]
+fn hyperparameter_lower_hessian_depends_on_theta() {
+    // The reason this family serves the ITD tests: ∇²φφ f_l = A + 2 diag(θ²) moves with θ, by exactly
+    // 2 diag(θ₁² − θ₂²).
+    let p = HyperparameterSpec::default().build().unwrap();
+    let t1 = Vector::from_element(4, 0.1);
+    let t2 = Vector::from_element(4, 0.9);
+    let phi = Vector::zeros(4);
+    let dh = p.hess_fl(Sample::Exact, &t2, &phi) - p.hess_fl(Sample::Exact, &t1, &phi);
+    let expected = Matrix::from_diagonal(&Vector::from_element(4, 2.0 * (0.81 - 0.01)));
+    assert!((dh - expected).amax() < 1e-12);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The proximal map of (37) and the measure of (38).
+
+fn prox_objective(w: &WeaklyConvex, theta: &Vector, vartheta: &Vector, rho: f64) -> f64 {
+    w.value_f(theta) + 0.5 * rho * (theta - vartheta).norm_squared()
+}
+
+#[test]
+fn prox_is_projected_stationary_and_a_global_minimiser() {
+    let w = WeaklyConvexSpec::default().build().unwrap();
+    let rho_f = w.constants().weak_convexity;
+    assert!(rho_f > 0.0, "the default instance is nonconvex");
+    let mut r = rng(21);
+    for k in 0..40 {
+        let rho = rho_f * [1.05, 1.5, 3.0, 10.0][k % 4];
+        // ϑ inside and outside Θ = [−3, 3]².
+        let vartheta = random_vector(&mut r, 2, 3.0);
+        let th = w.prox(&vartheta, rho).unwrap();
+        assert!(w.domain().contains(&th, 0.0), "prox lands in Theta");
+        // Projected stationarity of the prox problem: θ̂ = P_Θ(θ̂ − t∇Φ(θ̂)). ∇F is the closed form, itself
+        // checked against differences of F in problem_model. 1e-10: the solver stops at distance ≤ 1e-12 from θ̂
+        // and ∇Φ is (L_F + ρ)-Lipschitz with L_F + ρ < 10 here.
+        let grad = w.grad_f(&th).unwrap() + rho * (&th - &vartheta);
+        let t = 1.0 / (w.constants().l_f + rho);
+        let moved = w.domain().projected(&(&th - t * &grad)).unwrap();
+        assert!(
+            (&moved - &th).amax() < 1e-10,
+            "projected stationarity, moved {}",
+            (&moved - &th).amax()
+        );
+        // Global minimality against random feasible points (Φ is strongly convex for ρ > ρ_F; the comparison uses
+        // values only, independent of any gradient).
+        let best = prox_objective(&w, &th, &vartheta, rho);
+        for _ in 0..200 {
+            let z = uniform_in(w.domain(), 2, &mut r);
+            assert!(prox_objective(&w, &z, &vartheta, rho) >= best - 1e-12);
+        }
+    }
+}
+
+#[test]
+fn moreau_envelope_gradient_matches_differences() {
+    // ∇M_{1/ρ}(ϑ) = ρ(ϑ − θ̂(ϑ)) for ρ > ρ_F (Moreau envelope of a ρ_F-weakly convex function). Central
+    // differences of M with h = 1e-5: truncation h²·M'''/6 and prox error 1e-12/h ≈ 1e-7 dominate; tolerance 1e-6.
+    let w = WeaklyConvexSpec::default().build().unwrap();
+    let rho = 2.0 * w.constants().weak_convexity;
+    let mut r = rng(22);
+    for _ in 0..10 {
+        let vartheta = random_vector(&mut r, 2, 2.0);
+        let g = rho * (&vartheta - w.prox(&vartheta, rho).unwrap());
+        let g_fd = fd_gradient(|v| w.moreau_envelope(v, rho).unwrap(), &vartheta, 1e-5);
+        assert!(rel_err(&g, &g_fd) < 1e-6, "{g} vs {g_fd}");
+        // (38): the gap is ‖θ̂ − ϑ‖² = ‖∇M‖²/ρ².
+        let gap = w.moreau_gap(&vartheta, rho).unwrap();
+        assert!((gap - g.norm_squared() / (rho * rho)).abs() < 1e-12);
+    }
+    // θ = 0 is stationary (∇F(0) = 0) and Φ is convex, so θ̂(0) = 0 and the gap vanishes.
+    assert!(w.moreau_gap(&Vector::zeros(2), rho).unwrap() < 1e-24);
+}
+
+#[test]
+fn weak_convexity_modulus_is_attained_at_zero() {
+    // The declared ρ_F is exact: the smallest eigenvalue of ∇²F(0), from second differences of F alone, is −ρ_F.
+    // Second differences with h = 1e-4 on O(1) values: error h²·F''''/12 + eps·F/h² ≈ 1e-8; tolerance 1e-6.
+    let w = WeaklyConvexSpec::default().build().unwrap();
+    let h = 1e-4;
+    let f = |x: f64, y: f64| w.value_f(&Vector::from_vec(vec![x, y]));
+    let hxx = (f(h, 0.0) - 2.0 * f(0.0, 0.0) + f(-h, 0.0)) / (h * h);
+    let hyy = (f(0.0, h) - 2.0 * f(0.0, 0.0) + f(0.0, -h)) / (h * h);
+    let hxy = (f(h, h) - f(h, -h) - f(-h, h) + f(-h, -h)) / (4.0 * h * h);
+    let (lo, _) = sym_eig_range(&Matrix::from_row_slice(2, 2, &[hxx, hxy, hxy, hyy]));
+    assert!(
+        (lo + w.constants().weak_convexity).abs() < 1e-6,
+        "{lo} vs -{}",
+        w.constants().weak_convexity
+    );
+}
+
+#[test]
+fn prox_rejects_rho_at_or_below_the_modulus() {
+    let w = WeaklyConvexSpec::default().build().unwrap();
+    let rho_f = w.constants().weak_convexity;
+    for rho in [rho_f, 0.5 * rho_f, 0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(
+            matches!(
+                w.prox(&Vector::zeros(2), rho),
+                Err(BilevelError::InvalidParameter { .. })
+            ),
+            "rho = {rho}"
+        );
+    }
+}
+
+#[test]
+fn prox_rejects_a_wrong_size_point() {
+    let w = WeaklyConvexSpec::default().build().unwrap();
+    let rho = 2.0 * w.constants().weak_convexity;
+    assert!(matches!(
+        w.prox(&Vector::zeros(3), rho),
+        Err(BilevelError::DimensionMismatch { .. })
+    ));
+}
+
+#[test]
+fn prox_rejects_a_non_finite_point() {
+    let w = WeaklyConvexSpec::default().build().unwrap();
+    let rho = 2.0 * w.constants().weak_convexity;
+    let bad = Vector::from_vec(vec![f64::NAN, 0.0]);
+    assert!(matches!(w.moreau_gap(&bad, rho), Err(BilevelError::NonFinite { .. })));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The TTSA-tight instance.
+
+#[test]
+fn ttsa_tight_f_is_half_theta_squared_and_theta_star_is_zero() {
+    let p = TtsaTightSpec::default().build().unwrap();
+    let mut r = rng(31);
+    for _ in 0..200 {
+        let t = Vector::from_element(1, 2.0 * r.random::<f64>() - 1.0);
+        let phi = p.phi_star(&t);
+        // ψ_δ(0) = 0 exactly and φ* − aθ = 0 exactly in floating point, so F = θ²/2 to the last bit.
+        assert_eq!(p.f_u(Sample::Exact, &t, &phi), 0.5 * t[0] * t[0]);
+        assert_eq!(p.value_f(&t), 0.5 * t[0] * t[0]);
+        assert!((p.grad_f(&t).unwrap()[0] - t[0]).abs() < 1e-15);
+        assert!(p.value_f(&t) >= 0.0);
+    }
+    assert_eq!(p.theta_star(), Some(Vector::zeros(1)));
+    assert_eq!(p.grad_f(&Vector::zeros(1)).unwrap()[0], 0.0);
+}
+
+#[test]
+fn ttsa_tight_surrogate_is_theta_plus_psi() {
+    // The surrogate of (13) at an arbitrary φ, ∇θ f_u − ∇²θφ f_l [∇²φφ f_l]⁻¹ ∇φ f_u assembled from the oracles,
+    // equals θ + ψ_δ(φ − aθ) (references §6): the LL error enters as a bias ψ_δ ≥ 0.
+    let p = TtsaTightSpec {
+        a: -1.7,
+        delta: 1e-3,
+        radius: 2.0,
+    }
+    .build()
+    .unwrap();
+    let mut r = rng(32);
+    for _ in 0..200 {
+        let t = Vector::from_element(1, 4.0 * r.random::<f64>() - 2.0);
+        let phi = p.phi_star(&t) + random_vector(&mut r, 1, 0.1);
+        let (mut gt, mut gp, mut hv, mut c) = (Vector::zeros(1), Vector::zeros(1), Vector::zeros(1), Vector::zeros(1));
+        p.grad_theta_fu(Sample::Exact, &t, &phi, &mut gt);
+        p.grad_phi_fu(Sample::Exact, &t, &phi, &mut gp);
+        p.hvp_fl(Sample::Exact, &t, &phi, &Vector::from_element(1, 1.0), &mut hv);
+        p.cross_fl(Sample::Exact, &t, &phi, &Vector::from_element(1, 1.0), &mut c);
+        let surrogate = gt[0] - c[0] / hv[0] * gp[0];
+        let u = phi[0] + 1.7 * t[0];
+        let psi = (1e-6 + u * u).sqrt() - 1e-3;
+        // Both sides O(1); the closed form ψ loses ~1e-16/δ to cancellation: tolerance 1e-12.
+        assert!(
+            (surrogate - (t[0] + psi)).abs() < 1e-12,
+            "{surrogate} vs {}",
+            t[0] + psi
+        );
+        assert!((p.surrogate(t[0], phi[0]) - surrogate).abs() < 1e-12);
+    }
+    // No cancellation in ψ for |u| ≪ δ: ψ(u) = u²/(2δ)(1 + O(u²/δ²)).
+    assert!((p.psi(1e-9) / (1e-18 / 2e-3) - 1.0).abs() < 1e-12);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Meta-learning: the closed form against an independent derivation.
+
+#[test]
+fn meta_learning_phi_star_matches_gradient_descent_on_the_lower_level() {
+    // φ* from the closed form vs plain gradient descent on f_l using only the ∇φ f_l oracle (checked against
+    // differences of f_l in problem_model): step 1/L_l, κ = 6/1.5 = 4, 400 steps contract the error by
+    // (1 − 1/4)^400 ≈ 1e-50.
+    let p = MetaLearningSpec::default().build().unwrap();
+    let k = p.constants();
+    let mut r = rng(41);
+    let d_l = p.dims().d_l;
+    for _ in 0..5 {
+        let theta = random_vector(&mut r, 3, 1.5);
+        let mut phi = Vector::zeros(d_l);
+        let mut g = Vector::zeros(d_l);
+        for _ in 0..400 {
+            p.grad_phi_fl(Sample::Exact, &theta, &phi, &mut g);
+            phi -= &g / k.l_l;
+        }
+        assert!(rel_err(&p.phi_star(&theta), &phi) < 1e-12);
+    }
+}
+
+#[test]
+fn meta_learning_gradient_matches_the_imaml_formula() {
+    // iMAML (Rajeswaran et al. 2019): the meta-gradient is (1/T) Σ_t (I + Q_t/λ)⁻¹ ∇V_t(φ_t*), with
+    // φ_t* = argmin L_t(φ) + λ/2‖φ − θ‖² computed here from the raw task data by an LU solve — not from the
+    // family's stored M_t, A_F, g_F.
+    let p = MetaLearningSpec::default().build().unwrap();
+    let lambda = p.spec().lambda;
+    let mut r = rng(42);
+    for _ in 0..5 {
+        let theta = random_vector(&mut r, 3, 1.5);
+        let mut g = Vector::zeros(3);
+        let mut f = 0.0;
+        for task in &p.tasks {
+            let i3 = Matrix::identity(3, 3);
+            let phi_t = (&task.q + &i3 * lambda)
+                .lu()
+                .solve(&(&task.c + lambda * &theta))
+                .unwrap();
+            let grad_v = &task.r * &phi_t - &task.e;
+            g += (&i3 + &task.q / lambda).lu().solve(&grad_v).unwrap() / p.tasks.len() as f64;
+            f += (0.5 * phi_t.dot(&(&task.r * &phi_t)) - task.e.dot(&phi_t)) / p.tasks.len() as f64;
+        }
+        assert!(rel_err(&p.grad_f(&theta).unwrap(), &g) < 1e-12);
+        assert!((p.value_f(&theta) - f).abs() < 1e-12 * (1.0 + f.abs()));
+    }
+    // θ* is where the iMAML gradient vanishes, and no nearby point is better.
+    let ts = p.theta_star().unwrap();
+    let g_fd = fd_gradient(|t| p.value_f(t), &ts, 1e-5);
+    assert!(g_fd.amax() < 1e-8, "differences of F at theta*: {g_fd}");
+    for _ in 0..100 {
+        let z = &ts + random_vector(&mut r, 3, 0.1);
+        assert!(p.value_f(&z) > p.value_f(&ts));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Typed errors for bad parameters: one test per error.
+
+macro_rules! bad_param {
+    ($name:ident, $spec:expr, $pat:pat) => {
+        #[test]
+        fn $name() {
+            let r = $spec.build();
+            assert!(matches!(r, Err($pat)), "{:?}", r.err());
+        }
+    };
+}
+
+bad_param!(
+    hyperparameter_rejects_zero_features,
+    HyperparameterSpec {
+        p: 0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    hyperparameter_rejects_zero_batch,
+    HyperparameterSpec {
+        batch: 0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    hyperparameter_rejects_empty_training_set,
+    HyperparameterSpec {
+        m: 0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    hyperparameter_rejects_empty_validation_set,
+    HyperparameterSpec {
+        n: 0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    hyperparameter_rejects_nonpositive_lower_corner,
+    HyperparameterSpec {
+        lo: 0.0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    hyperparameter_rejects_inverted_box,
+    HyperparameterSpec {
+        lo: 1.0,
+        hi: 0.5,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    hyperparameter_rejects_nan_noise,
+    HyperparameterSpec {
+        label_noise: f64::NAN,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+
+bad_param!(
+    representation_rejects_zero_features,
+    RepresentationSpec {
+        k: 0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    representation_rejects_zero_inputs,
+    RepresentationSpec {
+        p: 0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    representation_rejects_nonpositive_ridge,
+    RepresentationSpec {
+        rho: 0.0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    representation_rejects_infinite_radius,
+    RepresentationSpec {
+        radius: f64::INFINITY,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    representation_rejects_zero_batch,
+    RepresentationSpec {
+        batch: 0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+
+bad_param!(
+    pruning_rejects_zero_weights,
+    PruningSpec {
+        p: 0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    pruning_rejects_negative_ridge,
+    PruningSpec {
+        rho: -0.1,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    pruning_rejects_nonpositive_mask_bound,
+    PruningSpec {
+        hi: 0.0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    pruning_rejects_empty_validation_set,
+    PruningSpec {
+        n: 0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+
+bad_param!(
+    data_cleaning_rejects_more_corrupted_than_samples,
+    DataCleaningSpec {
+        corrupted: 11,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    data_cleaning_rejects_weight_floor_above_one,
+    DataCleaningSpec {
+        lo: 1.5,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    data_cleaning_rejects_zero_weight_floor,
+    DataCleaningSpec {
+        lo: 0.0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    data_cleaning_rejects_nonpositive_ridge,
+    DataCleaningSpec {
+        rho: 0.0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    data_cleaning_rejects_empty_training_set,
+    DataCleaningSpec {
+        m: 0,
+        corrupted: 0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+
+bad_param!(
+    meta_learning_rejects_zero_tasks,
+    MetaLearningSpec {
+        tasks: 0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    meta_learning_rejects_zero_dimension,
+    MetaLearningSpec {
+        d: 0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    meta_learning_rejects_nonpositive_lambda,
+    MetaLearningSpec {
+        lambda: 0.0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    meta_learning_rejects_inverted_q_range,
+    MetaLearningSpec {
+        q_range: (2.0, 1.0),
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    meta_learning_rejects_singular_validation,
+    MetaLearningSpec {
+        r_range: (0.0, 1.0),
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+
+bad_param!(
+    weakly_convex_rejects_zero_amplitude,
+    WeaklyConvexSpec {
+        amplitude: 0.0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    weakly_convex_rejects_negative_ratio,
+    WeaklyConvexSpec {
+        curvature_ratio: -0.1,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    weakly_convex_rejects_nonpositive_radius,
+    WeaklyConvexSpec {
+        radius: 0.0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    weakly_convex_rejects_bad_s_range,
+    WeaklyConvexSpec {
+        s_range: (0.0, 1.0),
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    weakly_convex_rejects_zero_dimension,
+    WeaklyConvexSpec {
+        d_l: 0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+
+bad_param!(
+    ttsa_tight_rejects_zero_coupling,
+    TtsaTightSpec {
+        a: 0.0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    ttsa_tight_rejects_nonpositive_delta,
+    TtsaTightSpec {
+        delta: 0.0,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
+bad_param!(
+    ttsa_tight_rejects_nan_radius,
+    TtsaTightSpec {
+        radius: f64::NAN,
+        ..Default::default()
+    },
+    BilevelError::InvalidParameter { .. }
+);
