@@ -222,6 +222,11 @@ impl Bilevel for DataCleaning {
             }
         });
     }
+    fn grad_theta_fl(&self, s: Sample, _theta: &Vector, phi: &Vector, out: &mut Vector) {
+        // θ_j weighs sample j's loss: ∂/∂θ_j = ½ r_j² (for the drawn samples).
+        out.fill(0.0);
+        self.residuals(s, Level::Lower, phi, |j, r, w| out[j] += w * 0.5 * r * r);
+    }
     fn hvp_fl(&self, s: Sample, theta: &Vector, _phi: &Vector, v: &Vector, out: &mut Vector) {
         out.copy_from(v);
         *out *= self.spec.rho;

@@ -224,6 +224,12 @@ impl Bilevel for Hyperparameter {
             }
         });
     }
+    fn grad_theta_fl(&self, _s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) {
+        // ∂/∂θ_k of θ_k²φ_k²; the data term does not depend on θ.
+        for k in 0..out.len() {
+            out[k] = 2.0 * theta[k] * phi[k] * phi[k];
+        }
+    }
     fn hvp_fl(&self, s: Sample, theta: &Vector, _phi: &Vector, v: &Vector, out: &mut Vector) {
         for k in 0..out.len() {
             out[k] = 2.0 * theta[k] * theta[k] * v[k];

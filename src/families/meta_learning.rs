@@ -249,6 +249,14 @@ impl Bilevel for MetaLearning {
             o.gemv(1.0, &k.q, &p, 1.0);
         }
     }
+    fn grad_theta_fl(&self, _s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) {
+        // −λ Σ_t (φ_t − θ).
+        let d = self.spec.d;
+        out.fill(0.0);
+        for t in 0..self.spec.tasks {
+            *out -= self.spec.lambda * (phi.rows(t * d, d) - theta);
+        }
+    }
     fn hvp_fl(&self, _s: Sample, _theta: &Vector, _phi: &Vector, v: &Vector, out: &mut Vector) {
         let (d, lambda) = (self.spec.d, self.spec.lambda);
         for (t, k) in self.tasks.iter().enumerate() {

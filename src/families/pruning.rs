@@ -223,6 +223,11 @@ impl Bilevel for Pruning {
         *out *= 2.0 * self.spec.rho;
         self.add_grad(s, Level::Lower, theta, phi, theta, out);
     }
+    fn grad_theta_fl(&self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) {
+        // The mask enters as θ ⊙ φ: ∂r_j/∂θ_i = φ_i x_ji on the training data.
+        out.fill(0.0);
+        self.add_grad(s, Level::Lower, theta, phi, phi, out);
+    }
     fn hvp_fl(&self, s: Sample, theta: &Vector, _phi: &Vector, v: &Vector, out: &mut Vector) {
         out.copy_from(v);
         *out *= 2.0 * self.spec.rho;

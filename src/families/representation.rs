@@ -248,6 +248,16 @@ impl Bilevel for Representation {
         *out *= 2.0 * self.spec.rho;
         self.grad_phi_data(s, Level::Lower, theta, phi, out);
     }
+    fn grad_theta_fl(&self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) {
+        // ∂r_j/∂Θ_(a,c) = φ_a x_jc on the training data; ρ‖φ‖² does not depend on θ.
+        out.fill(0.0);
+        let p = self.spec.p;
+        self.residuals(s, Level::Lower, theta, phi, |j, r, w| {
+            for (idx, o) in out.iter_mut().enumerate() {
+                *o += w * r * phi[idx / p] * self.train.x[(j, idx % p)];
+            }
+        });
+    }
     fn hvp_fl(&self, s: Sample, theta: &Vector, _phi: &Vector, v: &Vector, out: &mut Vector) {
         out.copy_from(v);
         *out *= 2.0 * self.spec.rho;

@@ -150,6 +150,9 @@ impl Bilevel for TtsaTight {
     fn grad_phi_fl(&self, _s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) {
         out[0] = phi[0] - self.spec.a * theta[0];
     }
+    fn grad_theta_fl(&self, _s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) {
+        out[0] = -self.spec.a * (phi[0] - self.spec.a * theta[0]);
+    }
     fn hvp_fl(&self, _s: Sample, _theta: &Vector, _phi: &Vector, v: &Vector, out: &mut Vector) {
         out[0] = v[0];
     }

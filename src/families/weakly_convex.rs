@@ -247,6 +247,11 @@ impl Bilevel for WeaklyConvex {
         let r = phi - &self.a * theta;
         out.gemv(1.0, &self.s, &r, 0.0);
     }
+    fn grad_theta_fl(&self, _s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) {
+        // −Aᵀ S (φ − Aθ).
+        let sr = &self.s * (phi - &self.a * theta);
+        out.gemv_tr(-1.0, &self.a, &sr, 0.0);
+    }
     fn hvp_fl(&self, _s: Sample, _theta: &Vector, _phi: &Vector, v: &Vector, out: &mut Vector) {
         out.gemv(1.0, &self.s, v, 0.0);
     }
