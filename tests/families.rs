@@ -82,7 +82,7 @@ fn check_finite_sum_unbiased(p: &dyn Bilevel, seed: u64) {
         }
     }
     let e = Sample::Exact;
-    let mut ex = vec![
+    let mut ex = [
         Vector::from_element(1, p.f_u(e, &theta, &phi)),
         Vector::from_element(1, p.f_l(e, &theta, &phi)),
         Vector::zeros(d.d_u),

@@ -53,7 +53,7 @@ impl Dataset {
         (self.x.transpose() * &self.x / n, self.x.transpose() * &self.y / n)
     }
 
-    /// $\max_j |x_j^\top\phi - y_j|$-type bounds need these: the per-sample norms $\\|x_j\\|$.
+    /// Per-sample norms $\\|x_j\\|$.
     pub fn row_norms(&self) -> Vec<f64> {
         (0..self.len()).map(|j| self.x.row(j).norm()).collect()
     }

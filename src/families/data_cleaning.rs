@@ -12,7 +12,8 @@
 //!
 //! # Constants on $\Theta = [\ell,1]^m$ ($A = X^\top X/m$)
 //! $\mu_l = \ell\lambda_{\min}(A) + \rho$ and $L_l = \lambda_{\max}(A) + \rho$ are exact (at $\theta = \ell\mathbf1$,
-//! $\mathbf 1$). $\\|\phi^\star\\|\le B_\phi = \min(\frac1m\sum_j|y_j|\\|x_j\\|/\mu_l,\ \\|y\\|/(2\sqrt{\rho m}))$.
+//! $\mathbf 1$). $\\|\phi^\star\\|\le B_\phi = \min(\frac1m\sum_j|y_j|\\|x_j\\|/\mu_l,\ \\|y\\|/(2\sqrt{\rho m}),\ \\|y\\|/\sqrt{m\mu_l})$
+//! (the last from $\phi^{\star\top}H\phi^\star = b_\theta^\top\phi^\star\le\\|y\\|m^{-1/2}(\phi^{\star\top}H\phi^\star)^{1/2}$ as $\theta_j\le1$).
 //! $\nabla_\phi f_u$ and the cross derivative grow with $\\|\phi\\|$ (`None`). On $\Theta\times\\{\\|\phi\\|\le
 //! B_\phi\\}$, [`super::data::RegionBounds`] gives valid $L_\phi$, $L_F$ (weak convexity declared as $L_F$) with
 //! $C = \frac1m(\sum_j(\\|x_j\\|B_\phi + |y_j|)^2\\|x_j\\|^2)^{1/2}$, $G = \lambda_{\max}(\bar A)B_\phi + \\|\bar b\\|$,
@@ -107,7 +108,8 @@ impl DataCleaningSpec {
         let tn = train.row_norms();
         let mf = m as f64;
         let b_phi = ((0..m).map(|j| train.y[j].abs() * tn[j]).sum::<f64>() / mf / mu_l)
-            .min(train.y.norm() / (2.0 * (self.rho * mf).sqrt()));
+            .min(train.y.norm() / (2.0 * (self.rho * mf).sqrt()))
+            .min(train.y.norm() / (mf * mu_l).sqrt());
         let lam_v = lambda_max(&a_v);
         let fourth = (0..m).map(|j| tn[j].powi(4)).sum::<f64>().sqrt() / mf;
         let region = RegionBounds {

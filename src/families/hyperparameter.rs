@@ -14,7 +14,8 @@
 //!
 //! # Constants on $\Theta$
 //! $\mu_l = \lambda_{\min}(A) + 2\ell^2$ and $L_l = \lambda_{\max}(A) + 2h^2$ are exact (attained at
-//! $\theta = \ell\mathbf 1$, $h\mathbf 1$). $\\|\phi^\star\\|\le B_\phi = \\|b\\|/\mu_l$. The cross derivative and
+//! $\theta = \ell\mathbf 1$, $h\mathbf 1$). $\\|\phi^\star\\|\le B_\phi = \min(\\|b\\|/\mu_l, \\|y\\|/\sqrt{m\mu_l})$
+//! (the second from $\phi^{\star\top}H\phi^\star = b^\top\phi^\star\le\\|y\\|m^{-1/2}(\phi^{\star\top}A\phi^\star)^{1/2}$). The cross derivative and
 //! $\nabla_\phi f_u$ grow with $\\|\phi\\|$: unbounded on $\Theta\times\mathbb{R}^{d_l}$ (`None`; the lecture's
 //! bounded-cross and bounded-gradient assumptions fail globally, they hold on the bounded region used below).
 //! $L_\phi$ and $L_F$ are valid bounds from [`super::data::RegionBounds`] with $C = 4hB_\phi$,
@@ -111,7 +112,8 @@ impl HyperparameterSpec {
         }
         let lam_a = lambda_max(&a);
         let lam_v = lambda_max(&a_v);
-        let b_phi = b.norm() / mu_l;
+        // φ*ᵀHφ* = bᵀφ* ≤ (‖y‖/√m)(φ*ᵀAφ*)^{1/2} ≤ (‖y‖/√m)(φ*ᵀHφ*)^{1/2}, so ‖φ*‖² ≤ ‖y‖²/(m μ_l).
+        let b_phi = (b.norm() / mu_l).min(train.y.norm() / (self.m as f64 * mu_l).sqrt());
         let region = RegionBounds {
             mu: mu_l,
             cross: 4.0 * self.hi * b_phi,

@@ -9,7 +9,7 @@
 //! $s = A(\theta\odot\phi) - b$. The LL Hessian depends on $\theta$; $F$ is nonconvex in general and
 //! $\theta^\star$ is not known (`None`). Finite sums, sampled as in [`super::data`].
 //!
-//! # Constants on $\Theta = [0,h]^p$ ($\lambda_A = \lambda_{\max}(A)$)
+//! # Constants on $\Theta = [0, h]^p$ ($\lambda_A = \lambda_{\max}(A)$)
 //! $\mu_l = 2\rho$ (at $\theta = 0$) and $L_l = \lambda_Ah^2 + 2\rho$ (at $\theta = h\mathbf 1$) are exact.
 //! $\\|\phi^\star\\|\le B_\phi = \\|y\\|/(2\sqrt{2\rho m})$ (ridge bound). As for eq (6), $f_u$ is bilinear in
 //! $(\theta,\phi)$: **its gradients are not globally Lipschitz** (`l_fu_phi`, `l_fu_theta` $=+\infty$) and the
