@@ -12,7 +12,7 @@
 //! # Constants on $\Theta = [0, h]^p$ ($\lambda_A = \lambda_{\max}(A)$)
 //! $\mu_l = 2\rho$ (at $\theta = 0$) and $L_l = \lambda_Ah^2 + 2\rho$ (at $\theta = h\mathbf 1$) are exact.
 //! $\\|\phi^\star\\|\le B_\phi = \\|y\\|/(2\sqrt{2\rho m})$ (ridge bound). As for eq (6), $f_u$ is bilinear in
-//! $(\theta,\phi)$: **its gradients are not globally Lipschitz** (`l_fu_phi`, `l_fu_theta` $=+\infty$) and the
+//! $(\theta,\phi)$: **its gradients are not globally Lipschitz** (`l_fu_phi`, `l_fu_theta` are `None`: not Lipschitz) and the
 //! cross derivative and $\nabla_\phi f_u$ are unbounded (`None`). On $\Theta\times\\{\\|\phi\\|\le B_\phi\\}$,
 //! [`super::data::RegionBounds`] gives valid $L_\phi$, $L_F$ (weak convexity declared as $L_F$) with
 //! $C = 2\lambda_AhB_\phi + \\|b\\|$, $G = \mathrm{mean}_i(hB_\phi\\|\bar x_i\\| + |\bar y_i|)h\\|\bar x_i\\|$,
@@ -117,8 +117,8 @@ impl PruningSpec {
             mu_l,
             l_l: lam_a * h * h + 2.0 * self.rho,
             cross_bound: None,
-            l_fu_phi: f64::INFINITY,
-            l_fu_theta: f64::INFINITY,
+            l_fu_phi: None,
+            l_fu_theta: None,
             grad_phi_fu_bound: None,
             l_hess_phi: Some(2.0 * lam_a * h),
             l_phi_star: region.l_phi_star(),

@@ -17,7 +17,7 @@
 //! $\\|\phi^\star\\|\le B_\phi = \\|y\\|/(2\sqrt{2\rho m})$. Because $f_u$ is bilinear in $(\Theta,\phi)$,
 //! $\nabla_\theta f_u$ is quadratic in $\phi$ and $\nabla_\phi f_u$ is Lipschitz in $\theta$ only with a
 //! constant growing with $\\|\phi\\|$: **the lecture's global Lipschitz assumptions on $f_u$ fail**, declared as
-//! $+\infty$ (`l_fu_phi`, `l_fu_theta`), and the cross derivative and $\nabla_\phi f_u$ are unbounded (`None`).
+//! `None` (`l_fu_phi`, `l_fu_theta`: not Lipschitz), and the cross derivative and $\nabla_\phi f_u$ are unbounded (`None`).
 //! They hold on the bounded region $\Theta\times\\{\\|\phi\\|\le B_\phi\\}$, where
 //! [`super::data::RegionBounds`] gives valid $L_\phi$, $L_F$ (weak convexity declared as $L_F$) with
 //! $C = 2\lambda_ATB_\phi + \\|b\\|$, $G = \mathrm{mean}_i(TB_\phi\\|\bar x_i\\| + |\bar y_i|)T\\|\bar x_i\\|$,
@@ -125,8 +125,8 @@ impl RepresentationSpec {
             mu_l,
             l_l: lam_a * t * t + 2.0 * self.rho,
             cross_bound: None,
-            l_fu_phi: f64::INFINITY,
-            l_fu_theta: f64::INFINITY,
+            l_fu_phi: None,
+            l_fu_theta: None,
             grad_phi_fu_bound: None,
             l_hess_phi: Some(2.0 * lam_a * t),
             l_phi_star: region.l_phi_star(),

@@ -66,10 +66,10 @@ pub struct Constants {
     pub l_l: f64,
     /// $C_{\theta\phi}$: bound on $\\|\nabla^2_{\theta\phi} f_l\\|$.
     pub cross_bound: Option<f64>,
-    /// Lipschitz constant in $\phi$ of $\nabla_\theta f_u$ and $\nabla_\phi f_u$.
-    pub l_fu_phi: f64,
-    /// Lipschitz constant in $\theta$ of $\nabla_\phi f_u$.
-    pub l_fu_theta: f64,
+    /// Lipschitz constant in $\phi$ of $\nabla_\theta f_u$ and $\nabla_\phi f_u$ (`None`: not Lipschitz).
+    pub l_fu_phi: Option<f64>,
+    /// Lipschitz constant in $\theta$ of $\nabla_\phi f_u$ (`None`: not Lipschitz).
+    pub l_fu_theta: Option<f64>,
     /// Bound on $\\|\nabla_\phi f_u\\|$ over $\Theta\times\mathbb{R}^{d_l}$.
     pub grad_phi_fu_bound: Option<f64>,
     /// Lipschitz constant in $\phi$ of $\nabla^2_{\phi\phi} f_l$ and $\nabla^2_{\theta\phi} f_l$ (0 if quadratic in $\phi$).
