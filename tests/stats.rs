@@ -314,7 +314,12 @@ fn exact_power_law_gives_exact_exponent_constant_means_and_errors() {
         .iter()
         .map(|s| ks.iter().map(|&k| s * (k as f64).powf(-0.75)).collect())
         .collect();
-    let fit = fit_power_law(&ks, &Table::from_rows(&rows).unwrap(), &cfg(1, "exact", 400, 0.99)).unwrap();
+    let fit = fit_power_law(
+        &ks,
+        &Table::from_rows(&rows).unwrap(),
+        &cfg(1, "exact", 400, 0.99).with_expansion(false),
+    )
+    .unwrap();
     // Rounding only: a dozen floating-point operations on O(1) numbers.
     let tol = 1e-12;
     assert!((fit.exponent + 0.75).abs() < tol);
@@ -406,7 +411,12 @@ fn log_factor_biases_the_slope_upward_by_about_one_over_log_k() {
         .iter()
         .map(|s| ks.iter().map(|&k| s * law(k as f64)).collect())
         .collect();
-    let fit = fit_power_law(&ks, &Table::from_rows(&exact).unwrap(), &cfg(1, "logfactor", 400, 0.99)).unwrap();
+    let fit = fit_power_law(
+        &ks,
+        &Table::from_rows(&exact).unwrap(),
+        &cfg(1, "logfactor", 400, 0.99).with_expansion(false),
+    )
+    .unwrap();
     let k_tail_min = ks[fit.tail.start] as f64;
     let (lo, hi) = (-1.0 + 1.0 / 1e6f64.ln(), -1.0 + 1.0 / k_tail_min.ln());
     eprintln!(
@@ -496,7 +506,9 @@ fn rules_on_fitted_data_have_power() {
     let ks = geometric_grid(10, 100_000, 12).unwrap();
     let rates = |s: f64, replicates: usize, sigma: f64, id: &str| {
         let table = synthetic(17, id, replicates, &ks, &|k| k.powf(s), sigma, 0.3);
-        fit_power_law(&ks, &table, &cfg(17, id, 2000, 0.99)).unwrap().interval
+        // The expanded interval needs B ≳ 10^7 at R = 3; the plain one shows the point (it is narrower, if anything).
+        let c = cfg(17, id, 2000, 0.99).with_expansion(replicates >= 10);
+        fit_power_law(&ks, &table, &c).unwrap().interval
     };
     let tight = Rule::new(ClaimKind::Tight, -2.0 / 3.0, 0.05).unwrap();
     let bound = Rule::new(ClaimKind::Bound, -2.0 / 3.0, 0.05).unwrap();
@@ -570,7 +582,12 @@ fn sample_complexity_recovers_p() {
         .iter()
         .map(|c| ks.iter().map(|&k| c * (k as f64).powf(-0.5)).collect())
         .collect();
-    let exact = fit_sample_complexity(&s_exact, &Table::from_rows(&e_rows).unwrap(), &cfg(1, "c", 400, 0.99)).unwrap();
+    let exact = fit_sample_complexity(
+        &s_exact,
+        &Table::from_rows(&e_rows).unwrap(),
+        &cfg(1, "c", 400, 0.99).with_expansion(false),
+    )
+    .unwrap();
     assert!((exact.exponent - 2.0).abs() < 1e-12); // rounding only
 }
 
@@ -603,6 +620,25 @@ fn fits_are_bit_identical_for_any_thread_count() {
 }
 
 #[test]
+fn expanded_level_matches_student_t_tables() {
+    // Hesterberg's expansion: Φ^{-1}(1 − α'/2) = √(R/(R−1)) · t_{R−1}(1 − α/2). Table values (any t table):
+    // t_{39}(0.995) = 2.7079, t_9(0.95) = 1.8331; 4 decimals ⇒ tolerance 1e-4 on z'.
+    use bilevel::stats::bootstrap::expanded_level;
+    use statrs::distribution::Normal;
+    let z_of = |level: f64| Normal::standard().inverse_cdf(1.0 - (1.0 - level) / 2.0);
+    let z40 = z_of(expanded_level(0.99, 40).unwrap());
+    assert!((z40 - (40.0f64 / 39.0).sqrt() * 2.7079).abs() < 1e-4, "{z40}");
+    let z10 = z_of(expanded_level(0.90, 10).unwrap());
+    assert!((z10 - (10.0f64 / 9.0).sqrt() * 1.8331).abs() < 1e-4, "{z10}");
+    // Tends to the nominal level: at R = 10^6 the correction is O(1/R).
+    assert!((expanded_level(0.99, 1_000_000).unwrap() - 0.99).abs() < 1e-5);
+    assert!(matches!(
+        expanded_level(0.99, 1),
+        Err(BilevelError::InvalidParameter { .. })
+    ));
+}
+
+#[test]
 fn percentile_quantile_is_type_7() {
     // Hyndman–Fan type 7 on 0..=10: q(p) = 10p exactly; on [1, 2, 4]: q(0.25) = 1 + 0.5·1 = 1.5, q(0.75) = 3.
     let xs: Vec<f64> = (0..=10).map(f64::from).collect();
@@ -617,7 +653,7 @@ fn percentile_quantile_is_type_7() {
 fn bad_input_gives_typed_errors() {
     let ks = [1usize, 10, 100, 1000];
     let good = Table::from_rows(&[vec![1.0, 0.5, 0.25, 0.125], vec![2.0, 1.0, 0.5, 0.25]]).unwrap();
-    let c = cfg(1, "errors", 400, 0.99);
+    let c = cfg(1, "errors", 400, 0.99).with_expansion(false);
     fn invalid<T>(r: bilevel::Result<T>) -> bool {
         matches!(r, Err(BilevelError::InvalidParameter { .. }))
     }
@@ -672,10 +708,47 @@ fn bad_input_gives_typed_errors() {
     // Horizons not strictly increasing, or zero.
     assert!(invalid(fit_power_law(&[1, 10, 10, 100], &good, &c)));
     assert!(invalid(fit_power_law(&[0, 10, 100, 1000], &good, &c)));
-    // Invalid bootstrap: level outside (0, 1), too few resamples for the level.
+    // Invalid bootstrap: too few resamples for the expanded interval at R = 2 (t_1 quantile 63.7 ⇒ α' ≈ 1e-18), level
+    // outside (0, 1), too few resamples for the level.
+    assert!(invalid(fit_power_law(&ks, &good, &c.with_expansion(true))));
     assert!(invalid(fit_power_law(&ks, &good, &cfg(1, "e", 400, 1.0))));
     assert!(invalid(fit_power_law(&ks, &good, &cfg(1, "e", 100, 0.99))));
     // Sample complexity with a constant error over the tail: no slope.
     let flat = Table::from_rows(&[vec![0.5; 4], vec![0.5; 4]]).unwrap();
     assert!(invalid(fit_sample_complexity(&good, &flat, &c)));
+}
+
+/// The measurement behind the numbers quoted in the docs: coverage and one-sided miss rates of the plain and the
+/// expanded percentile interval for several replicate counts (1000 experiments each, B = 4000 so that the
+/// bootstrap's own Monte Carlo error in the quantiles is small). About a minute; run with
+/// `cargo test --release -- --ignored stats::coverage_sweep --nocapture`.
+#[test]
+#[ignore]
+fn coverage_sweep() {
+    let ks = geometric_grid(10, 10_000, 8).unwrap();
+    let r = -0.5;
+    let experiments = 1000;
+    for replicates in [10, 40, 200] {
+        for expanded in [false, true] {
+            for level in [0.90, 0.99] {
+                let id = format!("sweep/{replicates}");
+                let intervals = run_replicates(77, &id, experiments, |mut rng, e| {
+                    let rows: Vec<Vec<f64>> = (0..replicates)
+                        .map(|_| synthetic_row(&mut rng, &ks, &|k| k.powf(r), 0.5, 0.3))
+                        .collect();
+                    let c = cfg(e as u64, "sweep/bootstrap", 4000, level).with_expansion(expanded);
+                    Ok(fit_power_law(&ks, &Table::from_rows(&rows)?, &c)?.interval)
+                })
+                .unwrap();
+                let above = intervals.iter().filter(|iv| iv.lo > r).count() as f64 / experiments as f64;
+                let below = intervals.iter().filter(|iv| iv.hi < r).count() as f64 / experiments as f64;
+                eprintln!(
+                    "R = {replicates:3}, expanded {expanded:5}, level {level}: coverage {:.3}; \
+                     lo > r {above:.4}; hi < r {below:.4}; nominal each side {:.4}",
+                    1.0 - above - below,
+                    (1.0 - level) / 2.0
+                );
+            }
+        }
+    }
 }

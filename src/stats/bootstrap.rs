@@ -20,12 +20,27 @@
 //! $h = (B-1)p$, $q = x_{(\lfloor h\rfloor)} + (h-\lfloor h\rfloor)(x_{(\lfloor h\rfloor+1)} - x_{(\lfloor h\rfloor)})$,
 //! 0-based). The percentile interval is transformation-respecting and needs no normality of the slope; its coverage
 //! error is $O(R^{-1/2})$ for one end alone and $O(R^{-1})$ for the two-sided interval (Hall 1988; Efron &
-//! Tibshirani 1993, ch. 13–14). The coverage actually achieved is measured in `tests/stats.rs`.
+//! Tibshirani 1993, ch. 13–14).
+//!
+//! # The small-sample expansion (on by default)
+//! The plain percentile interval is too narrow for small $R$ ("narrowness bias"): the bootstrap world uses the
+//! plug-in variance (divisor $R$, not $R-1$) and normal rather than Student-$t$ tails. Measured here on the
+//! synthetic power law of `tests/stats.rs` (lognormal noise, 1000 experiments each, $B = 4000$), a nominal 99 %
+//! interval covered 95.1 % at $R = 10$, 97.4 % at $R = 40$, 98.5 % at $R = 200$: a tight claim would fail falsely
+//! 1.5–5 times more often than its nominal 1 %. The *expanded percentile interval* (Hesterberg 2015, "What teachers should know about the
+//! bootstrap", The American Statistician 69(4)) takes the percentiles at the level $1-lpha'$ with
+//! $$\Phi^{-1}(1-lpha'/2) = \sqrt{R/(R-1)}\; t_{R-1}^{-1}(1-lpha/2),$$
+//! the exact correction for a mean of normal data, and first-order right for the slope, which is a smooth function
+//! of the vector of means. With it the same experiments covered 97.8 % ($R = 10$), 98.5 % ($R = 40$), 98.6 %
+//! ($R = 200$); at level 0.90: 87.7 %, 88.8 %, 90.5 % (plain: 83.2 %, 87.9 %, 90.0 %). The remaining gap at small
+//! $R$ comes from the skewness of lognormal means, which neither interval corrects. [`Bootstrap::expanded`]
+//! switches the expansion off; `coverage_sweep` in `tests/stats.rs` reproduces these numbers.
 
 use super::seeds::{SeedKey, uniform_index};
 use crate::error::{BilevelError, Result};
 use rayon::prelude::*;
 use serde::Serialize;
+use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 
 /// A confidence interval $[\text{lo}, \text{hi}]$ at two-sided level `level`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -57,6 +72,8 @@ pub struct Bootstrap {
     pub resamples: usize,
     /// Two-sided level $1-\alpha \in (0,1)$.
     pub level: f64,
+    /// Use the expanded percentile interval (module docs); default `true`.
+    pub expanded: bool,
 }
 
 impl Default for Bootstrap {
@@ -65,6 +82,7 @@ impl Default for Bootstrap {
         Self {
             resamples: 2000,
             level: 0.99,
+            expanded: true,
         }
     }
 }
@@ -89,9 +107,60 @@ impl Bootstrap {
         }
         Ok(())
     }
+
+    /// The level at which the percentiles are taken for $R$ replicates: $1-\alpha'$ of the module docs when
+    /// [`Bootstrap::expanded`], else the nominal level.
+    ///
+    /// # Errors
+    /// [`BilevelError::InvalidParameter`] for $R < 2$, or when $B\alpha'/2 < 1$ (too few resamples to place the
+    /// expanded quantiles; the message gives the $B$ needed).
+    pub fn percentile_level(&self, replicates: usize) -> Result<f64> {
+        self.check()?;
+        if !self.expanded {
+            return Ok(self.level);
+        }
+        let level = expanded_level(self.level, replicates)?;
+        let per_tail = self.resamples as f64 * (1.0 - level) / 2.0;
+        if per_tail < 1.0 {
+            return Err(BilevelError::invalid(
+                "resamples",
+                self.resamples,
+                &format!(
+                    "the expanded interval for {replicates} replicates needs resamples >= {:.0}",
+                    (2.0 / (1.0 - level)).ceil()
+                ),
+            ));
+        }
+        Ok(level)
+    }
 }
 
-/// Empirical quantile of ascending `sorted` at $p \in [0,1]$ (Hyndman–Fan type 7, see the module docs).
+/// Hesterberg's expanded level $1-\alpha'$ with $\Phi^{-1}(1-\alpha'/2) = \sqrt{R/(R-1)}\,t_{R-1}^{-1}(1-\alpha/2)$
+/// for nominal level $1-\alpha$ and $R \ge 2$ replicates. Always above the nominal level; tends to it as
+/// $R\to\infty$.
+///
+/// # Errors
+/// [`BilevelError::InvalidParameter`] for $R < 2$ or a level outside $(0, 1)$.
+pub fn expanded_level(level: f64, replicates: usize) -> Result<f64> {
+    if replicates < 2 {
+        return Err(BilevelError::invalid(
+            "replicates",
+            replicates,
+            "the expanded interval needs at least 2",
+        ));
+    }
+    if !(level > 0.0 && level < 1.0) {
+        return Err(BilevelError::invalid("level", level, "must lie in (0, 1)"));
+    }
+    let r = replicates as f64;
+    let t = StudentsT::new(0.0, 1.0, r - 1.0)
+        .map_err(|e| BilevelError::invalid("replicates", replicates, &e.to_string()))?
+        .inverse_cdf(1.0 - (1.0 - level) / 2.0);
+    let z = (r / (r - 1.0)).sqrt() * t;
+    Ok(1.0 - 2.0 * Normal::standard().sf(z))
+}
+
+/// Empirical quantile of ascending `sorted` at $0 \le p \le 1$ (Hyndman–Fan type 7, see the module docs).
 pub fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
     debug_assert!(!sorted.is_empty());
     let h = (sorted.len() - 1) as f64 * p.clamp(0.0, 1.0);

@@ -48,6 +48,8 @@ pub struct SampleComplexityFit {
     pub tail: Range<usize>,
     /// Number of bootstrap resamples $B$.
     pub resamples: usize,
+    /// Level at which the bootstrap percentiles were taken (above `interval.level` when expanded).
+    pub percentile_level: f64,
 }
 
 /// Fit $\log \bar S = c + p\log(1/\bar\varepsilon)$ on the tail with a joint bootstrap over replicates.
@@ -73,7 +75,7 @@ pub fn fit_sample_complexity(samples: &Table, error: &Table, cfg: &FitConfig) ->
             got: error.horizons(),
         });
     }
-    let tail = check_common(cfg, samples)?;
+    let (tail, percentile_level) = check_common(cfg, samples)?;
     let n = tail.len();
     let (mean_samples, mean_error) = (samples.means(), error.means());
     let (se_samples, se_error) = (samples.std_errors()?, error.std_errors()?);
@@ -115,7 +117,8 @@ pub fn fit_sample_complexity(samples: &Table, error: &Table, cfg: &FitConfig) ->
         },
     )?;
     let bootstrap_se = std_dev(&slopes);
-    let interval = percentile_interval(&mut slopes, cfg.bootstrap.level);
+    let mut interval = percentile_interval(&mut slopes, percentile_level);
+    interval.level = cfg.bootstrap.level;
     Ok(SampleComplexityFit {
         exponent: line.slope,
         interval,
@@ -130,5 +133,6 @@ pub fn fit_sample_complexity(samples: &Table, error: &Table, cfg: &FitConfig) ->
         horizons: samples.horizons(),
         tail,
         resamples: cfg.bootstrap.resamples,
+        percentile_level,
     })
 }

@@ -1,7 +1,7 @@
 //! Decision rules: judge a fitted exponent's interval against the theory exponent $r$ with tolerance $\tau$.
 //!
 //! # Convention
-//! An exponent is what the fit returns: for a decaying metric $\mathbb{E}[m_K] \sim K^{s}$ it is negative, and the
+//! An exponent is what the fit returns: for a decaying metric $\mathbb{E}\,m_K \sim K^{s}$ it is negative, and the
 //! theory exponent is written negative too (TTSA's $\mathbb{E}\\|\theta^k-\theta^\star\\|^2 = O(k^{-2/3})$ has
 //! $r = -2/3$). For sample complexity $S \sim \varepsilon^{-p}$ it is positive. In both cases *smaller is better*,
 //! and a bound claim says "the true exponent $s^\star$ is at most $r$".
@@ -36,7 +36,11 @@
 //! | Tight | $\le \alpha$ (either end can miss; $=\alpha$ only when $\tau = 0$ and $s^\star = r$; $\approx\alpha/2$ when $s^\star$ is at an edge of the band) | $\le \alpha/2$ |
 //! | Refuted | $\le \alpha/2$ | $\le \alpha$ |
 //!
-//! With the default level 0.99: bound 0.5 %, tight 1 %, refuted 0.5 %. These are per claim; a suite of $n$
+//! With the default level 0.99: bound 0.5 %, tight 1 %, refuted 0.5 %. *Measured* (the expanded interval of
+//! [`super::bootstrap`] on a synthetic power law with lognormal noise, 1000 experiments, $\tau = 0$, $s^\star = r$):
+//! each end missed $s^\star$ in 0.7–0.8 % of experiments at $R = 40$ and $R = 200$ (1.0–1.2 % at $R = 10$), so a
+//! bound claim's real false-failure rate is about 0.7 % and a tight claim's about 1.5 % at $R \ge 40$; use
+//! $R \ge 40$ replicates. These are per claim; a suite of $n$
 //! claims run at one seed fails falsely with probability up to $n$ times that (union bound), which the many-seed
 //! sweep (design.md step 6) should be read against. Inconclusive is not a false failure but a lack of power: it
 //! becomes rare once the bootstrap standard error is well below $\tau - |s^\star - r|$ (for tight claims) or
