@@ -31,7 +31,8 @@ use rand_distr::StandardNormal;
 use serde::Serialize;
 
 /// Parameters of [`DataCleaning`]; checked by [`DataCleaningSpec::build`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DataCleaningSpec {
     /// Features $p = d_l$.
     pub p: usize,

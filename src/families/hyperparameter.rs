@@ -32,7 +32,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`Hyperparameter`]; checked by [`HyperparameterSpec::build`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HyperparameterSpec {
     /// Number of features $p = d_u = d_l$.
     pub p: usize,

@@ -31,7 +31,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`MetaLearning`]; checked by [`MetaLearningSpec::build`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MetaLearningSpec {
     /// Parameter dimension $d = d_u$.
     pub d: usize,

@@ -168,11 +168,19 @@ pub fn build_with(name: &str, params: &toml::Table) -> Result<Arc<dyn Bilevel>> 
     }
     Ok(match name {
         "quadratic" => Arc::new(spec::<quadratic::QuadraticSpec>(name, params)?.build()?),
+        "hyperparameter" => Arc::new(spec::<hyperparameter::HyperparameterSpec>(name, params)?.build()?),
+        "representation" => Arc::new(spec::<representation::RepresentationSpec>(name, params)?.build()?),
+        "pruning" => Arc::new(spec::<pruning::PruningSpec>(name, params)?.build()?),
+        "data_cleaning" => Arc::new(spec::<data_cleaning::DataCleaningSpec>(name, params)?.build()?),
+        "meta_learning" => Arc::new(spec::<meta_learning::MetaLearningSpec>(name, params)?.build()?),
+        "weakly_convex" => Arc::new(spec::<weakly_convex::WeaklyConvexSpec>(name, params)?.build()?),
+        "ttsa_tight" => Arc::new(spec::<ttsa_tight::TtsaTightSpec>(name, params)?.build()?),
         _ => {
-            build(name, 0)?;
-            return Err(BilevelError::Unsupported(format!(
-                "family '{name}' takes no parameters"
-            )));
+            return Err(BilevelError::Unknown {
+                kind: "problem".into(),
+                name: name.into(),
+                accepted: names().join(", "),
+            });
         }
     })
 }

@@ -29,7 +29,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`Pruning`]; checked by [`PruningSpec::build`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PruningSpec {
     /// Number of weights $p = d_u = d_l$.
     pub p: usize,

@@ -34,7 +34,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`Representation`]; checked by [`RepresentationSpec::build`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RepresentationSpec {
     /// Input dimension $p$.
     pub p: usize,

@@ -34,7 +34,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`TtsaTight`]; checked by [`TtsaTightSpec::build`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TtsaTightSpec {
     /// Coupling $a$ ($\phi^\star = a\theta$), nonzero.
     pub a: f64,

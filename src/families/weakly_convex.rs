@@ -29,7 +29,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`WeaklyConvex`]; checked by [`WeaklyConvexSpec::build`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WeaklyConvexSpec {
     /// $d_u$.
     pub d_u: usize,
