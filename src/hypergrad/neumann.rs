@@ -27,8 +27,9 @@ pub struct NeumannParams {
 impl NeumannParams {
     /// Error unless $N\ge1$ and $0<\eta<2/L_l$ (the series diverges along the top eigenvector otherwise).
     pub fn check(&self, l_l: f64) -> Result<()> {
-        if self.terms == 0 {
-            return Err(BilevelError::invalid("neumann.terms", 0, "must be >= 1"));
+        self.check_terms()?;
+        if !(l_l.is_finite() && l_l > 0.0) {
+            return Err(BilevelError::invalid("L_l", l_l, "must be finite and > 0"));
         }
         if !(self.eta.is_finite() && self.eta > 0.0 && self.eta < 2.0 / l_l) {
             return Err(BilevelError::StepCondition(format!(
@@ -36,6 +37,14 @@ impl NeumannParams {
                 self.eta,
                 2.0 / l_l
             )));
+        }
+        Ok(())
+    }
+
+    /// Error unless $N \ge 1$ (checked by every estimator, so that $N = 0$ is an error, not a panic).
+    fn check_terms(&self) -> Result<()> {
+        if self.terms == 0 {
+            return Err(BilevelError::invalid("neumann.terms", 0, "must be >= 1"));
         }
         Ok(())
     }
@@ -69,6 +78,7 @@ pub fn truncated_into(
     term: &mut Vector,
     tmp: &mut Vector,
 ) -> Result<()> {
+    p.check_terms()?;
     term.copy_from(v);
     out.copy_from(v);
     for _ in 1..p.terms {
@@ -92,6 +102,7 @@ pub fn ghadimi_wang_into(
     _term: &mut Vector,
     tmp: &mut Vector,
 ) -> Result<()> {
+    p.check_terms()?;
     let depth = o.rng().random_range(0..p.terms);
     out.copy_from(v);
     for _ in 0..depth {
@@ -114,6 +125,7 @@ pub fn stocbio_into(
     term: &mut Vector,
     tmp: &mut Vector,
 ) -> Result<()> {
+    p.check_terms()?;
     term.copy_from(v);
     out.copy_from(v);
     for _ in 1..p.terms {
