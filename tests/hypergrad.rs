@@ -1242,3 +1242,105 @@ fn value_function_rejects_non_positive_a() {
     params.a1 = 0.0;
     assert!(regularized_value(&mut o, Sample::Exact, &Vector::zeros(3), &Vector::zeros(5), &params).is_err());
 }
+
+/// A family that is not quadratic in φ, so the damped Newton of (26) really iterates:
+/// $f_l = \sum_i e^{\phi_i} - c_i(\theta)\phi_i$ with $c = e^{K\theta}$, hence $\phi^\star = K\theta$ and
+/// $v(\theta) = \sum_i c_i(1 - \log c_i)$; $f_u = \tfrac12\\|\phi\\|^2 + \tfrac12\\|\theta\\|^2$.
+struct ExpFamily {
+    k: Matrix,
+    domain: Domain,
+}
+
+impl ExpFamily {
+    fn c(&self, t: &Vector) -> Vector {
+        (&self.k * t).map(f64::exp)
+    }
+}
+
+impl Bilevel for ExpFamily {
+    fn name(&self) -> &str {
+        "exp (test)"
+    }
+    fn dims(&self) -> Dims {
+        Dims { d_u: 2, d_l: 3 }
+    }
+    fn draw(&self, _: Level, _: &mut ChaCha8Rng) -> Sample {
+        Sample::Exact
+    }
+    fn f_u(&self, _: Sample, t: &Vector, p: &Vector) -> f64 {
+        0.5 * p.norm_squared() + 0.5 * t.norm_squared()
+    }
+    fn f_l(&self, _: Sample, t: &Vector, p: &Vector) -> f64 {
+        p.map(f64::exp).sum() - self.c(t).dot(p)
+    }
+    fn grad_theta_fu(&self, _: Sample, t: &Vector, _: &Vector, out: &mut Vector) {
+        out.copy_from(t);
+    }
+    fn grad_phi_fu(&self, _: Sample, _: &Vector, p: &Vector, out: &mut Vector) {
+        out.copy_from(p);
+    }
+    fn grad_phi_fl(&self, _: Sample, t: &Vector, p: &Vector, out: &mut Vector) {
+        *out = p.map(f64::exp) - self.c(t);
+    }
+    fn hvp_fl(&self, _: Sample, _: &Vector, p: &Vector, v: &Vector, out: &mut Vector) {
+        *out = p.map(f64::exp).component_mul(v);
+    }
+    fn cross_fl(&self, _: Sample, t: &Vector, _: &Vector, w: &Vector, out: &mut Vector) {
+        *out = -(self.k.transpose() * self.c(t).component_mul(w));
+    }
+    fn cross_t_fl(&self, _: Sample, t: &Vector, _: &Vector, u: &Vector, out: &mut Vector) {
+        *out = -self.c(t).component_mul(&(&self.k * u));
+    }
+    fn phi_star(&self, t: &Vector) -> Vector {
+        &self.k * t
+    }
+    fn theta_star(&self) -> Option<Vector> {
+        None
+    }
+    fn constants(&self) -> Constants {
+        Constants::default()
+    }
+    fn domain(&self) -> &Domain {
+        &self.domain
+    }
+    fn describe(&self) -> String {
+        "test family, not quadratic in phi".into()
+    }
+}
+
+#[test]
+fn value_function_sandwich_with_damped_newton() {
+    let p = ExpFamily {
+        k: Matrix::from_row_slice(3, 2, &[0.8, -0.3, 0.2, 0.9, -0.6, 0.4]),
+        domain: Domain::Unbounded,
+    };
+    let e = Sample::Exact;
+    let mut r = rng(110);
+    let mut o = Oracle::new(&p, 0);
+    // Its oracles against finite differences first (the sandwich below relies on them).
+    let t = random_vector(&mut r, 2, 1.0);
+    let ph = random_vector(&mut r, 3, 1.0);
+    let mut g = Vector::zeros(3);
+    p.grad_phi_fl(e, &t, &ph, &mut g);
+    assert!(rel_err(&g, &fd_gradient(|x| p.f_l(e, &t, x), &ph, FD_H)) < FD_TOL);
+    for (a1, a2) in [(0.05, 0.1), (1.0, 1.0)] {
+        let params = ValueFunctionParams::new(a1, a2).unwrap();
+        for start in [-5.0, 0.0, 3.0] {
+            let theta = random_vector(&mut r, 2, 1.0);
+            let phi_star = p.phi_star(&theta);
+            let c = p.c(&theta);
+            let v = c.iter().map(|ci| ci * (1.0 - ci.ln())).sum::<f64>(); // closed form of min f_l
+            let out = regularized_value(&mut o, e, &theta, &Vector::from_element(3, start), &params).unwrap();
+            assert!(out.converged, "a1 {a1} start {start}");
+            let slack = 1e-12 * (1.0 + v.abs()); // rounding in the values
+            let upper = v + a2 + 0.5 * a1 * phi_star.norm_squared();
+            assert!(
+                v + a2 <= out.value + slack && out.value <= upper + slack,
+                "a1 {a1} start {start}"
+            );
+            // The minimiser is stationary: e^φ − c + a₁φ = 0 componentwise.
+            let res = out.phi.map(f64::exp) - &c + &out.phi * a1;
+            assert!(res.amax() < 1e-9);
+        }
+    }
+}

@@ -93,6 +93,11 @@ impl Workspace {
 /// `out` ← $\nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\, z$ with $z \approx H^{-1}\nabla_\phi f_u$ by `method`.
 /// With exact samples ([`Sample::Exact`](crate::problem::Sample::Exact) everywhere, as for a deterministic family) and an exact method this is
 /// $\bar\nabla f(\theta,\phi)$. `ws.z` on entry is the CG warm start (Alg 3 warm-starts across iterations).
+///
+/// Tests: `dispatcher_exact_methods_equal_the_dense_surrogate` (Dense, CG, Neumann, stocBiO against
+/// [`exact::surrogate`] at $\phi\ne\phi^\star$, and the samples/calls used),
+/// `cg_warm_start_at_the_solution_returns_immediately` (warm start through `ws.z`),
+/// `cg_typed_errors_on_indefinite_hessian_and_non_finite_input`.
 pub fn estimate(
     o: &mut Oracle,
     method: &InverseMethod,
