@@ -21,7 +21,10 @@
 //! Both modes give the exact derivative of the truncated dynamics, so they agree with each other and with finite
 //! differences of $F_T$ (test `itd_forward_reverse_match_fd_*` in `tests/hypergrad.rs`). As $T$ grows,
 //! $\nabla F_T\to\nabla F$ geometrically at rate $q = \max_i|1-\beta\lambda_i|$, with an extra factor $t$ when the
-//! second derivatives vary along the trajectory (Grazzi et al. 2020; test `itd_converges_at_the_spectral_rate_*`).
+//! second derivatives vary along the trajectory (Grazzi et al. 2020; tests `itd_converges_at_the_spectral_rate_*`).
+//! That factor comes from $A_t$, $B_t$ varying with $\varphi^{t-1}$, not from $\theta$: a LL Hessian that is
+//! $\theta$-independent but $\phi$-dependent shows it too (`itd_factor_t_comes_from_the_trajectory_not_from_theta`),
+//! and it is an upper bound whose size depends on the instance.
 //! Measured costs: `docs/itd-cost.md`.
 
 use crate::error::{BilevelError, Result};

@@ -7,7 +7,9 @@
 //! For every $\theta$ and any lower-level minimiser $\hat\phi(\theta)$:
 //! $$v(\theta) + a_2 \le v_a(\theta) \le v(\theta) + a_2 + \frac{a_1}{2}\\|\hat\phi(\theta)\\|^2,$$
 //! (lower: the penalty is non-negative; upper: evaluate the objective at $\hat\phi$). Test:
-//! `value_function_sandwich_and_closed_form` in `tests/hypergrad.rs`.
+//! `value_function_sandwich_and_closed_form` (two families quadratic in $\phi$, also against the closed form) and
+//! `value_function_sandwich_with_damped_newton` (a family that is not quadratic in $\phi$, Newton started far
+//! away) in `tests/hypergrad.rs`; typed errors in `value_function_rejects_non_positive_a`.
 
 use super::cg::{self, CgOptions};
 use crate::error::{BilevelError, Result};
