@@ -13,6 +13,8 @@
 //! - [`problem`]: the oracles of $f_u$, $f_l$ ([`problem::Bilevel`]), samples, additive noise, the counting
 //!   [`problem::Oracle`], the set $\Theta$, the constants of the lecture's assumption slides.
 //! - [`families`]: synthetic families with exact $\phi^\star$, $F$, $\nabla F$ (and $\theta^\star$ where known).
+//! - [`hypergrad`]: hypergradient estimators: exact, CG (Alg 7), Neumann (24) and its stochastic versions, ITD
+//!   (30)–(32), Hessian-free, the regularised value function (26).
 //! - [`stats`]: the Monte Carlo runner, seeds, horizon grids, power-law fits with bootstrap intervals, decision
 //!   rules for rate claims.
 //! - [`linalg`]: vector/matrix types and checks. [`error`]: the typed errors.

@@ -3,5 +3,6 @@
 mod algorithms;
 mod common;
 mod families;
+mod hypergrad;
 mod problem_model;
 mod stats;

@@ -49,7 +49,7 @@ impl CgOptions {
 pub struct CgOutput {
     /// The returned solution.
     pub x: Vector,
-    /// Iterations performed (Hessian-vector products).
+    /// Iterations performed (one Hessian-vector product each, plus one for the initial residual).
     pub iterations: usize,
     /// $r^\top r$ at the returned solution.
     pub residual_sq: f64,
@@ -59,10 +59,15 @@ pub struct CgOutput {
     pub iterates: Vec<Vector>,
 }
 
-/// Solve $\nabla^2_{\phi\phi} f_l(\theta,\phi)\,x = v$ at sample `s`, warm-started at `x0`.
+/// Solve $\nabla^2_{\phi\phi} f_l(\theta,\phi)\,x = v$ at sample `s`, warm-started at `x0`: Alg 7 with the
+/// corrected return ($x_{i+1}$, see the module docs).
 ///
+/// Cost: one Hessian-vector product for $r_0 = v - Hx_0$ plus one per iteration.
 /// Errors: wrong sizes; non-finite input; non-positive curvature $d^\top Hd \le 0$
 /// ([`BilevelError::NotPositiveDefinite`]), which means the Hessian is not positive definite.
+///
+/// Tested in `tests/hypergrad.rs` (`cg_*`): termination in $d_l$ steps, the $\kappa$ bound at every iterate,
+/// typed errors on an indefinite Hessian and on non-finite input, warm start at the solution.
 pub fn solve(
     o: &mut Oracle,
     s: Sample,
@@ -72,17 +77,63 @@ pub fn solve(
     x0: &Vector,
     opts: &CgOptions,
 ) -> Result<CgOutput> {
+    solve_shifted(o, s, theta, phi, 0.0, v, x0, opts)
+}
+
+/// Solve $(\nabla^2_{\phi\phi} f_l(\theta,\phi) + \sigma I)\,x = v$ by the same CG as [`solve`] (used for the
+/// regularised inner problem of (26), where $\sigma = a_1$). `shift` must be finite and $\ge 0$.
+#[allow(clippy::too_many_arguments)]
+pub fn solve_shifted(
+    o: &mut Oracle,
+    s: Sample,
+    theta: &Vector,
+    phi: &Vector,
+    shift: f64,
+    v: &Vector,
+    x0: &Vector,
+    opts: &CgOptions,
+) -> Result<CgOutput> {
     opts.check()?;
+    if !(shift.is_finite() && shift >= 0.0) {
+        return Err(BilevelError::invalid("cg.shift", shift, "must be finite and >= 0"));
+    }
     let d_l = o.dims().d_l;
     crate::linalg::check_vector("cg right-hand side", v, d_l)?;
     crate::linalg::check_vector("cg warm start", x0, d_l)?;
+    cg_core(
+        |x: &Vector, out: &mut Vector| {
+            o.hvp_fl(s, theta, phi, x, out)?;
+            if shift != 0.0 {
+                out.axpy(shift, x, 1.0);
+            }
+            Ok(())
+        },
+        v,
+        x0,
+        opts,
+    )
+}
+
+/// Conjugate gradient on an operator given as a product `hvp(x, out)`: `out` ← $Hx$.
+fn cg_core(
+    mut hvp: impl FnMut(&Vector, &mut Vector) -> Result<()>,
+    v: &Vector,
+    x0: &Vector,
+    opts: &CgOptions,
+) -> Result<CgOutput> {
+    let d_l = v.len();
     let mut x = x0.clone();
     let mut hd = Vector::zeros(d_l);
     // r_0 = v − H x_0, d_0 = r_0.
-    o.hvp_fl(s, theta, phi, &x, &mut hd)?;
+    hvp(&x, &mut hd)?;
     let mut r = v - &hd;
     let mut d = r.clone();
     let mut rr = r.dot(&r);
+    if !rr.is_finite() {
+        return Err(BilevelError::NonFinite {
+            what: "CG initial residual".into(),
+        });
+    }
     let mut iterates = Vec::new();
     if opts.keep_iterates {
         iterates.push(x.clone());
@@ -90,14 +141,14 @@ pub fn solve(
     let mut iterations = 0;
     let mut converged = rr <= opts.tol;
     while !converged && iterations < opts.max_iter {
-        o.hvp_fl(s, theta, phi, &d, &mut hd)?;
+        hvp(&d, &mut hd)?;
         let curvature = d.dot(&hd);
-        if curvature.is_nan() || curvature <= 0.0 {
-            if !curvature.is_finite() {
-                return Err(BilevelError::NonFinite {
-                    what: format!("CG curvature at iteration {iterations}"),
-                });
-            }
+        if !curvature.is_finite() {
+            return Err(BilevelError::NonFinite {
+                what: format!("CG curvature at iteration {iterations}"),
+            });
+        }
+        if curvature <= 0.0 {
             return Err(BilevelError::NotPositiveDefinite {
                 what: format!("lower-level Hessian (CG curvature d'Hd at iteration {iterations})"),
                 min_eig: curvature / d.dot(&d),
@@ -125,4 +176,58 @@ pub fn solve(
         converged,
         iterates,
     })
+}
+
+/// The lecture's Alg 7 **exactly as printed**, kept to demonstrate its slip: on convergence
+/// ($r_{i+1}^\top r_{i+1}\le\varepsilon$) it returns $x_i$, the iterate *before* the last update, whose residual
+/// is $r_i$, not $r_{i+1}$. Also as printed: $\alpha_i = d_i^\top r_i / d_i^\top H d_i$, the loop runs
+/// $i = 0,\dots,n$ and falls through to $x_{n+1}$.
+///
+/// Do not use it to solve systems: use [`solve`]. The test `cg_alg7_as_printed_returns_a_worse_iterate` in
+/// `tests/hypergrad.rs` shows that its answer is far worse than the corrected one.
+#[allow(clippy::too_many_arguments)]
+pub fn solve_alg7_literal(
+    o: &mut Oracle,
+    s: Sample,
+    theta: &Vector,
+    phi: &Vector,
+    v: &Vector,
+    x0: &Vector,
+    eps: f64,
+    n: usize,
+) -> Result<Vector> {
+    let d_l = o.dims().d_l;
+    crate::linalg::check_vector("cg right-hand side", v, d_l)?;
+    crate::linalg::check_vector("cg warm start", x0, d_l)?;
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(BilevelError::invalid("alg7.eps", eps, "must be finite and > 0"));
+    }
+    let mut x = x0.clone();
+    let mut hd = Vector::zeros(d_l);
+    o.hvp_fl(s, theta, phi, &x, &mut hd)?;
+    let mut r = v - &hd;
+    let mut d = r.clone();
+    for i in 0..=n {
+        o.hvp_fl(s, theta, phi, &d, &mut hd)?;
+        let curvature = d.dot(&hd);
+        if !(curvature.is_finite() && curvature > 0.0) {
+            return Err(BilevelError::NotPositiveDefinite {
+                what: format!("lower-level Hessian (Alg 7 curvature at iteration {i})"),
+                min_eig: curvature / d.dot(&d),
+            });
+        }
+        let alpha = d.dot(&r) / curvature;
+        let x_i = x.clone();
+        x.axpy(alpha, &d, 1.0);
+        let rr = r.dot(&r);
+        r.axpy(-alpha, &hd, 1.0);
+        let rr_next = r.dot(&r);
+        let beta = rr_next / rr;
+        d *= beta;
+        d += &r;
+        if rr_next <= eps {
+            return Ok(x_i); // "return x_i", as printed
+        }
+    }
+    Ok(x)
 }

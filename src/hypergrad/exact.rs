@@ -9,7 +9,8 @@ use crate::error::Result;
 use crate::linalg::{Vector, check_vector, spd_solve_vec};
 use crate::problem::{Bilevel, Sample};
 
-/// $\bar\nabla f(\theta,\phi)$ of (18) (with the cross derivative) at sample `s`, by a dense solve.
+/// $\bar\nabla f(\theta,\phi)$ of (18) (with the cross derivative) at sample `s`, by a dense solve. Used as the
+/// reference in `dispatcher_exact_methods_equal_the_dense_surrogate`.
 pub fn surrogate(p: &dyn Bilevel, s: Sample, theta: &Vector, phi: &Vector) -> Result<Vector> {
     let d = p.dims();
     check_vector("theta", theta, d.d_u)?;
@@ -25,7 +26,9 @@ pub fn surrogate(p: &dyn Bilevel, s: Sample, theta: &Vector, phi: &Vector) -> Re
     Ok(g_theta - cz)
 }
 
-/// $\nabla F(\theta)$ by the implicit-function formula at $\phi^\star(\theta)$ (dense solve).
+/// $\nabla F(\theta)$ by the implicit-function formula at $\phi^\star(\theta)$ (dense solve). Test:
+/// `exact_hypergradient_matches_closed_form_and_fd` (against the quadratic family's $A_F\theta + g_F$ and finite
+/// differences of $F$, also on a family whose LL Hessian depends on $\theta$).
 pub fn hypergradient(p: &dyn Bilevel, theta: &Vector) -> Result<Vector> {
     check_vector("theta", theta, p.dims().d_u)?;
     surrogate(p, Sample::Exact, theta, &p.phi_star(theta))

@@ -1,16 +1,34 @@
-//! Estimators of the implicit gradient, eqs (13)–(18), (23)–(24), (30)–(32).
+//! Hypergradient estimators: eqs (13)–(18), (23)–(24), (26), (30)–(32) and Alg 7 of the lecture.
 //!
-//! Every method estimates the surrogate
+//! # Implicit gradient (AID)
+//! The implicit estimators approximate the surrogate
 //! $$\bar\nabla f(\theta,\phi) = \nabla_\theta f_u(\theta,\phi) - \nabla^2_{\theta\phi} f_l(\theta,\phi)\,
 //! [\nabla^2_{\phi\phi} f_l(\theta,\phi)]^{-1}\nabla_\phi f_u(\theta,\phi),$$
 //! which equals $\nabla F(\theta)$ at $\phi = \phi^\star(\theta)$ (eq (13) with (17)). The lecture's (18) and Alg 9
 //! write $\nabla^2_\theta f_l$ where the cross derivative $\nabla^2_{\theta\phi} f_l$ is meant; the code uses the
 //! cross derivative. They differ only in how $z \approx [\nabla^2_{\phi\phi} f_l]^{-1}\nabla_\phi f_u$ is obtained:
-//! [`InverseMethod`].
+//! [`InverseMethod`], dispatched by [`estimate`] / [`inverse_hvp`].
+//!
+//! | module | estimator | lecture | test in `tests/hypergrad.rs` |
+//! |---|---|---|---|
+//! | [`exact`] | dense implicit gradient (reference) | (13), (16)–(18) | `exact_hypergradient_*` |
+//! | [`cg`] | conjugate gradient, corrected return | (23), Alg 7 | `cg_*` |
+//! | [`neumann`] | truncated Neumann, Ghadimi–Wang, stocBiO | (24) and the stochastic IG slide | `neumann_*`, `ghadimi_wang_*`, `stocbio_*` |
+//! | [`itd`] | forward / reverse / truncated-reverse ITD | (30)–(32) | `itd_*` |
+//! | [`hessian_free`] | finite-difference and Gaussian-smoothing Jacobians of the GD map (Sow et al. 2022a) | Hessian-free slide | `hessian_free_*` |
+//! | [`value_function`] | regularised value function $v_a$ | (26) | `value_function_*` |
+//!
+//! # Slips of the lecture found and tested here
+//! - Alg 7 returns $x_i$ where $x_{i+1}$ is meant ([`cg::solve_alg7_literal`] keeps the printed version).
+//! - (24) omits the scale $\eta$: $H^{-1} = \eta\sum_n (I-\eta H)^n$ for $0<\eta<2/L_l$.
+//! - (31) drops a $\beta$ in $A_2 = I - \beta\nabla^2_{\phi\phi} f_l$ ([`itd::lecture_eq31`]).
 
 pub mod cg;
 pub mod exact;
+pub mod hessian_free;
+pub mod itd;
 pub mod neumann;
+pub mod value_function;
 
 use crate::error::{BilevelError, Result};
 use crate::linalg::Vector;
@@ -75,6 +93,11 @@ impl Workspace {
 /// `out` ← $\nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\, z$ with $z \approx H^{-1}\nabla_\phi f_u$ by `method`.
 /// With exact samples ([`Sample::Exact`](crate::problem::Sample::Exact) everywhere, as for a deterministic family) and an exact method this is
 /// $\bar\nabla f(\theta,\phi)$. `ws.z` on entry is the CG warm start (Alg 3 warm-starts across iterations).
+///
+/// Tests: `dispatcher_exact_methods_equal_the_dense_surrogate` (Dense, CG, Neumann, stocBiO against
+/// [`exact::surrogate`] at $\phi\ne\phi^\star$, and the samples/calls used),
+/// `cg_warm_start_at_the_solution_returns_immediately` (warm start through `ws.z`),
+/// `cg_typed_errors_on_indefinite_hessian_and_non_finite_input`.
 pub fn estimate(
     o: &mut Oracle,
     method: &InverseMethod,

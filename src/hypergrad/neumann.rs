@@ -27,8 +27,9 @@ pub struct NeumannParams {
 impl NeumannParams {
     /// Error unless $N\ge1$ and $0<\eta<2/L_l$ (the series diverges along the top eigenvector otherwise).
     pub fn check(&self, l_l: f64) -> Result<()> {
-        if self.terms == 0 {
-            return Err(BilevelError::invalid("neumann.terms", 0, "must be >= 1"));
+        self.check_terms()?;
+        if !(l_l.is_finite() && l_l > 0.0) {
+            return Err(BilevelError::invalid("L_l", l_l, "must be finite and > 0"));
         }
         if !(self.eta.is_finite() && self.eta > 0.0 && self.eta < 2.0 / l_l) {
             return Err(BilevelError::StepCondition(format!(
@@ -36,6 +37,14 @@ impl NeumannParams {
                 self.eta,
                 2.0 / l_l
             )));
+        }
+        Ok(())
+    }
+
+    /// Error unless $N \ge 1$ (checked by every estimator, so that $N = 0$ is an error, not a panic).
+    fn check_terms(&self) -> Result<()> {
+        if self.terms == 0 {
+            return Err(BilevelError::invalid("neumann.terms", 0, "must be >= 1"));
         }
         Ok(())
     }
@@ -56,7 +65,9 @@ fn contract(
     Ok(())
 }
 
-/// `out` ← $\eta\sum_{n=0}^{N-1}(I-\eta H_s)^n v$ at one sample `s` ($N-1$ Hessian-vector products).
+/// `out` ← $\eta\sum_{n=0}^{N-1}(I-\eta H_s)^n v$ at one sample `s` ($N-1$ Hessian-vector products): eq (24) with
+/// the scale $\eta$. Tests: `neumann_truncation_error_is_exactly_the_remainder` (error $=(I-\eta H)^N H^{-1}v$),
+/// `neumann_is_tight_along_the_smallest_eigenvector`, `neumann_step_condition_is_a_typed_error`.
 #[allow(clippy::too_many_arguments)]
 pub fn truncated_into(
     o: &mut Oracle,
@@ -69,6 +80,7 @@ pub fn truncated_into(
     term: &mut Vector,
     tmp: &mut Vector,
 ) -> Result<()> {
+    p.check_terms()?;
     term.copy_from(v);
     out.copy_from(v);
     for _ in 1..p.terms {
@@ -80,7 +92,9 @@ pub fn truncated_into(
 }
 
 /// `out` ← $N\eta\prod_{i=1}^{p}(I-\eta H_i)v$, $p\sim U\\{0,\dots,N-1\\}$ from the run's stream, a fresh lower
-/// sample per factor ($p$ samples and products).
+/// sample per factor ($p$ samples and products): the lecture's stochastic-IG slide with $C_1 = N\eta$,
+/// $C_2 = \eta$, $t_{\max} = N-1$. Tests: `ghadimi_wang_and_stocbio_means_match_the_truncated_series`,
+/// `ghadimi_wang_variance_grows_linearly_and_stocbio_is_smaller` (variance $\propto N$).
 #[allow(clippy::too_many_arguments)]
 pub fn ghadimi_wang_into(
     o: &mut Oracle,
@@ -92,6 +106,7 @@ pub fn ghadimi_wang_into(
     _term: &mut Vector,
     tmp: &mut Vector,
 ) -> Result<()> {
+    p.check_terms()?;
     let depth = o.rng().random_range(0..p.terms);
     out.copy_from(v);
     for _ in 0..depth {
@@ -102,7 +117,9 @@ pub fn ghadimi_wang_into(
     Ok(())
 }
 
-/// `out` ← $\eta\sum_{q=0}^{N-1}\prod_{j=1}^{q}(I-\eta H_j)v$, a fresh lower sample per factor ($N-1$ samples).
+/// `out` ← $\eta\sum_{q=0}^{N-1}\prod_{j=1}^{q}(I-\eta H_j)v$, a fresh lower sample per factor ($N-1$ samples)
+/// (Ji, Yang & Liang 2021). Tests: `ghadimi_wang_and_stocbio_means_match_the_truncated_series`,
+/// `ghadimi_wang_variance_grows_linearly_and_stocbio_is_smaller` (variance bounded in $N$).
 #[allow(clippy::too_many_arguments)]
 pub fn stocbio_into(
     o: &mut Oracle,
@@ -114,6 +131,7 @@ pub fn stocbio_into(
     term: &mut Vector,
     tmp: &mut Vector,
 ) -> Result<()> {
+    p.check_terms()?;
     term.copy_from(v);
     out.copy_from(v);
     for _ in 1..p.terms {
