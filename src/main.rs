@@ -159,26 +159,20 @@ fn list(as_json: bool) -> Result<(), BilevelError> {
     Ok(())
 }
 
-fn selected(only: Option<&str>) -> Result<Vec<claims::ClaimSpec>, BilevelError> {
+fn selected(only: Option<&str>) -> Result<(Vec<claims::ClaimSpec>, Vec<claims::RateSpec>), BilevelError> {
     let reg = claims::Registry::builtin()?;
-    let specs: Vec<_> = reg
-        .claim
-        .into_iter()
-        .filter(|c| only.is_none_or(|p| c.id.starts_with(p)))
-        .collect();
-    if specs.is_empty() {
+    let keep = |id: &str| only.is_none_or(|p| id.starts_with(p));
+    let specs: Vec<_> = reg.claim.iter().filter(|c| keep(&c.id)).cloned().collect();
+    let rates: Vec<_> = reg.rate.iter().filter(|r| keep(&r.id)).cloned().collect();
+    if specs.is_empty() && rates.is_empty() {
+        let ids: Vec<&str> = reg.claim.iter().map(|c| c.id.as_str()).chain(reg.rate.iter().map(|r| r.id.as_str())).collect();
         return Err(BilevelError::Unknown {
             kind: "claim prefix".into(),
             name: only.unwrap_or("").into(),
-            accepted: claims::Registry::builtin()?
-                .claim
-                .iter()
-                .map(|c| c.id.clone())
-                .collect::<Vec<_>>()
-                .join(", "),
+            accepted: ids.join(", "),
         });
     }
-    Ok(specs)
+    Ok((specs, rates))
 }
 
 fn progress_bar(n: u64) -> indicatif::ProgressBar {
@@ -190,12 +184,17 @@ fn progress_bar(n: u64) -> indicatif::ProgressBar {
 }
 
 fn report(as_json: bool, out: Option<&std::path::Path>, seed: u64, only: Option<&str>) -> Result<(), BilevelError> {
-    let specs = selected(only)?;
-    let bar = progress_bar(specs.len() as u64);
-    let results = claims::run_all(&specs, seed, |r| {
+    let (specs, rates) = selected(only)?;
+    let bar = progress_bar((specs.len() + rates.len()) as u64);
+    let mut results = Vec::new();
+    for r in &rates {
+        results.push(claims::run_rate(r)?);
+        bar.inc(1);
+    }
+    results.extend(claims::run_all(&specs, seed, |r| {
         bar.set_message(r.id.clone());
         bar.inc(1);
-    })?;
+    })?);
     bar.finish_and_clear();
     if let Some(dir) = out {
         for r in &results {
@@ -220,7 +219,8 @@ fn report(as_json: bool, out: Option<&std::path::Path>, seed: u64, only: Option<
 }
 
 fn sweep(seeds: u64, only: Option<&str>) -> Result<(), BilevelError> {
-    let specs = selected(only)?;
+    // The deterministic rates do not depend on the seed: the sweep runs the Monte Carlo claims only.
+    let (specs, _) = selected(only)?;
     let bar = progress_bar(seeds * specs.len() as u64);
     let mut passes = vec![0u64; specs.len()];
     for seed in 0..seeds {

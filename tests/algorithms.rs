@@ -184,10 +184,11 @@ fn oracle_counts_match_the_docs() {
     let c = counts("ttsa");
     assert_eq!((c.upper_samples, c.fl_grad_phi, c.fl_cross), (k, k, k));
     assert_eq!(c.fl_hvp, c.lower_samples - 2 * k);
-    // stocbio: 10 LL steps; a batch of 4 estimates, each 1 UL sample, 1 cross sample, N_k − 1 Hessian samples.
+    // stocbio: 10 LL steps of a batch of 4 gradients; a batch of 4 estimates, each 1 UL sample, 1 cross sample,
+    // N_k − 1 Hessian samples.
     let c = counts("stocbio");
-    assert_eq!((c.upper_samples, c.fl_cross, c.fl_grad_phi), (4 * k, 4 * k, 10 * k));
-    assert_eq!(c.fl_hvp, c.lower_samples - 10 * k - 4 * k);
+    assert_eq!((c.upper_samples, c.fl_cross, c.fl_grad_phi), (4 * k, 4 * k, 40 * k));
+    assert_eq!(c.fl_hvp, c.lower_samples - 40 * k - 4 * k);
     // stable: one sample for the tracked matrices (2 dense at k = 0, 4 after), one LL gradient sample, one UL.
     let c = counts("stable");
     assert_eq!(

@@ -63,12 +63,14 @@ pub struct DoubleLoop {
     pub inner: InnerSteps,
     /// Inverse-Hessian-vector product estimator.
     pub inverse: Inverse,
-    /// Hypergradient minibatch: the UL step uses the mean of `batch` independent estimates.
+    /// Minibatch size $B$: each inner step uses the mean of $B$ lower-level gradient samples and the UL step the
+    /// mean of $B$ independent hypergradient estimates (stocBiO's batches $S$; 1 for the others).
     pub batch: usize,
     ws: Workspace,
     h: Vector,
     acc: Vector,
     buf_l: Vector,
+    acc_l: Vector,
 }
 
 impl DoubleLoop {
@@ -84,6 +86,7 @@ impl DoubleLoop {
             h: Vector::zeros(0),
             acc: Vector::zeros(0),
             buf_l: Vector::zeros(0),
+            acc_l: Vector::zeros(0),
         }
     }
     /// BA, Alg 1: `inner` GD steps, exact (dense) inverse at a lower sample.
@@ -117,7 +120,9 @@ impl DoubleLoop {
             Inverse::Fixed(InverseMethod::Cg(cg)),
         )
     }
-    /// stocBiO: `inner` SGD steps, stocBiO Neumann estimator, minibatch `batch` of hypergradient estimates.
+    /// stocBiO: `inner` SGD steps with minibatch `batch`, stocBiO Neumann estimator, minibatch `batch` of
+    /// hypergradient estimates (Ji et al. 2021 use batches for both; without the inner batch the lower-level error
+    /// keeps a floor $\beta\sigma^2$ and $\varepsilon$ stalls).
     pub fn stocbio(alpha: Schedule, beta: Schedule, inner: usize, neumann: NeumannGrowth, batch: usize) -> Self {
         let mut s = Self::new(
             "stocbio",
@@ -167,12 +172,24 @@ impl Solver for DoubleLoop {
         self.h = Vector::zeros(d.d_u);
         self.acc = Vector::zeros(d.d_u);
         self.buf_l = Vector::zeros(d.d_l);
+        self.acc_l = Vector::zeros(d.d_l);
         Ok(())
     }
     fn step(&mut self, o: &mut Oracle, mut st: Iterate) -> Result<Iterate> {
         let beta = self.beta.at(st.k);
         for _ in 0..self.inner.at(st.k) {
-            lower_step(o, &st.theta, &mut st.phi, beta, &mut self.buf_l)?;
+            if self.batch == 1 {
+                lower_step(o, &st.theta, &mut st.phi, beta, &mut self.buf_l)?;
+            } else {
+                // φ ← φ − β·(1/B)Σ_b ∇φ f_l(θ, φ; ξ_b): all B gradients at the same φ.
+                self.acc_l.fill(0.0);
+                for _ in 0..self.batch {
+                    let s = o.draw(crate::problem::Level::Lower);
+                    o.grad_phi_fl(s, &st.theta, &st.phi, &mut self.buf_l)?;
+                    self.acc_l += &self.buf_l;
+                }
+                st.phi.axpy(-beta / self.batch as f64, &self.acc_l, 1.0);
+            }
         }
         let method = self.method_at(st.k);
         self.acc.fill(0.0);

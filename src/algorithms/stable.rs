@@ -73,6 +73,14 @@ impl Stable {
 /// Projection of a symmetric matrix onto $\\{H\succeq\mu I\\}$ in Frobenius norm: clamp eigenvalues at $\mu$.
 pub fn project_psd_floor(h: &Matrix, mu: f64) -> Matrix {
     let sym = crate::linalg::symmetrize(h);
+    // Already ⪰ μI (H − μI has a Cholesky factor): the projection is the identity; skip the eigendecomposition.
+    let mut shifted = sym.clone();
+    for i in 0..shifted.nrows() {
+        shifted[(i, i)] -= mu;
+    }
+    if shifted.cholesky().is_some() {
+        return sym;
+    }
     let mut e = sym.symmetric_eigen();
     for l in e.eigenvalues.iter_mut() {
         *l = l.max(mu);

@@ -7,12 +7,16 @@
 //! [`crate::stats::Rule`] of its kind. Power tests are registry entries with `power_for`: the same rule applied to
 //! a planted bug, which must fail. `cargo test` and `bilevel report` run the same code.
 
+mod deterministic;
 mod report;
 mod run;
 mod spec;
 
+pub use deterministic::{Estimator, RateSpec, run_rate};
 pub use report::{plot, table};
-pub use run::{BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, ClaimResult, build_problem, build_solver, run_all, run_claim};
+pub use run::{
+    BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, ClaimResult, build_problem, build_solver, run_all, run_claim, run_group,
+};
 pub use spec::{
     AlgoSpec, ClaimSpec, HorizonMode, Horizons, Kind, Measure, NeumannSpec, ProblemSpec, Registry, SchedSpec, Statistic,
 };

@@ -1,6 +1,6 @@
 //! Running a claim: build the problem and the algorithm from the spec, run $R$ replicates in parallel, fit, judge.
 
-use super::spec::{AlgoSpec, ClaimSpec, HorizonMode, Kind, Measure, Statistic};
+use super::spec::{AlgoSpec, ClaimSpec, HorizonMode, Kind, Measure, Statistic, WINDOW_FRACTION};
 use crate::algorithms::{
     alternating::Alternating, double_loop::DoubleLoop, stable::Stable, sustain::Sustain, ttsa::Ttsa,
 };
@@ -8,7 +8,7 @@ use crate::error::{BilevelError, Result};
 use crate::families;
 use crate::linalg::Vector;
 use crate::problem::{Bilevel, Constants, Noisy, Oracle};
-use crate::solver::{self, Recorder, Solver};
+use crate::solver::{self, Metric, Recorder, Solver};
 use crate::stats::{self, ClaimKind, FitConfig, Interval, Rule, SeedKey, Table, Tail, Verdict};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -163,8 +163,30 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
     })
 }
 
-/// One replicate: the metric (last or averaged) and the samples used, at every horizon.
-fn replicate(spec: &ClaimSpec, p: &dyn Bilevel, grid: &[usize], mut rng: ChaCha8Rng) -> Result<(Vec<f64>, Vec<f64>)> {
+/// One replicate of a simulation: every metric in `metrics` (last iterate, and running average if `average`) and
+/// the upper and lower samples used, at every horizon.
+struct Replicate {
+    last: Vec<Vec<f64>>,
+    avg: Vec<Vec<f64>>,
+    win: Vec<Vec<f64>>,
+    upper: Vec<f64>,
+    lower: Vec<f64>,
+}
+
+/// Metrics that need an inner solve per evaluation (averaged over a subsample of iterates, see
+/// [`Recorder::with_average_stride`]).
+fn expensive(metrics: &[Metric]) -> bool {
+    metrics.contains(&Metric::MoreauGradSq)
+}
+
+fn replicate(
+    spec: &ClaimSpec,
+    metrics: &[Metric],
+    average: bool,
+    p: &dyn Bilevel,
+    grid: &[usize],
+    mut rng: ChaCha8Rng,
+) -> Result<Replicate> {
     let k = p.constants();
     let d = p.dims();
     let mut theta0 = match &spec.problem.theta0 {
@@ -173,27 +195,42 @@ fn replicate(spec: &ClaimSpec, p: &dyn Bilevel, grid: &[usize], mut rng: ChaCha8
     };
     p.domain().project(&mut theta0);
     let phi0 = Vector::zeros(d.d_l);
-    let average = spec.statistic == Statistic::Average;
-    let pick = |trace: &solver::Trace, i: usize| match &trace.averages {
-        Some(a) if average => a[i][0],
-        _ => trace.values[i][0],
+    let mut out = Replicate {
+        last: vec![Vec::with_capacity(grid.len()); metrics.len()],
+        avg: vec![Vec::with_capacity(grid.len()); metrics.len()],
+        win: vec![Vec::with_capacity(grid.len()); metrics.len()],
+        upper: Vec::with_capacity(grid.len()),
+        lower: Vec::with_capacity(grid.len()),
     };
-    let samples = |c: &crate::problem::Counts| match spec.measure {
-        Measure::ComplexityLower => c.lower_samples as f64,
-        _ => c.upper_samples as f64,
+    let mut take = |trace: &solver::Trace, i: usize| {
+        for m in 0..metrics.len() {
+            out.last[m].push(trace.values[i][m]);
+            if let Some(a) = &trace.averages {
+                out.avg[m].push(a[i][m]);
+            }
+            if let Some(w) = &trace.windows {
+                out.win[m].push(w[i][m]);
+            }
+        }
+        out.upper.push(trace.counts[i].upper_samples as f64);
+        // S(f_l) counts stochastic gradient estimates of f_l (the lecture's definition under eq (34)); Hessian and
+        // cross samples are second-order samples, not part of S(f_l).
+        out.lower.push(trace.counts[i].fl_grad_phi as f64);
     };
-    let (mut metric, mut used) = (Vec::with_capacity(grid.len()), Vec::with_capacity(grid.len()));
     match spec.horizons.mode {
         HorizonMode::Anytime => {
             let kmax = *grid.last().expect("non-empty grid");
             let mut s = build_solver(&spec.algorithm, &k, kmax)?;
             let mut o = Oracle::with_rng(p, rng);
-            let mut rec = Recorder::new(&[spec.metric], grid, average);
+            // Averages over every iterate, or a regular subsample of ~64 per smallest horizon for costly metrics.
+            let stride = if expensive(metrics) { (grid[0] / 64).max(1) } else { 1 };
+            let mut rec = Recorder::new(metrics, grid, average)
+                .with_window(WINDOW_FRACTION)
+                .with_average_stride(stride);
             solver::run(s.as_mut(), &mut o, &theta0, &phi0, kmax, &mut rec)?;
             let trace = rec.finish();
             for i in 0..grid.len() {
-                metric.push(pick(&trace, i));
-                used.push(samples(&trace.counts[i]));
+                take(&trace, i);
             }
         }
         HorizonMode::PerHorizon => {
@@ -202,15 +239,16 @@ fn replicate(spec: &ClaimSpec, p: &dyn Bilevel, grid: &[usize], mut rng: ChaCha8
                 let sub = ChaCha8Rng::seed_from_u64(rng.next_u64());
                 let mut s = build_solver(&spec.algorithm, &k, kk)?;
                 let mut o = Oracle::with_rng(p, sub);
-                let mut rec = Recorder::new(&[spec.metric], &[kk], average);
+                let stride = if expensive(metrics) { (kk / 128).max(1) } else { 1 };
+                let mut rec = Recorder::new(metrics, &[kk], average)
+                    .with_window(WINDOW_FRACTION)
+                    .with_average_stride(stride);
                 solver::run(s.as_mut(), &mut o, &theta0, &phi0, kk, &mut rec)?;
-                let trace = rec.finish();
-                metric.push(pick(&trace, 0));
-                used.push(samples(&trace.counts[0]));
+                take(&rec.finish(), 0);
             }
         }
     }
-    Ok((metric, used))
+    Ok(out)
 }
 
 /// The stats crate's decision kind for a claim kind.
@@ -222,38 +260,82 @@ fn rule_kind(k: Kind) -> ClaimKind {
     }
 }
 
-/// Run `spec` under `master_seed` and judge it.
+/// Run `spec` alone under `master_seed` and judge it.
 pub fn run_claim(spec: &ClaimSpec, master_seed: u64) -> Result<ClaimResult> {
+    Ok(run_group(&[spec], master_seed)?.remove(0))
+}
+
+/// Simulate the run shared by `specs` once (they must share it: see [`ClaimSpec::run`]) and judge each claim.
+pub fn run_group(specs: &[&ClaimSpec], master_seed: u64) -> Result<Vec<ClaimResult>> {
     let start = Instant::now();
-    let p = build_problem(spec)?;
-    let h = spec.horizons;
+    let first = specs[0];
+    let p = build_problem(first)?;
+    let h = first.horizons;
     let grid = stats::geometric_grid(h.min, h.max, h.points)?;
-    let rows = stats::run_replicates(master_seed, &spec.id, spec.replicates, |rng, _| {
-        replicate(spec, p.as_ref(), &grid, rng)
+    let mut metrics: Vec<Metric> = Vec::new();
+    for s in specs {
+        if !metrics.contains(&s.metric) {
+            metrics.push(s.metric);
+        }
+    }
+    let average = specs.iter().any(|s| s.statistic == Statistic::Average);
+    let reps = stats::run_replicates(master_seed, first.run_name(), first.replicates, |rng, _| {
+        replicate(first, &metrics, average, p.as_ref(), &grid, rng)
     })?;
-    let metric = Table::from_rows(&rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>())?;
-    let used = Table::from_rows(&rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>())?;
+    let upper = Table::from_rows(&reps.iter().map(|r| r.upper.clone()).collect::<Vec<_>>())?;
+    let lower = Table::from_rows(&reps.iter().map(|r| r.lower.clone()).collect::<Vec<_>>())?;
+    let seconds = start.elapsed().as_secs_f64();
+    specs
+        .iter()
+        .map(|spec| {
+            let m = metrics.iter().position(|x| *x == spec.metric).expect("metric recorded");
+            let rows: Vec<&Vec<f64>> = reps
+                .iter()
+                .map(|r| match spec.statistic {
+                    Statistic::Average => &r.avg[m],
+                    Statistic::Window => &r.win[m],
+                    Statistic::Last => &r.last[m],
+                })
+                .collect();
+            let metric = Table::from_rows(&rows)?;
+            judge(spec, master_seed, &grid, &metric, &upper, &lower, seconds)
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    spec: &ClaimSpec,
+    master_seed: u64,
+    grid: &[usize],
+    metric: &Table,
+    upper: &Table,
+    lower: &Table,
+    seconds: f64,
+) -> Result<ClaimResult> {
+    let h = spec.horizons;
     let tail = Tail::Last(h.tail.unwrap_or(grid.len()));
     let cfg = FitConfig::new(SeedKey::new(master_seed, &spec.id))
         .with_tail(tail)
         .with_bootstrap(BOOTSTRAP_RESAMPLES, BOOTSTRAP_LEVEL);
-    let (fitted, interval): (f64, Interval) = match spec.measure {
-        Measure::Slope => {
-            let f = stats::fit_power_law(&grid, &metric, &cfg)?;
+    let used = match spec.measure {
+        Measure::ComplexityLower => Some(lower),
+        Measure::ComplexityUpper => Some(upper),
+        Measure::Slope => None,
+    };
+    let (fitted, interval): (f64, Interval) = match used {
+        None => {
+            let f = stats::fit_power_law(grid, metric, &cfg)?;
             (f.exponent, f.interval)
         }
-        Measure::ComplexityUpper | Measure::ComplexityLower => {
-            let f = stats::fit_sample_complexity(&used, &metric, &cfg)?;
+        Some(u) => {
+            let f = stats::fit_sample_complexity(u, metric, &cfg)?;
             (f.exponent, f.interval)
         }
     };
     let rule = Rule::new(rule_kind(spec.kind), spec.theory_exponent, spec.tolerance)?;
     let verdict = rule.judge(&interval);
-    let ok = if spec.power_for.is_some() {
-        verdict == Verdict::Fail
-    } else {
-        verdict == Verdict::Pass
-    };
+    let ok = if spec.power_for.is_some() { verdict == Verdict::Fail } else { verdict == Verdict::Pass };
     Ok(ClaimResult {
         id: spec.id.clone(),
         kind: spec.kind,
@@ -265,31 +347,38 @@ pub fn run_claim(spec: &ClaimSpec, master_seed: u64) -> Result<ClaimResult> {
         rule_verdict: format!("{verdict:?}").to_lowercase(),
         power_for: spec.power_for.clone(),
         replicates: spec.replicates,
-        horizons: grid,
+        horizons: grid.to_vec(),
         means: metric.means(),
         std_errors: metric.std_errors()?,
-        samples: matches!(spec.measure, Measure::ComplexityUpper | Measure::ComplexityLower).then(|| used.means()),
-        seconds: start.elapsed().as_secs_f64(),
+        samples: used.map(|u| u.means()),
+        seconds,
     })
 }
 
-/// Run every claim of `specs` (sequentially; each claim is parallel over replicates).
-pub fn run_all(
-    specs: &[ClaimSpec],
-    master_seed: u64,
-    mut progress: impl FnMut(&ClaimResult),
-) -> Result<Vec<ClaimResult>> {
-    let mut out = Vec::with_capacity(specs.len());
+/// Run every claim of `specs`, simulating each shared run once (groups in order of first appearance; each run is
+/// parallel over replicates). Results come back in the order of `specs`.
+pub fn run_all(specs: &[ClaimSpec], master_seed: u64, mut progress: impl FnMut(&ClaimResult)) -> Result<Vec<ClaimResult>> {
+    let mut order: Vec<&str> = Vec::new();
     for s in specs {
-        let r = run_claim(s, master_seed).map_err(|e| match e {
+        if !order.contains(&s.run_name()) {
+            order.push(s.run_name());
+        }
+    }
+    let mut results: Vec<Option<ClaimResult>> = vec![None; specs.len()];
+    for run in order {
+        let idx: Vec<usize> = (0..specs.len()).filter(|i| specs[*i].run_name() == run).collect();
+        let group: Vec<&ClaimSpec> = idx.iter().map(|i| &specs[*i]).collect();
+        let out = run_group(&group, master_seed).map_err(|e| match e {
             BilevelError::Diverged { iter, what } => BilevelError::Diverged {
                 iter,
-                what: format!("claim {}: {what}", s.id),
+                what: format!("run {run}: {what}"),
             },
             other => other,
         })?;
-        progress(&r);
-        out.push(r);
+        for (i, r) in idx.into_iter().zip(out) {
+            progress(&r);
+            results[i] = Some(r);
+        }
     }
-    Ok(out)
+    Ok(results.into_iter().map(|r| r.expect("every claim judged")).collect())
 }

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 pub struct Registry {
     /// The claims, in report order.
     pub claim: Vec<ClaimSpec>,
+    /// The deterministic linear rates (CG, Neumann, ITD).
+    #[serde(default)]
+    pub rate: Vec<super::deterministic::RateSpec>,
 }
 
 /// What kind of statement a claim makes (design.md, "How a rate claim is judged").
@@ -32,9 +35,12 @@ pub enum Kind {
 pub enum Measure {
     /// The exponent $r$ of $\mathbb{E}[\text{metric}] \sim K^{r}$.
     Slope,
-    /// The exponent $p$ of $S(f_u) \sim \varepsilon^{-p}$ with $\varepsilon$ = the mean metric.
+    /// The exponent $p$ of $S(f_u) \sim \varepsilon^{-p}$ with $\varepsilon$ = the mean metric; $S(f_u)$ = upper-level
+    /// samples (each gives $\nabla_\theta f_u$ and $\nabla_\phi f_u$).
     ComplexityUpper,
-    /// The exponent $p$ of $S(f_l) \sim \varepsilon^{-p}$.
+    /// The exponent $p$ of $S(f_l) \sim \varepsilon^{-p}$; $S(f_l)$ = stochastic gradient estimates
+    /// $\nabla_\phi f_l$, as the lecture defines sample complexity under eq (34). Second-order samples (Hessian and
+    /// cross products of the Neumann estimators) are not counted: they add the $\log$ factors of the $\tilde O$.
     ComplexityLower,
 }
 
@@ -46,7 +52,13 @@ pub enum Statistic {
     Last,
     /// The mean over $k = 1..K$, i.e. the expectation at a uniformly random iterate $\tilde K$.
     Average,
+    /// The mean over the last 10% of iterations, $k\in(0.9K, K]$: the same exponent as the last iterate for a
+    /// power law, with far less Monte Carlo variance ([`crate::solver::Recorder::with_window`]).
+    Window,
 }
+
+/// The window fraction of [`Statistic::Window`].
+pub const WINDOW_FRACTION: f64 = 0.1;
 
 /// How horizons are obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,6 +283,11 @@ pub struct ProblemSpec {
 pub struct ClaimSpec {
     /// Unique id, e.g. `ttsa-sc/lower-gap`.
     pub id: String,
+    /// Name of the simulation this claim reads (default: its id). Claims naming the same run must have identical
+    /// problem, algorithm, horizons and replicates; the run is simulated once and its replicate streams are derived
+    /// from this name, so a claim's numbers do not depend on which other claims are selected.
+    #[serde(default)]
+    pub run: Option<String>,
     /// One line: the statement.
     pub title: String,
     /// Paper theorem and the lecture's equations.
@@ -307,6 +324,20 @@ pub struct ClaimSpec {
     pub bug: Option<String>,
 }
 
+impl ClaimSpec {
+    /// The simulation this claim reads.
+    pub fn run_name(&self) -> &str {
+        self.run.as_deref().unwrap_or(&self.id)
+    }
+    /// Whether `other` describes the same simulation (same problem, algorithm, horizons, replicates).
+    pub fn same_simulation(&self, other: &ClaimSpec) -> bool {
+        self.problem == other.problem
+            && self.algorithm == other.algorithm
+            && self.horizons == other.horizons
+            && self.replicates == other.replicates
+    }
+}
+
 impl Registry {
     /// Parse and check the registry text.
     pub fn parse(text: &str) -> Result<Self> {
@@ -332,6 +363,18 @@ impl Registry {
             }
             if c.replicates < 2 {
                 return Err(BilevelError::invalid("replicates", c.replicates, "must be >= 2"));
+            }
+        }
+        for (i, c) in reg.claim.iter().enumerate() {
+            if let Some(first) = reg.claim[..i].iter().find(|o| o.run_name() == c.run_name())
+                && !first.same_simulation(c)
+            {
+                return Err(BilevelError::Malformed(format!(
+                    "claims '{}' and '{}' share run '{}' but describe different simulations",
+                    first.id,
+                    c.id,
+                    c.run_name()
+                )));
             }
         }
         for c in &reg.claim {

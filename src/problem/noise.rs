@@ -285,6 +285,13 @@ impl Bilevel for Noisy {
             }
         }
     }
+    fn hess_fl(&self, s: Sample, theta: &Vector, phi: &Vector) -> Matrix {
+        // One noise matrix per sample: the same E that `hvp_fl` applies, generated once.
+        self.inner.hess_fl(s, theta, phi) + self.hess_noise(s)
+    }
+    fn cross_matrix_fl(&self, s: Sample, theta: &Vector, phi: &Vector) -> Matrix {
+        self.inner.cross_matrix_fl(s, theta, phi) + self.cross_noise(s)
+    }
     fn phi_star(&self, theta: &Vector) -> Vector {
         self.inner.phi_star(theta)
     }

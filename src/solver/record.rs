@@ -148,6 +148,9 @@ pub struct Trace {
     pub counts: Vec<Counts>,
     /// Running average over $k = 1..$checkpoint of each metric, if requested (`average = true`).
     pub averages: Option<Vec<Vec<f64>>>,
+    /// Mean over the window $k \in (K - \lceil wK\rceil, K]$ of each metric at each checkpoint $K$, if requested
+    /// ([`Recorder::with_window`]).
+    pub windows: Option<Vec<Vec<f64>>>,
 }
 
 /// An [`Observer`] that records metrics at checkpoints and, optionally, their running averages over every
@@ -156,7 +159,11 @@ pub struct Recorder {
     checkpoints: Vec<usize>,
     next: usize,
     average: bool,
+    stride: usize,
+    count: usize,
     sums: Vec<f64>,
+    window: Option<f64>,
+    window_sums: Vec<f64>,
     trace: Trace,
 }
 
@@ -171,15 +178,44 @@ impl Recorder {
             checkpoints: cps.clone(),
             next: 0,
             average,
+            stride: 1,
+            count: 0,
             sums: vec![0.0; metrics.len()],
+            window: None,
+            window_sums: vec![0.0; metrics.len()],
             trace: Trace {
                 checkpoints: cps,
                 metrics: metrics.to_vec(),
                 values: Vec::new(),
                 counts: Vec::new(),
                 averages: average.then(Vec::new),
+                windows: None,
             },
         }
+    }
+
+    /// Also record, at each checkpoint $K$, the mean of each metric over the last $\lceil wK\rceil$ iterations.
+    ///
+    /// For a metric whose mean is a power law $c\,k^{r}$ this window mean is $c'K^{r}$ with the same exponent (the
+    /// window scales with $K$), while it averages many nearly independent values once the window is longer than the
+    /// metric's correlation time: a variance reduction for rate fits, not a different rate. Windows of successive
+    /// checkpoints must not overlap (checkpoint ratio $> 1/(1-w)$).
+    pub fn with_window(mut self, fraction: f64) -> Self {
+        self.window = Some(fraction);
+        self.trace.windows = Some(Vec::new());
+        self
+    }
+
+    /// Average over the iterates $k = s, 2s, 3s, \dots$ only (a regular subsample): a Riemann sum of the smooth
+    /// sequence $\mathbb{E}\,m_k$ with relative error $O(s/K)$, for metrics too costly to evaluate at every
+    /// iteration (the Moreau measure needs a proximal solve).
+    pub fn with_average_stride(mut self, stride: usize) -> Self {
+        self.stride = stride.max(1);
+        self
+    }
+
+    fn window_start(&self, k: usize) -> Option<usize> {
+        self.window.map(|w| k - ((w * k as f64).ceil() as usize).clamp(1, k.max(1)))
     }
 
     /// The trace recorded so far.
@@ -191,7 +227,13 @@ impl Recorder {
 impl Observer for Recorder {
     fn observe(&mut self, o: &Oracle, state: &Iterate) -> Result<()> {
         let at_checkpoint = self.checkpoints.get(self.next) == Some(&state.k);
-        if !(at_checkpoint || (self.average && state.k > 0)) {
+        // Inside the window (start, K] of the next checkpoint K?
+        let in_window = match (self.checkpoints.get(self.next), self.window) {
+            (Some(&cp), Some(_)) => self.window_start(cp).is_some_and(|s| state.k > s && state.k <= cp),
+            _ => false,
+        };
+        let in_average = self.average && state.k > 0 && state.k % self.stride == 0;
+        if !(at_checkpoint || in_window || in_average) {
             return Ok(());
         }
         let vals: Vec<f64> = self
@@ -200,14 +242,27 @@ impl Observer for Recorder {
             .iter()
             .map(|m| m.eval(o, state))
             .collect::<Result<_>>()?;
-        if self.average && state.k > 0 {
+        if in_average {
+            self.count += 1;
             for (s, v) in self.sums.iter_mut().zip(&vals) {
                 *s += v;
             }
         }
+        if in_window {
+            for (s, v) in self.window_sums.iter_mut().zip(&vals) {
+                *s += v;
+            }
+        }
         if at_checkpoint {
+            let len = (state.k - self.window_start(state.k).unwrap_or(0)).max(1) as f64;
+            if let Some(win) = self.trace.windows.as_mut() {
+                // k = 0 has an empty window: record the value itself.
+                let row = if state.k == 0 { vals.clone() } else { self.window_sums.iter().map(|s| s / len).collect() };
+                win.push(row);
+                self.window_sums.iter_mut().for_each(|s| *s = 0.0);
+            }
             if let Some(avg) = self.trace.averages.as_mut() {
-                let n = state.k.max(1) as f64;
+                let n = self.count.max(1) as f64;
                 avg.push(self.sums.iter().map(|s| s / n).collect());
             }
             self.trace.values.push(vals);
