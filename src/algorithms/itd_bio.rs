@@ -21,12 +21,18 @@
 //! \phi^\star(\bar\theta_T))\\|/\mu_F$ with $q = \max_i|1-\beta\lambda_i(H)|$ (unconstrained $\Theta$). It decays
 //! geometrically in $T$ (Grazzi et al. 2020 bound ITD's error by $O(Tq^T)$; the factor $T$ needs a Hessian that
 //! varies along the trajectory). Test: `algorithms2::itd_bio_converges_to_its_biased_point_and_the_bias_shrinks_with_t`
-//! (the limit is computed in closed form and the bound checked for $T = 2, 4, 8, 16$).
+//! (the limit is computed in closed form and the bound checked for $T = 2, 4, 8, 16, 32$).
 //!
 //! # Schedule and assumptions
 //! Constant $\alpha$ (the paper: $\alpha\le 1/L_F$, deterministic $O(\kappa^3\varepsilon^{-1})$ with $T\sim\kappa\log$),
 //! $0<\beta<2/L_l$ so the GD map contracts. With a stochastic oracle one lower sample $\xi_k$ is used for all $T$
 //! steps and their derivative (a minibatch, as [`crate::hypergrad::itd`] does), one upper sample $\bar\xi_k$.
+//! The unroll then multiplies $T$ times by the same sampled $I-\beta\nabla^2_{\phi\phi} f_l(\cdot;\xi_k)$, so it needs
+//! $\beta<2/L_l(\xi)$ for **every sample**, not only $\beta<2/L_l$ for the mean: on the finite-sum families with
+//! minibatch 1 the default $\beta = 1/L_l$ expands along the unroll and the run stops with
+//! [`BilevelError::Diverged`] (test `algorithms2::new_methods_are_registered_and_run_on_every_family`). Use a larger
+//! minibatch or a smaller $\beta$ there; fresh samples per unrolled step would need per-step samples in
+//! [`crate::hypergrad::itd`].
 //!
 //! # Oracle cost per iteration
 //! One upper sample, one lower sample; $T$ gradients $\nabla_\phi f_l$, $T'-1$ Hessian-vector products, $T'$

@@ -11,7 +11,8 @@
 //! \quad u_q\sim N(0,I_{d_u}),$$
 //! $$\theta^{k+1} = \mathcal{P}_\Theta(\theta^k - \alpha_k\hat g^k).$$
 //! All $Q+1$ trajectories start at $\phi^k$ and use the same lower sample $\xi_k$, so additive oracle noise cancels
-//! in the differences.
+//! in the differences. As for ITD-BiO, the one-sample unroll needs $\beta<2/L_l(\xi)$ for every sample (see
+//! [`super::itd_bio`]).
 //!
 //! # Bias and variance
 //! $\mathbb{E}_u\hat g$ is the ITD hypergradient of the Gaussian-smoothed map $\mathbb{E}_u\varphi^T(\theta+\delta u)$:
