@@ -1,6 +1,7 @@
 //! The single integration-test crate (one binary links once and builds faster). Each module covers one area.
 
 mod algorithms;
+mod algorithms2;
 mod common;
 mod families;
 mod hypergrad;

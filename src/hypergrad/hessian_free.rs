@@ -162,33 +162,81 @@ pub fn gaussian_smoothing(
     samples: ItdSamples,
     out: &mut Vector,
 ) -> Result<()> {
+    let mut ws = SmoothingWorkspace::new(o.dims().d_u, o.dims().d_l);
+    gaussian_smoothing_into(o, theta, phi0, p, directions, samples, &mut ws, out)
+}
+
+/// Buffers of [`gaussian_smoothing_into`], so that an algorithm calling it every iteration allocates nothing.
+#[derive(Debug, Clone)]
+pub struct SmoothingWorkspace {
+    /// On return: $\varphi^T(\theta)$, the unperturbed final iterate (the warm start of the next outer iteration).
+    pub phi_t: Vector,
+    grad: Vector,
+    gp: Vector,
+    u: Vector,
+    shifted: Vector,
+    plus: Vector,
+}
+
+impl SmoothingWorkspace {
+    /// Buffers for sizes $d_u$, $d_l$.
+    pub fn new(d_u: usize, d_l: usize) -> Self {
+        SmoothingWorkspace {
+            phi_t: Vector::zeros(d_l),
+            grad: Vector::zeros(d_l),
+            gp: Vector::zeros(d_l),
+            u: Vector::zeros(d_u),
+            shifted: Vector::zeros(d_u),
+            plus: Vector::zeros(d_l),
+        }
+    }
+}
+
+/// [`gaussian_smoothing`] with caller-owned buffers; `ws.phi_t` ← $\varphi^T(\theta)$ on return. Same draws, same
+/// calls and the same result as [`gaussian_smoothing`] (which calls it).
+#[allow(clippy::too_many_arguments)]
+pub fn gaussian_smoothing_into(
+    o: &mut Oracle,
+    theta: &Vector,
+    phi0: &Vector,
+    p: &HessianFreeParams,
+    directions: usize,
+    samples: ItdSamples,
+    ws: &mut SmoothingWorkspace,
+    out: &mut Vector,
+) -> Result<()> {
     check_inputs(o, theta, phi0, p)?;
     if directions == 0 {
         return Err(BilevelError::invalid("hessian_free.directions", 0, "must be >= 1"));
     }
     let d = o.dims();
     crate::linalg::check_len("output of gaussian_smoothing", out, d.d_u)?;
+    if ws.phi_t.len() != d.d_l || ws.u.len() != d.d_u {
+        *ws = SmoothingWorkspace::new(d.d_u, d.d_l);
+    }
     let s = samples.lower;
-    let mut grad = Vector::zeros(d.d_l);
-    let mut phi_t = Vector::zeros(d.d_l);
-    final_iterate(o, s, theta, phi0, &p.itd, &mut phi_t, &mut grad)?;
-    let mut gp = Vector::zeros(d.d_l);
-    o.grad_theta_fu(samples.upper, theta, &phi_t, out)?;
-    o.grad_phi_fu(samples.upper, theta, &phi_t, &mut gp)?;
-    let mut u = Vector::zeros(d.d_u);
-    let mut shifted = Vector::zeros(d.d_u);
-    let mut plus = Vector::zeros(d.d_l);
+    let SmoothingWorkspace {
+        phi_t,
+        grad,
+        gp,
+        u,
+        shifted,
+        plus,
+    } = ws;
+    final_iterate(o, s, theta, phi0, &p.itd, phi_t, grad)?;
+    o.grad_theta_fu(samples.upper, theta, phi_t, out)?;
+    o.grad_phi_fu(samples.upper, theta, phi_t, gp)?;
     let weight = 1.0 / (directions as f64 * p.delta);
     for _ in 0..directions {
         for x in u.iter_mut() {
             *x = o.rng().sample(StandardNormal);
         }
         shifted.copy_from(theta);
-        shifted.axpy(p.delta, &u, 1.0);
-        final_iterate(o, s, &shifted, phi0, &p.itd, &mut plus, &mut grad)?;
-        plus -= &phi_t;
-        let c = plus.dot(&gp) * weight;
-        out.axpy(c, &u, 1.0);
+        shifted.axpy(p.delta, u, 1.0);
+        final_iterate(o, s, shifted, phi0, &p.itd, plus, grad)?;
+        *plus -= &*phi_t;
+        let c = plus.dot(gp) * weight;
+        out.axpy(c, u, 1.0);
     }
     if !out.iter().all(|x| x.is_finite()) {
         return Err(BilevelError::NonFinite {
