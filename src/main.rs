@@ -142,9 +142,27 @@ fn list(as_json: bool) -> Result<(), BilevelError> {
                 })
             })
             .collect();
+        let algorithms: Vec<_> = algorithms::ALGORITHMS
+            .iter()
+            .map(|(n, summary)| json!({"name": n, "summary": summary}))
+            .collect();
+        let reg = claims::Registry::builtin()?;
+        let claim_ids: Vec<_> = reg
+            .claim
+            .iter()
+            .map(|c| json!({"id": c.id, "kind": c.kind, "title": c.title, "power_for": c.power_for}))
+            .chain(
+                reg.rate
+                    .iter()
+                    .map(|r| json!({"id": r.id, "kind": r.kind, "title": r.title, "power_for": null})),
+            )
+            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "families": families })).expect("serialisable")
+            serde_json::to_string_pretty(
+                &json!({ "families": families, "algorithms": algorithms, "claims": claim_ids })
+            )
+            .expect("serialisable")
         );
     } else {
         println!("{:<22} {:>4} {:>4}  summary", "family", "d_u", "d_l");
@@ -165,7 +183,12 @@ fn selected(only: Option<&str>) -> Result<(Vec<claims::ClaimSpec>, Vec<claims::R
     let specs: Vec<_> = reg.claim.iter().filter(|c| keep(&c.id)).cloned().collect();
     let rates: Vec<_> = reg.rate.iter().filter(|r| keep(&r.id)).cloned().collect();
     if specs.is_empty() && rates.is_empty() {
-        let ids: Vec<&str> = reg.claim.iter().map(|c| c.id.as_str()).chain(reg.rate.iter().map(|r| r.id.as_str())).collect();
+        let ids: Vec<&str> = reg
+            .claim
+            .iter()
+            .map(|c| c.id.as_str())
+            .chain(reg.rate.iter().map(|r| r.id.as_str()))
+            .collect();
         return Err(BilevelError::Unknown {
             kind: "claim prefix".into(),
             name: only.unwrap_or("").into(),
@@ -207,7 +230,7 @@ fn report(as_json: bool, out: Option<&std::path::Path>, seed: u64, only: Option<
             serde_json::to_string_pretty(&json!({ "seed": seed, "claims": results })).expect("serialisable")
         );
     } else {
-        print!("{}", claims::table(&results, 3));
+        print!("{}", claims::table(&results, 3, true));
         let failed = results.iter().filter(|r| !r.ok()).count();
         println!("\n{} passed, {} failed", results.len() - failed, failed);
     }
@@ -230,9 +253,9 @@ fn sweep(seeds: u64, only: Option<&str>) -> Result<(), BilevelError> {
         }
     }
     bar.finish_and_clear();
-    println!("{:<40} {:>10}", "claim", "passes");
+    println!("{:<52} {:>10}", "claim", "passes");
     for (s, p) in specs.iter().zip(&passes) {
-        println!("{:<40} {:>6}/{seeds}", s.id, p);
+        println!("{:<52} {:>6}/{seeds}", s.id, p);
     }
     let all = passes.iter().all(|p| *p == seeds);
     println!(

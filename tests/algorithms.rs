@@ -296,3 +296,40 @@ fn bad_parameters_give_typed_errors() {
     let err = solver::run(&mut s, &mut o, &Vector::zeros(2), &ph, 10, &mut NoObserver).unwrap_err();
     assert!(matches!(err, BilevelError::DimensionMismatch { .. }));
 }
+
+/// Alg 4's update order, recomputed by hand for one step: the LL step first, then the UL step at the **new**
+/// φ¹. With N = 1 the Ghadimi–Wang estimator is deterministic (depth 0): z = η ∇φ f_u. The stale-φ bug (UL step at
+/// φ⁰) is invisible to every rate claim (a constant-factor change, see theory/ttsa-strongly-convex.md) but fails here.
+#[test]
+fn ttsa_update_order_matches_alg4() {
+    let p = quad();
+    let (t0, ph0) = (Vector::from_element(3, 0.7), Vector::from_element(5, -0.2));
+    let (a0, b0, eta) = (0.05, 0.08, 0.09);
+    let by_hand = {
+        let phi1 = &ph0 - b0 * (&p.h * &ph0 + p.m.transpose() * &t0 + &p.b_l);
+        let g_theta = &p.p * &t0 + &p.n * &phi1 + &p.p_u;
+        let g_phi = p.n.transpose() * &t0 + &p.q * &phi1 + &p.q_u;
+        (&t0 - a0 * (g_theta - &p.m * (eta * g_phi)), phi1)
+    };
+    let step = |stale: bool| {
+        let mut s = Ttsa::new(
+            Schedule::constant(a0),
+            Schedule::constant(b0),
+            NeumannGrowth::fixed(eta, 1),
+        );
+        s.enforce_timescales = false;
+        s.stale_phi = stale;
+        let mut o = Oracle::new(p.as_ref(), 0);
+        let st = Iterate::start(t0.clone(), ph0.clone());
+        s.init(&mut o, &st).unwrap();
+        s.step(&mut o, st).unwrap()
+    };
+    let good = step(false);
+    assert!((&good.theta - &by_hand.0).amax() < 1e-14 && (&good.phi - &by_hand.1).amax() < 1e-14);
+    assert_eq!(good.theta_prev, t0);
+    let stale = step(true);
+    assert!(
+        (&stale.theta - &by_hand.0).amax() > 1e-4,
+        "the stale-phi variant must differ"
+    );
+}

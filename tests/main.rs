@@ -2,6 +2,7 @@
 
 mod algorithms;
 mod algorithms2;
+mod claims;
 mod common;
 mod families;
 mod hypergrad;

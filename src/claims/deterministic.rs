@@ -133,7 +133,10 @@ pub fn run_rate(spec: &RateSpec) -> Result<super::ClaimResult> {
     let tail = &errs[from..];
     if tail.iter().any(|e| !(e.is_finite() && *e > 0.0)) {
         return Err(BilevelError::NonFinite {
-            what: format!("rate {}: an error in the fitted tail is zero or non-finite (shorten the tail)", spec.id),
+            what: format!(
+                "rate {}: an error in the fitted tail is zero or non-finite (shorten the tail)",
+                spec.id
+            ),
         });
     }
     let slope = fit_slope(&ks, tail);
@@ -155,7 +158,11 @@ pub fn run_rate(spec: &RateSpec) -> Result<super::ClaimResult> {
         fitted_exponent: slope,
         interval: [slope, slope],
         tolerance: spec.tolerance,
-        verdict: if verdict == Verdict::Pass { "pass".into() } else { "fail".into() },
+        verdict: if verdict == Verdict::Pass {
+            "pass".into()
+        } else {
+            "fail".into()
+        },
         rule_verdict: format!("{verdict:?}").to_lowercase(),
         power_for: None,
         replicates: 1,

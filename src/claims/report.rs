@@ -19,14 +19,23 @@ fn kind_label(r: &ClaimResult) -> &'static str {
 }
 
 /// The human-readable table: claim, kind, theory exponent, fitted exponent with interval, verdict, replicates,
-/// horizons, seconds. `digits` rounds the numbers (the snapshot test uses 1 so that Monte Carlo noise does not
-/// churn it).
-pub fn table(results: &[ClaimResult], digits: usize) -> String {
+/// horizons, seconds. `digits` rounds the numbers; `seconds = false` drops the wall-time column (the snapshot
+/// test uses both so that only a change of results shows up).
+pub fn table(results: &[ClaimResult], digits: usize, seconds: bool) -> String {
     let mut s = String::new();
+    let _ = write!(
+        s,
+        "{:<52} {:<8} {:>7} {:>7} {:>18} {:>7} {:>6} {:>13}",
+        "claim", "kind", "theory", "fitted", "interval", "verdict", "reps", "horizons"
+    );
     let _ = writeln!(
         s,
-        "{:<40} {:<8} {:>7} {:>7} {:>18} {:>7} {:>6} {:>13} {:>7}",
-        "claim", "kind", "theory", "fitted", "interval", "verdict", "reps", "horizons", "seconds"
+        "{}",
+        if seconds {
+            format!(" {:>7}", "seconds")
+        } else {
+            String::new()
+        }
     );
     for r in results {
         let interval = format!("[{:.d$}, {:.d$}]", r.interval[0], r.interval[1], d = digits);
@@ -35,9 +44,9 @@ pub fn table(results: &[ClaimResult], digits: usize) -> String {
             r.horizons.first().unwrap_or(&0),
             r.horizons.last().unwrap_or(&0)
         );
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "{:<40} {:<8} {:>7.d$} {:>7.d$} {:>18} {:>7} {:>6} {:>13} {:>7.1}",
+            "{:<52} {:<8} {:>7.d$} {:>7.d$} {:>18} {:>7} {:>6} {:>13}",
             r.id,
             kind_label(r),
             r.theory_exponent,
@@ -46,8 +55,16 @@ pub fn table(results: &[ClaimResult], digits: usize) -> String {
             if r.ok() { "pass" } else { "FAIL" },
             r.replicates,
             hz,
-            r.seconds,
             d = digits
+        );
+        let _ = writeln!(
+            s,
+            "{}",
+            if seconds {
+                format!(" {:>7.1}", r.seconds)
+            } else {
+                String::new()
+            }
         );
     }
     s

@@ -335,7 +335,11 @@ fn judge(
     };
     let rule = Rule::new(rule_kind(spec.kind), spec.theory_exponent, spec.tolerance)?;
     let verdict = rule.judge(&interval);
-    let ok = if spec.power_for.is_some() { verdict == Verdict::Fail } else { verdict == Verdict::Pass };
+    let ok = if spec.power_for.is_some() {
+        verdict == Verdict::Fail
+    } else {
+        verdict == Verdict::Pass
+    };
     Ok(ClaimResult {
         id: spec.id.clone(),
         kind: spec.kind,
@@ -357,7 +361,11 @@ fn judge(
 
 /// Run every claim of `specs`, simulating each shared run once (groups in order of first appearance; each run is
 /// parallel over replicates). Results come back in the order of `specs`.
-pub fn run_all(specs: &[ClaimSpec], master_seed: u64, mut progress: impl FnMut(&ClaimResult)) -> Result<Vec<ClaimResult>> {
+pub fn run_all(
+    specs: &[ClaimSpec],
+    master_seed: u64,
+    mut progress: impl FnMut(&ClaimResult),
+) -> Result<Vec<ClaimResult>> {
     let mut order: Vec<&str> = Vec::new();
     for s in specs {
         if !order.contains(&s.run_name()) {

@@ -215,7 +215,8 @@ impl Recorder {
     }
 
     fn window_start(&self, k: usize) -> Option<usize> {
-        self.window.map(|w| k - ((w * k as f64).ceil() as usize).clamp(1, k.max(1)))
+        self.window
+            .map(|w| k - ((w * k as f64).ceil() as usize).clamp(1, k.max(1)))
     }
 
     /// The trace recorded so far.
@@ -257,7 +258,11 @@ impl Observer for Recorder {
             let len = (state.k - self.window_start(state.k).unwrap_or(0)).max(1) as f64;
             if let Some(win) = self.trace.windows.as_mut() {
                 // k = 0 has an empty window: record the value itself.
-                let row = if state.k == 0 { vals.clone() } else { self.window_sums.iter().map(|s| s / len).collect() };
+                let row = if state.k == 0 {
+                    vals.clone()
+                } else {
+                    self.window_sums.iter().map(|s| s / len).collect()
+                };
                 win.push(row);
                 self.window_sums.iter_mut().for_each(|s| *s = 0.0);
             }

@@ -1,0 +1,125 @@
+//! Issue 5: the theory test-suite. `cargo test` runs every claim of `theory/claims.toml` through the same code as
+//! `bilevel report` (master seed 0): each claim must pass its rule, each power test (a planted bug) must Fail it.
+
+use bilevel::BilevelError;
+use bilevel::claims::{self, ClaimResult, Registry};
+use std::path::Path;
+
+fn run_everything() -> Vec<ClaimResult> {
+    let reg = Registry::builtin().expect("the shipped registry parses");
+    let mut out: Vec<ClaimResult> = reg
+        .rate
+        .iter()
+        .map(|r| claims::run_rate(r).expect("rate runs"))
+        .collect();
+    out.extend(claims::run_all(&reg.claim, 0, |_| {}).expect("claims run"));
+    out
+}
+
+/// The whole suite at seed 0. On failure the message is the full table, so one run shows every verdict.
+#[test]
+fn every_claim_holds_and_every_power_test_fails() {
+    let results = run_everything();
+    let table = claims::table(&results, 3, true);
+    let failed: Vec<&str> = results.iter().filter(|r| !r.ok()).map(|r| r.id.as_str()).collect();
+    assert!(failed.is_empty(), "failed: {failed:?}\n{table}");
+    // Every power test names a claim that itself passed: the same rule separates the correct and the buggy run.
+    for r in results.iter().filter(|r| r.power_for.is_some()) {
+        let target = r.power_for.as_deref().unwrap();
+        let t = results.iter().find(|x| x.id == target).expect("power target judged");
+        assert!(
+            t.ok() && t.rule_verdict == "pass",
+            "{}: target {target} must pass",
+            r.id
+        );
+        assert_eq!(
+            r.rule_verdict, "fail",
+            "{}: the planted bug must Fail the rule (not be inconclusive)",
+            r.id
+        );
+    }
+    // The rounded table (no wall times) is a snapshot: a change of any verdict or exponent shows up in review.
+    insta::assert_snapshot!("report_table", claims::table(&results, 1, false));
+}
+
+#[test]
+fn registry_is_consistent() {
+    let reg = Registry::builtin().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ids: Vec<&str> = reg
+        .claim
+        .iter()
+        .map(|c| c.id.as_str())
+        .chain(reg.rate.iter().map(|r| r.id.as_str()))
+        .collect();
+    let mut notes: Vec<(&str, &str)> = reg.claim.iter().map(|c| (c.id.as_str(), c.note.as_str())).collect();
+    notes.extend(reg.rate.iter().map(|r| (r.id.as_str(), r.note.as_str())));
+    for (id, note) in notes {
+        let text = std::fs::read_to_string(root.join(note)).unwrap_or_else(|_| panic!("{id}: note {note} missing"));
+        // Each claim (power tests by their target) is discussed in its note by id.
+        let named = id
+            .strip_prefix("power/")
+            .map(|rest| rest.rsplit_once('/').unwrap().0)
+            .unwrap_or(id);
+        assert!(text.contains(named), "{note} does not discuss {named}");
+    }
+    assert!(ids.len() > 20);
+    for c in &reg.claim {
+        assert!(c.tolerance_reason.len() > 20, "{}: tolerance needs a real reason", c.id);
+        if c.power_for.is_some() {
+            assert!(c.bug.is_some(), "{}: a power test states its planted bug", c.id);
+        }
+    }
+    // The lecture's headline rates are all present.
+    for needed in [
+        "ttsa-sc/lower-gap",
+        "ttsa-sc/upper-err-tight",
+        "ttsa-sc/upper-err-unsquared",
+        "ttsa-wc/moreau",
+    ] {
+        assert!(ids.contains(&needed), "{needed}");
+    }
+}
+
+/// The same seed gives the same bits whatever the number of threads.
+#[test]
+fn claims_are_bit_identical_across_thread_counts() {
+    let reg = Registry::builtin().unwrap();
+    let spec = reg.claim.iter().find(|c| c.id == "bsa/rate").unwrap().clone();
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| claims::run_claim(&spec, 5).unwrap())
+    };
+    let (a, b) = (run(1), run(2));
+    let bits = |r: &ClaimResult| r.means.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a), bits(&b));
+    assert_eq!(a.fitted_exponent.to_bits(), b.fitted_exponent.to_bits());
+    assert_eq!(a.interval[0].to_bits(), b.interval[0].to_bits());
+    let c = claims::run_claim(&spec, 6).unwrap();
+    assert_ne!(bits(&a), bits(&c), "the master seed must matter");
+}
+
+#[test]
+fn malformed_registries_give_typed_errors() {
+    let good = include_str!("../theory/claims.toml");
+    let first = &good[good.find("[[claim]]").unwrap()..];
+    let one = &first[..first[9..].find("[[claim]]").map(|i| i + 9).unwrap()];
+    assert!(Registry::parse(one).is_ok());
+    let dup = format!("{one}\n{one}");
+    assert!(matches!(Registry::parse(&dup), Err(BilevelError::Malformed(m)) if m.contains("duplicate")));
+    let unknown = one.replace("kind = \"tight\"", "kind = \"tight\"\nwibble = 1");
+    assert!(matches!(Registry::parse(&unknown), Err(BilevelError::Malformed(_))));
+    let no_reason = one.replace("tolerance_reason = \"", "tolerance_reason = \"\" #");
+    assert!(Registry::parse(&no_reason).is_err());
+    let bad_family = one.replace("family = \"quadratic\"", "family = \"nope\"");
+    let spec = Registry::parse(&bad_family).unwrap().claim.remove(0);
+    assert!(matches!(claims::run_claim(&spec, 0), Err(BilevelError::Unknown { .. })));
+    let bad_param = one.replace("kappa = 2.0", "kapa = 2.0");
+    let spec = Registry::parse(&bad_param).unwrap().claim.remove(0);
+    assert!(matches!(claims::run_claim(&spec, 0), Err(BilevelError::Malformed(_))));
+    let orphan = format!("{one}").replace("id = \"ttsa-sc/lower-gap\"", "id = \"x\"\npower_for = \"nope\"");
+    assert!(matches!(Registry::parse(&orphan), Err(BilevelError::Malformed(m)) if m.contains("unknown claim")));
+}
