@@ -29,6 +29,7 @@ pub mod algorithms;
 pub mod claims;
 pub mod error;
 pub mod families;
+pub mod golden;
 pub mod hypergrad;
 pub mod linalg;
 pub mod problem;
