@@ -3,6 +3,7 @@
 mod algorithms;
 mod common;
 mod families;
+mod golden;
 mod hypergrad;
 mod problem_model;
 mod stats;

@@ -139,7 +139,7 @@ pub fn extract(p: &dyn Bilevel) -> Result<Instance> {
             rel(&q.grad_f(&theta)?, &p.grad_f(&theta)?),
         ];
         // 1e-9: extraction by differences at unit vectors is exact for a quadratic up to rounding (~1e-15 · scale).
-        if errs.iter().any(|x| !(*x <= 1e-9)) {
+        if errs.iter().any(|x| x.is_nan() || *x > 1e-9) {
             return Err(BilevelError::Unsupported(format!(
                 "family {} is not quadratic in (theta, phi): extracted instance misses phi*, F, grad F by {errs:?}",
                 p.name()

@@ -17,8 +17,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// A quadratic bilevel instance written out in full:
 /// $$f_l(\theta,\phi) = \tfrac12\phi^\top H\phi + \theta^\top M\phi + b_l^\top\phi + c_l,\qquad
-/// f_u(\theta,\phi) = \tfrac12\theta^\top P\theta + \theta^\top N\phi + \tfrac12\phi^\top Q\phi + p_u^\top\theta
-/// + q_u^\top\phi + c_u,$$
+/// f_u(\theta,\phi) = \tfrac12\theta^\top P\theta + \theta^\top N\phi + \tfrac12\phi^\top Q\phi + p_u^\top\theta +
+/// q_u^\top\phi + c_u,$$
 /// $H\succ0$ ($d_l\times d_l$), $M, N\in\mathbb{R}^{d_u\times d_l}$, $P$ ($d_u\times d_u$) and $Q\succeq0$
 /// ($d_l\times d_l$) symmetric, $\theta\in\Theta$ = `domain`. $F$ must be strongly convex
 /// ($A_F = P + NJ + J^\top N^\top + J^\top QJ\succ0$); the instance is used as given, never shifted.
