@@ -78,6 +78,28 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Write golden files (docs/golden-format.md): the built-in instances, or your own quadratic instance.
+    Golden {
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// A quadratic instance in JSON (format: docs/golden-format.md); writes `<file stem>.json` into --out.
+        #[arg(long)]
+        instance: Option<std::path::PathBuf>,
+    },
+    /// Compare another implementation's output (golden schema) with a golden file; exit 1 on a mismatch.
+    Check {
+        /// The golden file.
+        golden: std::path::PathBuf,
+        /// Their output in the same schema (any subset of the sections).
+        theirs: std::path::PathBuf,
+        /// One relative tolerance for every section instead of the documented per-section ones.
+        #[arg(long)]
+        rtol: Option<f64>,
+        /// Number of worst fields to print.
+        #[arg(long, default_value_t = 10)]
+        worst: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,6 +108,13 @@ fn main() -> ExitCode {
         Command::List { json } => list(json),
         Command::Report { json, out, seed, only } => report(json, out.as_deref(), seed, only.as_deref()),
         Command::Sweep { seeds, only } => sweep(seeds, only.as_deref()),
+        Command::Golden { out, instance } => golden(&out, instance.as_deref()),
+        Command::Check {
+            golden,
+            theirs,
+            rtol,
+            worst,
+        } => check(&golden, &theirs, rtol, worst),
         Command::Run {
             algo,
             problem,
@@ -373,6 +402,50 @@ fn run(
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// `bilevel golden`: write the built-in golden files, or the golden file of a user's instance.
+fn golden(out: &std::path::Path, instance: Option<&std::path::Path>) -> Result<(), BilevelError> {
+    use bilevel::golden;
+    let files = match instance {
+        None => golden::generate::generate_builtins()?,
+        Some(path) => {
+            let inst = golden::read_instance(path)?;
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or("instance");
+            let (du, dl) = (inst.d_u, inst.d_l);
+            let provenance = format!("user instance {} (d_u={du}, d_l={dl})", path.display());
+            vec![golden::generate::generate(name, &provenance, &inst, 20)?]
+        }
+    };
+    for path in golden::write_all(&files, out)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `bilevel check`: compare field by field; exit 0 when every field is within tolerance, 1 on a mismatch.
+fn check(
+    golden: &std::path::Path,
+    theirs: &std::path::Path,
+    rtol: Option<f64>,
+    worst: usize,
+) -> Result<(), BilevelError> {
+    use bilevel::golden::check::{Tolerances, check_files};
+    let tol = match rtol {
+        Some(r) if r.is_finite() && r >= 0.0 => Tolerances::uniform(r),
+        Some(r) => return Err(BilevelError::invalid("--rtol", r, "must be finite and >= 0")),
+        None => Tolerances::conformance(),
+    };
+    let report = check_files(golden, theirs, &tol)?;
+    print!("{}", report.render(worst));
+    if !report.ok() {
+        std::process::exit(1);
     }
     Ok(())
 }

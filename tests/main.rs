@@ -5,6 +5,7 @@ mod algorithms2;
 mod claims;
 mod common;
 mod families;
+mod golden;
 mod hypergrad;
 mod problem_model;
 mod stats;

@@ -1,0 +1,98 @@
+//! Golden outputs for other implementations (JAX, PyTorch, Julia, numpy…) and a conformance checker.
+//!
+//! A golden file (JSON, schema in `docs/golden-format.md`, version [`schema::SCHEMA_VERSION`]) holds a quadratic
+//! bilevel instance written out in full with its hash, exact $\phi^\star$, $F$, $\nabla F$ and
+//! $J = d\phi^\star/d\theta$ at listed points (eqs (13)–(17)), CG iterates (Alg 7), Neumann partial sums (24) and
+//! the expectations of the stochastic Neumann estimators, ITD forward and reverse for $T = 1,\dots,n$ (30)–(32),
+//! deterministic trajectories of every algorithm, and a stochastic TTSA trajectory with its noise tape.
+//!
+//! - [`generate`]: the built-in instances and the generator (`bilevel golden --out DIR`, or
+//!   `--instance FILE` for a user's own instance).
+//! - [`check`]: field-by-field comparison with stated tolerances (`bilevel check GOLDEN THEIRS`).
+//! - [`tape`]: the recording wrapper behind the noise tape.
+//! - [`schema`]: the serde types.
+//!
+//! The committed files live in `tests/golden/`; the test `tests/golden.rs` regenerates them and compares.
+
+pub mod check;
+pub mod generate;
+pub mod schema;
+pub mod tape;
+
+use crate::error::{BilevelError, Result};
+use serde_json::Value;
+use std::path::Path;
+
+/// Serialise a golden file in the schema's field order: two-space indentation, arrays of numbers on one line (so a
+/// matrix is one row per line) and short objects on one line. Numbers are written in the shortest form that reads
+/// back to the same f64.
+pub fn to_json(file: &schema::GoldenFile) -> String {
+    let pretty = serde_json::to_string_pretty(file).expect("golden files are serialisable");
+    let mut s = collapse(&pretty);
+    s.push('\n');
+    s
+}
+
+/// Objects whose one-line form is at most this long are written on one line.
+const INLINE_OBJECT: usize = 200;
+
+/// Join the lines of blocks (from `[`/`{` to the matching close) whose content is one line per entry: every
+/// array of scalars, and objects short enough.
+fn collapse(pretty: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut open: Vec<usize> = Vec::new();
+    for line in pretty.lines() {
+        let t = line.trim();
+        if t.starts_with(']') || t.starts_with('}') {
+            let start = open.pop().expect("balanced JSON");
+            let inner: Vec<&str> = out[start + 1..].iter().map(|l| l.trim()).collect();
+            let is_array = t.starts_with(']');
+            let scalars = inner.iter().all(|l| !l.ends_with('[') && !l.ends_with('{'));
+            let simple_array = is_array && inner.iter().all(|l| !l.starts_with('[') && !l.starts_with('{'));
+            let joined = format!("{}{}{}", out[start], inner.join(" "), t);
+            if scalars && (simple_array || (!is_array && joined.len() <= INLINE_OBJECT)) {
+                out.truncate(start);
+                out.push(joined);
+            } else {
+                out.push(line.to_string());
+            }
+        } else {
+            if t.ends_with('[') || t.ends_with('{') {
+                open.push(out.len());
+            }
+            out.push(line.to_string());
+        }
+    }
+    out.join("\n")
+}
+
+/// Read a JSON file into a value; I/O and syntax errors are [`BilevelError::Malformed`] with the path.
+pub fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BilevelError::Malformed(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| BilevelError::Malformed(format!("{} is not valid JSON: {e}", path.display())))
+}
+
+/// Read a user's instance (the [`schema::Instance`] format; unknown fields are an error) and check it builds.
+pub fn read_instance(path: &Path) -> Result<schema::Instance> {
+    let v = read_json(path)?;
+    let inst: schema::Instance = serde_json::from_value(v)
+        .map_err(|e| BilevelError::Malformed(format!("{} is not an instance: {e}", path.display())))?;
+    inst.build()?;
+    Ok(inst)
+}
+
+/// Write `files` into `dir` as `NAME.json` (creating `dir`); returns the paths written.
+pub fn write_all(files: &[schema::GoldenFile], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| BilevelError::Malformed(format!("cannot create {}: {e}", dir.display())))?;
+    let mut out = Vec::new();
+    for f in files {
+        let path = dir.join(format!("{}.json", f.name));
+        std::fs::write(&path, to_json(f))
+            .map_err(|e| BilevelError::Malformed(format!("cannot write {}: {e}", path.display())))?;
+        out.push(path);
+    }
+    Ok(out)
+}
