@@ -105,8 +105,9 @@ fn claims_are_bit_identical_across_thread_counts() {
 #[test]
 fn malformed_registries_give_typed_errors() {
     let good = include_str!("../theory/claims.toml");
-    let first = &good[good.find("[[claim]]").unwrap()..];
-    let one = &first[..first[9..].find("[[claim]]").map(|i| i + 9).unwrap()];
+    // The first table (the header comment also mentions "[[claim]]", so anchor on a line start followed by `id`).
+    let first = &good[good.find("\n[[claim]]\nid").unwrap() + 1..];
+    let one = &first[..first[9..].find("\n[[claim]]\n").map(|i| i + 10).unwrap()];
     assert!(Registry::parse(one).is_ok());
     let dup = format!("{one}\n{one}");
     assert!(matches!(Registry::parse(&dup), Err(BilevelError::Malformed(m)) if m.contains("duplicate")));
