@@ -121,6 +121,6 @@ fn malformed_registries_give_typed_errors() {
     let bad_param = one.replace("kappa = 2.0", "kapa = 2.0");
     let spec = Registry::parse(&bad_param).unwrap().claim.remove(0);
     assert!(matches!(claims::run_claim(&spec, 0), Err(BilevelError::Malformed(_))));
-    let orphan = format!("{one}").replace("id = \"ttsa-sc/lower-gap\"", "id = \"x\"\npower_for = \"nope\"");
+    let orphan = one.replace("id = \"ttsa-sc/lower-gap\"", "id = \"x\"\npower_for = \"nope\"");
     assert!(matches!(Registry::parse(&orphan), Err(BilevelError::Malformed(m)) if m.contains("unknown claim")));
 }
