@@ -45,7 +45,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Standard deviation of the additive oracle noise; 0 turns the noise off.
-        #[arg(long, default_value_t = 0.1)]
+        #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
         noise: f64,
         /// Print JSON.
         #[arg(long, conflicts_with = "csv")]

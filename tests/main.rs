@@ -3,6 +3,7 @@
 mod algorithms;
 mod algorithms2;
 mod claims;
+mod cli;
 mod common;
 mod families;
 mod golden;

@@ -1,4 +1,4 @@
-//! Every algorithm of the lecture behind one [`Solver`](crate::solver::Solver) interface, one file each.
+//! Every algorithm of the lecture behind one [`crate::solver::Solver`] interface, one file each.
 //!
 //! | name | file | lecture | paper |
 //! |---|---|---|---|

@@ -167,6 +167,7 @@ pub fn run_rate(spec: &RateSpec) -> Result<super::ClaimResult> {
         power_for: None,
         replicates: 1,
         horizons: (1..=spec.steps).collect(),
+        fit_from: from,
         means: errs,
         std_errors: vec![0.0; spec.steps],
         samples: None,

@@ -71,7 +71,8 @@ pub fn table(results: &[ClaimResult], digits: usize, seconds: bool) -> String {
 }
 
 /// One SVG per claim in `dir`: the log–log means with a ±2 standard-error band, the fitted line over the fitted
-/// horizons, and the theory slope through the same midpoint.
+/// horizons (through their centroid), and the theory slope through the same centroid. Deterministic rates are
+/// plotted as $\log_{10} e_k$ against $k$, the axes they are fitted in.
 pub fn plot(r: &ClaimResult, dir: &Path) -> Result<()> {
     let io = |e: std::io::Error| BilevelError::Malformed(format!("writing plots to {}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
@@ -80,7 +81,15 @@ pub fn plot(r: &ClaimResult, dir: &Path) -> Result<()> {
         let xs: Vec<f64> = match &r.samples {
             // Complexity claims: x = 1/ε (the mean metric), y = samples.
             Some(_) => r.means.iter().map(|m| (1.0 / m).log10()).collect(),
+            // Deterministic rates are geometric in k: plot k itself.
+            None if r.replicates == 1 => r.horizons.iter().map(|k| *k as f64).collect(),
             None => r.horizons.iter().map(|k| (*k as f64).log10()).collect(),
+        };
+        // Slopes in the plot's units: a geometric rate's ln e per step becomes log10 e per step.
+        let scale = if r.replicates == 1 && r.samples.is_none() {
+            std::f64::consts::LN_10.recip()
+        } else {
+            1.0
         };
         let ys: Vec<f64> = match &r.samples {
             Some(s) => s.iter().map(|v| v.log10()).collect(),
@@ -110,10 +119,10 @@ pub fn plot(r: &ClaimResult, dir: &Path) -> Result<()> {
             .x_label_area_size(36)
             .y_label_area_size(56)
             .build_cartesian_2d(x0 - 0.05..x1 + 0.05, lo - pad..hi + pad)?;
-        let (xl, yl) = if r.samples.is_some() {
-            ("log10(1/eps)", "log10(samples)")
-        } else {
-            ("log10(K)", "log10(mean metric)")
+        let (xl, yl) = match (&r.samples, r.replicates) {
+            (Some(_), _) => ("log10(1/eps)", "log10(samples)"),
+            (None, 1) => ("k", "log10(error)"),
+            _ => ("log10(K)", "log10(mean metric)"),
         };
         chart.configure_mesh().x_desc(xl).y_desc(yl).draw()?;
         chart.draw_series(
@@ -125,11 +134,18 @@ pub fn plot(r: &ClaimResult, dir: &Path) -> Result<()> {
             .draw_series(xs.iter().zip(&ys).map(|(x, y)| Circle::new((*x, *y), 3, BLUE.filled())))?
             .label("mean over replicates (±2 s.e.)")
             .legend(|(x, y)| Circle::new((x, y), 3, BLUE.filled()));
+        // Both lines pass through the centroid of the fitted tail and span it.
+        let (tx, ty) = (&xs[r.fit_from..], &ys[r.fit_from..]);
         let (mx, my) = (
-            xs.iter().sum::<f64>() / xs.len() as f64,
-            ys.iter().sum::<f64>() / ys.len() as f64,
+            tx.iter().sum::<f64>() / tx.len() as f64,
+            ty.iter().sum::<f64>() / ty.len() as f64,
         );
-        let line = |slope: f64| vec![(x0, my + slope * (x0 - mx)), (x1, my + slope * (x1 - mx))];
+        let f0 = tx.iter().cloned().fold(f64::INFINITY, f64::min);
+        let f1 = tx.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let line = |slope: f64| {
+            let s = slope * scale;
+            vec![(f0, my + s * (f0 - mx)), (f1, my + s * (f1 - mx))]
+        };
         chart
             .draw_series(LineSeries::new(line(r.fitted_exponent), RED.stroke_width(2)))?
             .label(format!(

@@ -47,6 +47,8 @@ pub struct ClaimResult {
     pub replicates: usize,
     /// Horizons.
     pub horizons: Vec<usize>,
+    /// Index of the first horizon in the fitted tail.
+    pub fit_from: usize,
     /// Mean metric at each horizon (the estimand).
     pub means: Vec<f64>,
     /// Its standard error at each horizon.
@@ -352,6 +354,7 @@ fn judge(
         power_for: spec.power_for.clone(),
         replicates: spec.replicates,
         horizons: grid.to_vec(),
+        fit_from: grid.len() - h.tail.unwrap_or(grid.len()).min(grid.len()),
         means: metric.means(),
         std_errors: metric.std_errors()?,
         samples: used.map(|u| u.means()),
