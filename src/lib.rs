@@ -15,6 +15,9 @@
 //! - [`families`]: synthetic families with exact $\phi^\star$, $F$, $\nabla F$ (and $\theta^\star$ where known).
 //! - [`hypergrad`]: hypergradient estimators: exact, CG (Alg 7), Neumann (24) and its stochastic versions, ITD
 //!   (30)–(32), Hessian-free, the regularised value function (26).
+//! - [`solver`]: the `Solver` interface (init/step over an iterate passed by value), schedules, observers, metrics.
+//! - [`algorithms`]: the 16 algorithms, one file each, with defaults derived from a family's constants.
+//! - [`claims`]: the registry `theory/claims.toml`, its runner, the report and the plots.
 //! - [`stats`]: the Monte Carlo runner, seeds, horizon grids, power-law fits with bootstrap intervals, decision
 //!   rules for rate claims.
 //! - [`golden`]: golden files for other implementations and the conformance checker.
