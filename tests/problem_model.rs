@@ -188,6 +188,11 @@ fn check_constants(p: &dyn Bilevel, seed: u64) {
             lo >= k.mu_l * down && hi <= k.l_l * up,
             "{name}: Hessian spectrum [{lo}, {hi}]"
         );
+        // At drawn samples (minibatches) the Hessian stays below the declared per-sample constant.
+        let s = Oracle::new(p, r.random()).draw(Level::Lower);
+        let (_, hi_s) = sym_eig_range(&p.hess_fl(s, &t1, &ph1));
+        let l_sample = k.l_l_sample.unwrap_or(k.l_l).max(k.l_l);
+        assert!(hi_s <= l_sample * up, "{name}: sample Hessian top {hi_s} > {l_sample}");
         if let Some(cb) = k.cross_bound {
             assert!(
                 spectral_norm(&p.cross_matrix_fl(Sample::Exact, &t1, &ph1)) <= cb * up,

@@ -29,10 +29,10 @@
 //! steps and their derivative (a minibatch, as [`crate::hypergrad::itd`] does), one upper sample $\bar\xi_k$.
 //! The unroll then multiplies $T$ times by the same sampled $I-\beta\nabla^2_{\phi\phi} f_l(\cdot;\xi_k)$, so it needs
 //! $\beta<2/L_l(\xi)$ for **every sample**, not only $\beta<2/L_l$ for the mean: on the finite-sum families with
-//! minibatch 1 the default $\beta = 1/L_l$ expands along the unroll and the run stops with
-//! [`BilevelError::Diverged`] (test `algorithms2::new_methods_are_registered_and_run_on_every_family`). Use a larger
-//! minibatch or a smaller $\beta$ there; fresh samples per unrolled step would need per-step samples in
-//! [`crate::hypergrad::itd`].
+//! minibatch 1 a step $1/L_l$ expands along the unroll. The default is therefore $\beta = 1/L_{\text{sample}}$ with
+//! the family's declared per-sample constant [`crate::problem::Constants::l_l_sample`] (test
+//! `algorithms2::new_methods_are_registered_and_run_on_every_family`); a run that still expands stops with
+//! [`BilevelError::Diverged`].
 //!
 //! # Oracle cost per iteration
 //! One upper sample, one lower sample; $T$ gradients $\nabla_\phi f_l$, $T'-1$ Hessian-vector products, $T'$

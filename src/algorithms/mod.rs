@@ -119,6 +119,8 @@ pub fn build(name: &str, p: &dyn Bilevel, iters: usize) -> Result<Box<dyn Solver
     let growth = NeumannGrowth::for_constants(mu_l, l_l);
     let kappa = l_l / mu_l;
     let unroll = ((kappa * 100f64.ln()).ceil() as usize).clamp(1, 500);
+    // ITD-BiO and PZOBO unroll T steps on one drawn minibatch: the step must contract for that sample's Hessian.
+    let l_sample = k.l_l_sample.unwrap_or(l_l).max(l_l);
     let cg = CgOptions {
         max_iter: p.dims().d_l.max(1),
         ..CgOptions::default()
@@ -182,14 +184,14 @@ pub fn build(name: &str, p: &dyn Bilevel, iters: usize) -> Result<Box<dyn Solver
                 value_function::ValueFunction::primal_dual(step, gz, 5, a1, a2, rho, 1.0)
             })
         }
-        "itd-bio" => Box::new(itd_bio::ItdBio::new(alpha, 1.0 / l_l, unroll)),
+        "itd-bio" => Box::new(itd_bio::ItdBio::new(alpha, 1.0 / l_sample, unroll)),
         "pzobo" => {
             // The random directions make the step a stochastic gradient even with exact oracles: SGD schedules.
             let a = match k.mu_f {
                 Some(mu_f) => Schedule::decay(2.0 / mu_f, 4.0 * l_f / mu_f, 1.0),
                 None => Schedule::horizon(0.5 / l_f, iters, 0.5),
             };
-            Box::new(pzobo::Pzobo::new(a, 1.0 / l_l, unroll, 1e-3, p.dims().d_u))
+            Box::new(pzobo::Pzobo::new(a, 1.0 / l_sample, unroll, 1e-3, p.dims().d_u))
         }
         "vrbo" => {
             let q = (iters.max(1) as f64).sqrt().ceil() as usize;

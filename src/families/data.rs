@@ -53,6 +53,14 @@ impl Dataset {
         (self.x.transpose() * &self.x / n, self.x.transpose() * &self.y / n)
     }
 
+    /// $\max_j \\|x_j\\|^2$: a bound on $\lambda_{\max}$ of any minibatch average of $x_jx_j^\top$ (a convex
+    /// combination of rank-one matrices).
+    pub fn max_row_norm_sq(&self) -> f64 {
+        (0..self.len())
+            .map(|j| self.x.row(j).norm_squared())
+            .fold(0.0, f64::max)
+    }
+
     /// Per-sample norms $\\|x_j\\|$.
     pub fn row_norms(&self) -> Vec<f64> {
         (0..self.len()).map(|j| self.x.row(j).norm()).collect()

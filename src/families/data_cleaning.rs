@@ -128,6 +128,7 @@ impl DataCleaningSpec {
         let constants = Constants {
             mu_l,
             l_l: lambda_max(&a) + self.rho,
+            l_l_sample: Some(train.max_row_norm_sq() + self.rho),
             cross_bound: None,
             l_fu_phi: Some(lam_v),
             l_fu_theta: Some(0.0),

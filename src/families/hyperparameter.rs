@@ -126,6 +126,7 @@ impl HyperparameterSpec {
         let constants = Constants {
             mu_l,
             l_l: lam_a + 2.0 * self.hi * self.hi,
+            l_l_sample: Some(train.max_row_norm_sq() + 2.0 * self.hi * self.hi),
             cross_bound: None,
             l_fu_phi: Some(lam_v),
             l_fu_theta: Some(0.0),

@@ -123,6 +123,7 @@ impl MetaLearningSpec {
         let theta_star = -spd_solve_vec("A_F", &a_f, &g_f)?;
         let (mu_f, l_f) = sym_eig_range(&a_f);
         let constants = Constants {
+            l_l_sample: None,
             mu_l,
             l_l,
             cross_bound: Some(lambda * tf.sqrt()),

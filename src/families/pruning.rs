@@ -117,6 +117,7 @@ impl PruningSpec {
         let constants = Constants {
             mu_l,
             l_l: lam_a * h * h + 2.0 * self.rho,
+            l_l_sample: Some(train.max_row_norm_sq() * h * h + 2.0 * self.rho),
             cross_bound: None,
             l_fu_phi: None,
             l_fu_theta: None,

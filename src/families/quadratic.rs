@@ -188,6 +188,7 @@ impl Quadratic {
         let (mu_l, l_l) = sym_eig_range(&h);
         let (mu_f_exact, l_f) = sym_eig_range(&a_f);
         let constants = Constants {
+            l_l_sample: None,
             mu_l,
             l_l,
             cross_bound: Some(spectral_norm(&m)),

@@ -125,6 +125,7 @@ impl RepresentationSpec {
         let constants = Constants {
             mu_l,
             l_l: lam_a * t * t + 2.0 * self.rho,
+            l_l_sample: Some(train.max_row_norm_sq() * t * t + 2.0 * self.rho),
             cross_bound: None,
             l_fu_phi: None,
             l_fu_theta: None,

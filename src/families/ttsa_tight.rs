@@ -72,6 +72,7 @@ impl TtsaTightSpec {
         let constants = Constants {
             mu_l: 1.0,
             l_l: 1.0,
+            l_l_sample: None,
             cross_bound: Some(a),
             l_fu_phi: Some(lip),
             l_fu_theta: Some(lip),

@@ -104,6 +104,7 @@ impl WeaklyConvexSpec {
         let p = self.curvature_ratio * c * ata_max;
         let (mu_l, l_l) = sym_eig_range(&s);
         let constants = Constants {
+            l_l_sample: None,
             mu_l,
             l_l,
             cross_bound: Some(spectral_norm(&(a.transpose() * &s))),

@@ -64,6 +64,10 @@ pub struct Constants {
     pub mu_l: f64,
     /// $L_l$: Lipschitz constant of $\nabla_\phi f_l(\theta,\cdot)$ (largest LL Hessian eigenvalue).
     pub l_l: f64,
+    /// The largest eigenvalue of the LL Hessian **at one drawn sample** (a minibatch of a finite-sum family), when it
+    /// can exceed $L_l$; `None` when drawn samples carry only zero-mean additive noise. Methods that take many steps
+    /// on one sample (ITD-BiO and PZOBO unroll $T$ steps on the same minibatch) need $\beta < 2/L_{\text{sample}}$.
+    pub l_l_sample: Option<f64>,
     /// $C_{\theta\phi}$: bound on $\\|\nabla^2_{\theta\phi} f_l\\|$.
     pub cross_bound: Option<f64>,
     /// Lipschitz constant in $\phi$ of $\nabla_\theta f_u$ and $\nabla_\phi f_u$ (`None`: not Lipschitz).
