@@ -80,10 +80,31 @@ pub fn truncated_into(
     term: &mut Vector,
     tmp: &mut Vector,
 ) -> Result<()> {
+    partial_sums(o, Some(s), theta, phi, v, p, out, term, tmp)
+}
+
+/// $\eta\sum_{q=0}^{N-1}\prod_{j=1}^{q}(I-\eta H_j)v$ along one running product: every factor at sample `at`, or at
+/// a fresh lower sample when `at` is `None` (the truncated series and the stocBiO estimator differ only there).
+#[allow(clippy::too_many_arguments)]
+fn partial_sums(
+    o: &mut Oracle,
+    at: Option<Sample>,
+    theta: &Vector,
+    phi: &Vector,
+    v: &Vector,
+    p: &NeumannParams,
+    out: &mut Vector,
+    term: &mut Vector,
+    tmp: &mut Vector,
+) -> Result<()> {
     p.check_terms()?;
     term.copy_from(v);
     out.copy_from(v);
     for _ in 1..p.terms {
+        let s = match at {
+            Some(s) => s,
+            None => o.draw(Level::Lower),
+        };
         contract(o, s, theta, phi, p.eta, term, tmp)?;
         *out += &*term;
     }
@@ -131,14 +152,5 @@ pub fn stocbio_into(
     term: &mut Vector,
     tmp: &mut Vector,
 ) -> Result<()> {
-    p.check_terms()?;
-    term.copy_from(v);
-    out.copy_from(v);
-    for _ in 1..p.terms {
-        let s = o.draw(Level::Lower);
-        contract(o, s, theta, phi, p.eta, term, tmp)?;
-        *out += &*term;
-    }
-    *out *= p.eta;
-    Ok(())
+    partial_sums(o, None, theta, phi, v, p, out, term, tmp)
 }

@@ -143,23 +143,47 @@ impl Noisy {
         }
     }
 
-    /// The Hessian noise matrix $E$ at `word` (dense; the products never form it).
+    /// Calls `f(i, j, e_ij)` for the Hessian noise matrix $E$ at sample `s`, entries on and above the diagonal in
+    /// row-major order (the order another language must use to replay the stream); nothing when noise is off.
+    fn for_each_hess_noise(&self, s: Sample, mut f: impl FnMut(usize, usize, f64)) {
+        let Some(w) = Self::noise_word(s) else { return };
+        let d = self.inner.dims().d_l;
+        let scale = self.levels.hess_fl / (d as f64).sqrt();
+        if scale == 0.0 {
+            return;
+        }
+        let mut rng = stream(w, Stream::Hess);
+        for i in 0..d {
+            for j in i..d {
+                f(i, j, scale * normal(&mut rng));
+            }
+        }
+    }
+
+    /// Calls `f(i, j, g_ij)` for the cross noise matrix $G$ ($d_u\times d_l$) at sample `s`, row-major.
+    fn for_each_cross_noise(&self, s: Sample, mut f: impl FnMut(usize, usize, f64)) {
+        let Some(w) = Self::noise_word(s) else { return };
+        let Dims { d_u, d_l } = self.inner.dims();
+        let scale = self.levels.cross_fl / (d_l as f64).sqrt();
+        if scale == 0.0 {
+            return;
+        }
+        let mut rng = stream(w, Stream::Cross);
+        for i in 0..d_u {
+            for j in 0..d_l {
+                f(i, j, scale * normal(&mut rng));
+            }
+        }
+    }
+
+    /// The Hessian noise matrix $E$ at sample `s` (dense; the products never form it).
     pub fn hess_noise(&self, s: Sample) -> Matrix {
         let d = self.inner.dims().d_l;
         let mut e = Matrix::zeros(d, d);
-        if let Some(w) = Self::noise_word(s) {
-            let scale = self.levels.hess_fl / (d as f64).sqrt();
-            if scale != 0.0 {
-                let mut rng = stream(w, Stream::Hess);
-                for i in 0..d {
-                    for j in i..d {
-                        let x = scale * normal(&mut rng);
-                        e[(i, j)] = x;
-                        e[(j, i)] = x;
-                    }
-                }
-            }
-        }
+        self.for_each_hess_noise(s, |i, j, x| {
+            e[(i, j)] = x;
+            e[(j, i)] = x;
+        });
         e
     }
 
@@ -167,18 +191,7 @@ impl Noisy {
     pub fn cross_noise(&self, s: Sample) -> Matrix {
         let Dims { d_u, d_l } = self.inner.dims();
         let mut g = Matrix::zeros(d_u, d_l);
-        if let Some(w) = Self::noise_word(s) {
-            let scale = self.levels.cross_fl / (d_l as f64).sqrt();
-            if scale != 0.0 {
-                let mut rng = stream(w, Stream::Cross);
-                // Row-major generation order: documented for replay in other languages.
-                for i in 0..d_u {
-                    for j in 0..d_l {
-                        g[(i, j)] = scale * normal(&mut rng);
-                    }
-                }
-            }
-        }
+        self.for_each_cross_noise(s, |i, j, x| g[(i, j)] = x);
         g
     }
 }
@@ -237,53 +250,21 @@ impl Bilevel for Noisy {
     }
     fn hvp_fl(&self, s: Sample, theta: &Vector, phi: &Vector, v: &Vector, out: &mut Vector) {
         self.inner.hvp_fl(s, theta, phi, v, out);
-        let Some(w) = Self::noise_word(s) else { return };
-        let d = v.len();
-        let scale = self.levels.hess_fl / (d as f64).sqrt();
-        if scale == 0.0 {
-            return;
-        }
-        // out += E v without forming E: the same entry order as `hess_noise`.
-        let mut rng = stream(w, Stream::Hess);
-        for i in 0..d {
-            for j in i..d {
-                let x = scale * normal(&mut rng);
-                out[i] += x * v[j];
-                if i != j {
-                    out[j] += x * v[i];
-                }
+        // out += E v without forming E.
+        self.for_each_hess_noise(s, |i, j, x| {
+            out[i] += x * v[j];
+            if i != j {
+                out[j] += x * v[i];
             }
-        }
+        });
     }
-    fn cross_fl(&self, s: Sample, theta: &Vector, phi: &Vector, w_in: &Vector, out: &mut Vector) {
-        self.inner.cross_fl(s, theta, phi, w_in, out);
-        let Some(w) = Self::noise_word(s) else { return };
-        let Dims { d_u, d_l } = self.inner.dims();
-        let scale = self.levels.cross_fl / (d_l as f64).sqrt();
-        if scale == 0.0 {
-            return;
-        }
-        let mut rng = stream(w, Stream::Cross);
-        for i in 0..d_u {
-            for j in 0..d_l {
-                out[i] += scale * normal(&mut rng) * w_in[j];
-            }
-        }
+    fn cross_fl(&self, s: Sample, theta: &Vector, phi: &Vector, w: &Vector, out: &mut Vector) {
+        self.inner.cross_fl(s, theta, phi, w, out);
+        self.for_each_cross_noise(s, |i, j, x| out[i] += x * w[j]);
     }
     fn cross_t_fl(&self, s: Sample, theta: &Vector, phi: &Vector, u: &Vector, out: &mut Vector) {
         self.inner.cross_t_fl(s, theta, phi, u, out);
-        let Some(w) = Self::noise_word(s) else { return };
-        let Dims { d_u, d_l } = self.inner.dims();
-        let scale = self.levels.cross_fl / (d_l as f64).sqrt();
-        if scale == 0.0 {
-            return;
-        }
-        let mut rng = stream(w, Stream::Cross);
-        for i in 0..d_u {
-            for j in 0..d_l {
-                out[j] += scale * normal(&mut rng) * u[i];
-            }
-        }
+        self.for_each_cross_noise(s, |i, j, x| out[j] += x * u[i]);
     }
     fn hess_fl(&self, s: Sample, theta: &Vector, phi: &Vector) -> Matrix {
         // One noise matrix per sample: the same E that `hvp_fl` applies, generated once.
