@@ -275,6 +275,14 @@ pub struct ProblemSpec {
     /// $\theta^0$ (default: all ones, projected on $\Theta$).
     #[serde(default)]
     pub theta0: Option<Vec<f64>>,
+    /// Start the lower level on its solution, $\phi^0 = \phi^\star(\theta^0)$ (default: $\phi^0 = 0$), so that
+    /// an averaged lower-level measure is not dominated by the initial lower-level transient.
+    #[serde(default)]
+    pub phi0_on_solution: bool,
+    /// Replace $\theta^0$ by the stationary point that projected gradient descent on the exact $F$ reaches from it
+    /// (for measures that must not be dominated by the upper-level transient).
+    #[serde(default)]
+    pub theta0_stationary: bool,
 }
 
 /// One claim of the registry.

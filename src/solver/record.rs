@@ -20,6 +20,8 @@ pub enum Metric {
     PhiGapSq,
     /// $\\|\phi^k - \phi^\star(\theta^k)\\|^2$ (gap to the current lower-level solution).
     PhiStarGapSq,
+    /// $\\|\theta^k - \theta^{k-1}\\|^2$ (the squared step of the lecture's (51)).
+    StepSq,
     /// $F(\theta^k) - F(\theta^\star)$.
     FGap,
     /// $F(\theta^k)$.
@@ -31,12 +33,13 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in a fixed order.
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 9] = [
         Metric::GradNormSq,
         Metric::ThetaErrSq,
         Metric::ThetaErr,
         Metric::PhiGapSq,
         Metric::PhiStarGapSq,
+        Metric::StepSq,
         Metric::FGap,
         Metric::FValue,
         Metric::MoreauGradSq,
@@ -50,6 +53,7 @@ impl Metric {
             Metric::ThetaErr => "theta_err",
             Metric::PhiGapSq => "phi_gap_sq",
             Metric::PhiStarGapSq => "phi_star_gap_sq",
+            Metric::StepSq => "step_sq",
             Metric::FGap => "f_gap",
             Metric::FValue => "f_value",
             Metric::MoreauGradSq => "moreau_grad_sq",
@@ -82,6 +86,7 @@ impl Metric {
             Metric::ThetaErr => (&state.theta - need_star()?).norm(),
             Metric::PhiGapSq => (&state.phi - p.phi_star(&state.theta_prev)).norm_squared(),
             Metric::PhiStarGapSq => (&state.phi - p.phi_star(&state.theta)).norm_squared(),
+            Metric::StepSq => (&state.theta - &state.theta_prev).norm_squared(),
             Metric::FGap => p.value_f(&state.theta) - p.value_f(&need_star()?),
             Metric::FValue => p.value_f(&state.theta),
             Metric::MoreauGradSq => {
@@ -159,8 +164,9 @@ pub struct Recorder {
     checkpoints: Vec<usize>,
     next: usize,
     average: bool,
-    stride: usize,
-    count: usize,
+    strides: Vec<usize>,
+    counts: Vec<usize>,
+    vals: Vec<f64>,
     sums: Vec<f64>,
     window: Option<f64>,
     window_sums: Vec<f64>,
@@ -178,8 +184,9 @@ impl Recorder {
             checkpoints: cps.clone(),
             next: 0,
             average,
-            stride: 1,
-            count: 0,
+            strides: vec![1; metrics.len()],
+            counts: vec![0; metrics.len()],
+            vals: vec![0.0; metrics.len()],
             sums: vec![0.0; metrics.len()],
             window: None,
             window_sums: vec![0.0; metrics.len()],
@@ -206,11 +213,15 @@ impl Recorder {
         self
     }
 
-    /// Average over the iterates $k = s, 2s, 3s, \dots$ only (a regular subsample): a Riemann sum of the smooth
-    /// sequence $\mathbb{E}\,m_k$ with relative error $O(s/K)$, for metrics too costly to evaluate at every
-    /// iteration (the Moreau measure needs a proximal solve).
-    pub fn with_average_stride(mut self, stride: usize) -> Self {
-        self.stride = stride.max(1);
+    /// Average metric `m` over the iterates $k = s, 2s, 3s, \dots$ only (a regular subsample), for metrics too costly
+    /// to evaluate at every iteration (the Moreau measure needs a proximal solve): a Riemann sum of the sequence
+    /// $\mathbb{E}\,m_k$, accurate where the sequence varies slowly over $s$ iterations. Other metrics keep stride 1.
+    pub fn with_average_stride(mut self, metric: Metric, stride: usize) -> Self {
+        for (m, s) in self.trace.metrics.iter().zip(self.strides.iter_mut()) {
+            if *m == metric {
+                *s = stride.max(1);
+            }
+        }
         self
     }
 
@@ -233,33 +244,33 @@ impl Observer for Recorder {
             (Some(&cp), Some(_)) => self.window_start(cp).is_some_and(|s| state.k > s && state.k <= cp),
             _ => false,
         };
-        let in_average = self.average && state.k > 0 && state.k % self.stride == 0;
+        let k = state.k;
+        let averaging = self.average && k > 0;
+        let in_average = averaging && self.strides.iter().any(|s| k % s == 0);
         if !(at_checkpoint || in_window || in_average) {
             return Ok(());
         }
-        let vals: Vec<f64> = self
-            .trace
-            .metrics
-            .iter()
-            .map(|m| m.eval(o, state))
-            .collect::<Result<_>>()?;
-        if in_average {
-            self.count += 1;
-            for (s, v) in self.sums.iter_mut().zip(&vals) {
-                *s += v;
+        for m in 0..self.trace.metrics.len() {
+            let avg_m = averaging && k % self.strides[m] == 0;
+            if !(at_checkpoint || in_window || avg_m) {
+                continue;
             }
-        }
-        if in_window {
-            for (s, v) in self.window_sums.iter_mut().zip(&vals) {
-                *s += v;
+            let v = self.trace.metrics[m].eval(o, state)?;
+            self.vals[m] = v;
+            if avg_m {
+                self.counts[m] += 1;
+                self.sums[m] += v;
+            }
+            if in_window {
+                self.window_sums[m] += v;
             }
         }
         if at_checkpoint {
-            let len = (state.k - self.window_start(state.k).unwrap_or(0)).max(1) as f64;
+            let len = (k - self.window_start(k).unwrap_or(0)).max(1) as f64;
             if let Some(win) = self.trace.windows.as_mut() {
                 // k = 0 has an empty window: record the value itself.
-                let row = if state.k == 0 {
-                    vals.clone()
+                let row = if k == 0 {
+                    self.vals.clone()
                 } else {
                     self.window_sums.iter().map(|s| s / len).collect()
                 };
@@ -267,10 +278,15 @@ impl Observer for Recorder {
                 self.window_sums.iter_mut().for_each(|s| *s = 0.0);
             }
             if let Some(avg) = self.trace.averages.as_mut() {
-                let n = self.count.max(1) as f64;
-                avg.push(self.sums.iter().map(|s| s / n).collect());
+                avg.push(
+                    self.sums
+                        .iter()
+                        .zip(&self.counts)
+                        .map(|(s, n)| s / (*n).max(1) as f64)
+                        .collect(),
+                );
             }
-            self.trace.values.push(vals);
+            self.trace.values.push(self.vals.clone());
             self.trace.counts.push(o.counts());
             self.next += 1;
         }
