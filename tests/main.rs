@@ -8,5 +8,6 @@ mod common;
 mod families;
 mod golden;
 mod hypergrad;
+mod noise_model;
 mod problem_model;
 mod stats;

@@ -1,15 +1,29 @@
 //! Additive noise: a stochastic oracle around any family.
 //!
-//! At a drawn sample $\xi$, each oracle returns the exact value plus a zero-mean Gaussian perturbation that depends
+//! At a drawn sample $\xi$, each oracle returns the exact value plus a zero-mean random perturbation that depends
 //! only on $\xi$ and on the oracle kind, never on the point. So repeated calls at one sample see one realisation
 //! (as a minibatch does), differences at one sample are noise-free (what SUSTAIN's recursive momentum exploits), and
 //! independent samples have independent noise. Noise of each kind comes from its own ChaCha8 stream keyed by the
 //! sample word, so the order in which kinds are requested does not change any value.
 //!
-//! The Hessian and cross-derivative noises are matrices, so that products at one sample are products with one
-//! random matrix (what the Ghadimi–Wang Neumann estimator of references §2 assumes):
-//! - Hessian: $E = (\sigma_H/\sqrt{d_l})\,S$ with $S$ symmetric, entries on and above the diagonal iid $N(0,1)$;
-//! - cross: $G = (\sigma_C/\sqrt{d_l})\,W$ with $W\in\mathbb{R}^{d_u\times d_l}$ iid $N(0,1)$;
+//! The Hessian and cross-derivative noises are low-rank random matrices, so that products at one sample are products
+//! with one random matrix (what the Ghadimi–Wang Neumann estimator of references §2 assumes, and what SUSTAIN, VRBO
+//! and the golden tapes rely on), at the cost of the oracle: $O(d)$ normals and flops per product, never $O(d^2)$.
+//! - Hessian: $E = c_H\,(a b^\top + b a^\top)$ with $c_H = \sigma_H/\sqrt{2 d_l}$ and $a, b \in \\{-1, 1\\}^{d_l}$
+//!   independent uniform random signs (Rademacher);
+//! - cross: $G = c_C\,a' b'^\top \in \mathbb{R}^{d_u\times d_l}$ with $c_C = \sigma_C/\sqrt{d_l}$, $a'\in\\{-1,1\\}^{d_u}$,
+//!   $b'\in\\{-1,1\\}^{d_l}$ random signs.
+//!
+//! Both have mean zero, and second moments that the exact moment recursions use: for every matrix $M$ of matching size,
+//! $\mathbb{E}[E M E] = (\sigma_H^2/d_l)(M^\top + \operatorname{tr}(M)\,I)$, so
+//! $\mathbb{E}\\|Ev\\|^2 = \sigma_H^2(1 + 1/d_l)\\|v\\|^2$; $\mathbb{E}[G M G^\top] = (\sigma_C^2/d_l)\operatorname{tr}(M)\,I_{d_u}$ and
+//! $\mathbb{E}[G^\top N G] = (\sigma_C^2/d_l)\operatorname{tr}(N)\,I_{d_l}$. These are the second moments of the
+//! dense Gaussian matrices used before version 0.2 (up to a diagonal term), at $O(d)$ instead of $O(d^2)$ cost (only
+//! second moments of $a, b$ enter, so signs give the same covariance as normals). Signs also make the noise bounded:
+//! $\\|E\\| \le 2c_H d_l = \sigma_H\sqrt{2 d_l}$ and $\\|G\\| = c_C\sqrt{d_u d_l} = \sigma_C\sqrt{d_u}$ surely, so every
+//! Hessian sample lies in $[\mu_l - \sigma_H\sqrt{2d_l},\ L_l + \sigma_H\sqrt{2d_l}]$: a per-sample bound of the kind
+//! Ghadimi–Wang assume, and positive definite whenever $\sigma_H\sqrt{2 d_l} < \mu_l$. The noises of different kinds
+//! and different samples are independent. Tests: `noise_model::low_rank_noise_*`.
 //! - gradients: $\sigma\,z$ with $z$ standard normal; values: $\sigma_v\,z$ with scalar $z$.
 
 use super::{Bilevel, Constants, Dims, Domain, Level, Sample};
@@ -94,6 +108,11 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
     rng.sample(StandardNormal)
 }
 
+/// ±1 from the lowest bit of `bits` (1 → +1).
+fn sign(bits: u64) -> f64 {
+    if bits & 1 == 1 { 1.0 } else { -1.0 }
+}
+
 /// `out += sigma * z`, z standard normal from the (sample, kind) stream.
 fn add_vector_noise(word: u64, kind: Stream, sigma: f64, out: &mut Vector) {
     if sigma == 0.0 {
@@ -143,56 +162,72 @@ impl Noisy {
         }
     }
 
-    /// Calls `f(i, j, e_ij)` for the Hessian noise matrix $E$ at sample `s`, entries on and above the diagonal in
-    /// row-major order (the order another language must use to replay the stream); nothing when noise is off.
-    fn for_each_hess_noise(&self, s: Sample, mut f: impl FnMut(usize, usize, f64)) {
-        let Some(w) = Self::noise_word(s) else { return };
+    /// The Hessian noise factors at sample `s`: calls `f(i, a_i, b_i)` for $i = 0..d_l$ with the signs $a_i, b_i$
+    /// taken in that interleaved order from the bits of the (sample, Hessian) stream, and returns $c_H$; `None` when noise is off.
+    fn hess_factors(&self, s: Sample, mut f: impl FnMut(usize, f64, f64)) -> Option<f64> {
+        let w = Self::noise_word(s)?;
         let d = self.inner.dims().d_l;
-        let scale = self.levels.hess_fl / (d as f64).sqrt();
+        let scale = self.levels.hess_fl / (2.0 * d as f64).sqrt();
         if scale == 0.0 {
-            return;
+            return None;
         }
         let mut rng = stream(w, Stream::Hess);
+        // 64 signs per draw: bit 2i of the word is a_i's sign, bit 2i+1 is b_i's.
+        let mut bits = 0u64;
         for i in 0..d {
-            for j in i..d {
-                f(i, j, scale * normal(&mut rng));
+            if i % 32 == 0 {
+                bits = rng.next_u64();
             }
+            let a = sign(bits >> (2 * (i % 32)));
+            let b = sign(bits >> (2 * (i % 32) + 1));
+            f(i, a, b);
         }
+        Some(scale)
     }
 
-    /// Calls `f(i, j, g_ij)` for the cross noise matrix $G$ ($d_u\times d_l$) at sample `s`, row-major.
-    fn for_each_cross_noise(&self, s: Sample, mut f: impl FnMut(usize, usize, f64)) {
-        let Some(w) = Self::noise_word(s) else { return };
+    /// The cross noise factors at sample `s`: calls `fa(i, a'_i)` for $i = 0..d_u$, then `fb(j, b'_j)` for
+    /// $j = 0..d_l$, in that order from the (sample, cross) stream, and returns $c_C$; `None` when noise is off.
+    fn cross_factors(&self, s: Sample, mut fa: impl FnMut(usize, f64), mut fb: impl FnMut(usize, f64)) -> Option<f64> {
+        let w = Self::noise_word(s)?;
         let Dims { d_u, d_l } = self.inner.dims();
         let scale = self.levels.cross_fl / (d_l as f64).sqrt();
         if scale == 0.0 {
-            return;
+            return None;
         }
         let mut rng = stream(w, Stream::Cross);
-        for i in 0..d_u {
-            for j in 0..d_l {
-                f(i, j, scale * normal(&mut rng));
+        // Signs in order: a'_0..a'_{d_u-1}, then b'_0..b'_{d_l-1}; bit t of the (t/64)-th word is the t-th sign.
+        let mut bits = 0u64;
+        for t in 0..d_u + d_l {
+            if t % 64 == 0 {
+                bits = rng.next_u64();
             }
+            let x = sign(bits >> (t % 64));
+            if t < d_u { fa(t, x) } else { fb(t - d_u, x) }
+        }
+        Some(scale)
+    }
+
+    /// The Hessian noise matrix $E$ at sample `s` (dense, for checks; the products never form it).
+    pub fn hess_noise(&self, s: Sample) -> Matrix {
+        let d = self.inner.dims().d_l;
+        let (mut a, mut b) = (Vector::zeros(d), Vector::zeros(d));
+        match self.hess_factors(s, |i, ai, bi| {
+            a[i] = ai;
+            b[i] = bi;
+        }) {
+            Some(c) => (&a * b.transpose() + &b * a.transpose()) * c,
+            None => Matrix::zeros(d, d),
         }
     }
 
-    /// The Hessian noise matrix $E$ at sample `s` (dense; the products never form it).
-    pub fn hess_noise(&self, s: Sample) -> Matrix {
-        let d = self.inner.dims().d_l;
-        let mut e = Matrix::zeros(d, d);
-        self.for_each_hess_noise(s, |i, j, x| {
-            e[(i, j)] = x;
-            e[(j, i)] = x;
-        });
-        e
-    }
-
-    /// The cross-derivative noise matrix $G$ ($d_u\times d_l$) at sample `s`.
+    /// The cross-derivative noise matrix $G$ ($d_u\times d_l$) at sample `s` (dense, for checks).
     pub fn cross_noise(&self, s: Sample) -> Matrix {
         let Dims { d_u, d_l } = self.inner.dims();
-        let mut g = Matrix::zeros(d_u, d_l);
-        self.for_each_cross_noise(s, |i, j, x| g[(i, j)] = x);
-        g
+        let (mut a, mut b) = (Vector::zeros(d_u), Vector::zeros(d_l));
+        match self.cross_factors(s, |i, x| a[i] = x, |j, x| b[j] = x) {
+            Some(c) => &a * b.transpose() * c,
+            None => Matrix::zeros(d_u, d_l),
+        }
     }
 }
 
@@ -250,21 +285,33 @@ impl Bilevel for Noisy {
     }
     fn hvp_fl(&self, s: Sample, theta: &Vector, phi: &Vector, v: &Vector, out: &mut Vector) {
         self.inner.hvp_fl(s, theta, phi, v, out);
-        // out += E v without forming E.
-        self.for_each_hess_noise(s, |i, j, x| {
-            out[i] += x * v[j];
-            if i != j {
-                out[j] += x * v[i];
-            }
-        });
+        // out += c (a (b·v) + b (a·v)): one pass for the dot products, a second over the regenerated stream.
+        let (mut av, mut bv) = (0.0, 0.0);
+        let Some(c) = self.hess_factors(s, |i, a, b| {
+            av += a * v[i];
+            bv += b * v[i];
+        }) else {
+            return;
+        };
+        self.hess_factors(s, |i, a, b| out[i] += c * (a * bv + b * av));
     }
     fn cross_fl(&self, s: Sample, theta: &Vector, phi: &Vector, w: &Vector, out: &mut Vector) {
         self.inner.cross_fl(s, theta, phi, w, out);
-        self.for_each_cross_noise(s, |i, j, x| out[i] += x * w[j]);
+        // out += c a' (b'·w).
+        let mut bw = 0.0;
+        let Some(c) = self.cross_factors(s, |_, _| {}, |j, b| bw += b * w[j]) else {
+            return;
+        };
+        self.cross_factors(s, |i, a| out[i] += c * a * bw, |_, _| {});
     }
     fn cross_t_fl(&self, s: Sample, theta: &Vector, phi: &Vector, u: &Vector, out: &mut Vector) {
         self.inner.cross_t_fl(s, theta, phi, u, out);
-        self.for_each_cross_noise(s, |i, j, x| out[j] += x * u[i]);
+        // out += c b' (a'·u).
+        let mut au = 0.0;
+        let Some(c) = self.cross_factors(s, |i, a| au += a * u[i], |_, _| {}) else {
+            return;
+        };
+        self.cross_factors(s, |_, _| {}, |j, b| out[j] += c * b * au);
     }
     fn hess_fl(&self, s: Sample, theta: &Vector, phi: &Vector) -> Matrix {
         // One noise matrix per sample: the same E that `hvp_fl` applies, generated once.
