@@ -12,7 +12,7 @@ use crate::solver::{self, Metric, Recorder, Solver};
 use crate::stats::{self, ClaimKind, FitConfig, Interval, Rule, SeedKey, Table, Tail, Verdict};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,8 +21,8 @@ pub const BOOTSTRAP_RESAMPLES: usize = 1000;
 /// Two-sided level of the bootstrap percentile interval.
 pub const BOOTSTRAP_LEVEL: f64 = 0.99;
 
-/// The outcome of one claim.
-#[derive(Debug, Clone, Serialize)]
+/// The outcome of one claim (deserialisable, so that `bilevel merge` can combine the shards of a report).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClaimResult {
     /// Claim id.
     pub id: String,
