@@ -821,3 +821,18 @@ fn sharded_report_and_sweep_merge_into_exactly_the_unsharded_result() {
     let (err, _) = error_and_hint(&["merge", a.to_str().unwrap(), parts[0].to_str().unwrap()]);
     assert!(err.contains("different jobs"), "{err}");
 }
+
+#[test]
+fn the_run_spec_example_of_docs_cli_md_runs() {
+    let doc = std::fs::read_to_string(Path::new(ROOT).join("docs/cli.md")).unwrap();
+    let start = doc.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+    let body = &doc[start..start + doc[start..].find("```").unwrap()];
+    let dir = tmp_dir("doc-spec");
+    let spec = dir.join("run.toml");
+    std::fs::write(&spec, body).unwrap();
+    let v = final_of(&["run", "--spec", spec.to_str().unwrap(), "--json"]);
+    assert_eq!(v["algorithm"], "ttsa");
+    assert_eq!(v["iters"], 2000);
+    assert_eq!(v["seed"], 3);
+    assert_eq!(v["dims"]["d_l"], 3);
+}
