@@ -130,6 +130,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let command = match &cli.command {
+        Command::List { .. } => "list",
+        Command::Run(_) => "run",
+        Command::Report { .. } => "report",
+        Command::Sweep { .. } => "sweep",
+        Command::Golden { .. } => "golden",
+        Command::Check { .. } => "check",
+        Command::Merge { .. } => "merge",
+    };
     let result: CliResult = match cli.command {
         Command::List { json } => list(json),
         Command::Report {
@@ -160,8 +169,13 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.error);
-            eprintln!("hint: {}", f.hint);
+            // Exit 1 is a verdict (claims failed), not a malfunction: say it plainly.
+            match (&f.error, f.code) {
+                (BilevelError::Unsupported(m), 1) => eprintln!("error: {m}"),
+                (e, _) => eprintln!("error: {e}"),
+            }
+            let hint = f.hint.unwrap_or_else(|| cli::hints::hint(&f.error, command));
+            eprintln!("hint: {hint}");
             ExitCode::from(f.code)
         }
     }

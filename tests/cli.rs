@@ -424,6 +424,14 @@ fn every_error_names_the_problem_and_gives_a_hint_that_points_at_real_options() 
         // Argument errors from the parser get a hint too.
         (vec!["run", "--iters", "ten"], "invalid value"),
         (vec!["report", "--shard", "3/2"], "--shard"),
+        (
+            vec!["check", "/nonexistent/a.json", "/nonexistent/b.json", "--rtol", "NaN"],
+            "--rtol",
+        ),
+        (
+            vec!["report", "--shard", "1/2", "--out", "/tmp", "--only", "rate"],
+            "a shard draws no plots",
+        ),
     ];
     for (args, needle) in cases {
         let (err, hint) = error_and_hint(&args);

@@ -20,16 +20,19 @@ pub const MAX_SEEDS: u64 = 10_000;
 pub struct Failure {
     /// What went wrong.
     pub error: BilevelError,
-    /// How to fix it (always printed, as `hint: ...`).
-    pub hint: String,
+    /// How to fix it, where the subcommand knows better than [`hints::hint`] (which is used otherwise).
+    pub hint: Option<String>,
     /// Process exit code: 2 for bad input or a failed run, 1 when claims were judged and some failed.
     pub code: u8,
 }
 
 impl From<BilevelError> for Failure {
     fn from(error: BilevelError) -> Self {
-        let hint = hints::hint(&error);
-        Failure { error, hint, code: 2 }
+        Failure {
+            error,
+            hint: None,
+            code: 2,
+        }
     }
 }
 
@@ -38,7 +41,7 @@ impl Failure {
     pub fn with_hint(error: BilevelError, hint: impl Into<String>) -> Self {
         Failure {
             error,
-            hint: hint.into(),
+            hint: Some(hint.into()),
             code: 2,
         }
     }

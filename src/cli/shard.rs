@@ -352,9 +352,11 @@ fn claims_failed(n: usize) -> CliResult {
     }
     Err(Failure {
         error: BilevelError::Unsupported(format!("{n} claim(s) failed: see the table")),
-        hint: "a failed claim is information, not noise: read its note in theory/ (`bilevel list` names it) and \
-               rerun it alone with --only ID"
-            .into(),
+        hint: Some(
+            "a failed claim is information, not noise: read its note in theory/ (`bilevel list --json` names it) \
+             and rerun it alone with --only ID"
+                .into(),
+        ),
         code: 1,
     })
 }
