@@ -226,7 +226,8 @@ fn list(as_json: bool) -> CliResult {
         return Ok(());
     }
     let num = |x: Option<f64>| match x {
-        Some(v) if v.is_finite() => format!("{v:.4}"),
+        Some(v) if v.is_finite() && v.abs() < 1e4 => format!("{v:.4}"),
+        Some(v) if v.is_finite() => format!("{v:.3e}"),
         Some(_) => "inf".into(),
         None => "-".into(),
     };
@@ -242,13 +243,13 @@ fn list(as_json: bool) -> CliResult {
     }
     s += "\ndeclared constants (exact where computable, else valid bounds on Theta; '-' = none, inf = unbounded):\n";
     s += &format!(
-        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}\n",
         "family", "mu_l", "L_l", "kappa", "mu_F", "L_F", "L_l/sample"
     );
     for (e, p) in &fams {
         let k = p.constants();
         s += &format!(
-            "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}\n",
             e.name,
             num(Some(k.mu_l)),
             num(Some(k.l_l)),

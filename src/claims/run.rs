@@ -176,8 +176,9 @@ struct Replicate {
 }
 
 /// Projected gradient descent on the exact $F$ with step $1/L_F$ from `theta` until it stops moving: a stationary
-/// point of $F$ on $\Theta$ (a local minimiser from a generic start).
-fn stationary_point(p: &dyn Bilevel, mut theta: Vector) -> Result<Vector> {
+/// point of $F$ on $\Theta$ (a local minimiser from a generic start). The start of claims with
+/// `theta0_stationary` (and of `bilevel run` on such a spec).
+pub fn stationary_point(p: &dyn Bilevel, mut theta: Vector) -> Result<Vector> {
     let step = 1.0 / p.constants().l_f;
     for _ in 0..100_000 {
         let mut next = &theta - step * p.grad_f(&theta)?;

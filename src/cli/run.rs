@@ -427,7 +427,15 @@ pub fn run(a: &RunArgs) -> CliResult {
             let inst = golden::read_instance(path)?;
             (path.display().to_string(), Arc::new(inst.build()?))
         }
-        (None, Some(name)) => (name.clone(), build_family(name, &params)?),
+        (None, Some(name)) => {
+            if let Some(f) = file.problem.as_ref().filter(|f| &f.family != name) {
+                return Err(Failure::with_hint(
+                    BilevelError::invalid("--problem", name, &format!("the spec's family is {}", f.family)),
+                    "drop --problem to run the spec's family, or drop the spec's [problem] table",
+                ));
+            }
+            (name.clone(), build_family(name, &params)?)
+        }
         (None, None) => match &file.problem {
             Some(p) => (p.family.clone(), build_family(&p.family, &params)?),
             None => {
@@ -487,12 +495,6 @@ pub fn run(a: &RunArgs) -> CliResult {
     // The start: θ⁰ = P_Θ(1) (or the spec's), φ⁰ = 0 (or φ*(θ⁰)).
     let d = p.dims();
     let prob = file.problem.as_ref();
-    if prob.is_some_and(|p| p.theta0_stationary) {
-        return Err(Failure::with_hint(
-            BilevelError::Unsupported("theta0_stationary is computed by the claims runner only".into()),
-            "give the start as theta0 in the spec's [problem] table",
-        ));
-    }
     let mut theta0 = match prob.and_then(|p| p.theta0.clone()) {
         Some(t) if t.len() != d.d_u => {
             return Err(BilevelError::DimensionMismatch {
@@ -506,6 +508,9 @@ pub fn run(a: &RunArgs) -> CliResult {
         None => Vector::from_element(d.d_u, 1.0),
     };
     p.domain().project(&mut theta0);
+    if prob.is_some_and(|p| p.theta0_stationary) {
+        theta0 = claims::stationary_point(p.as_ref(), theta0)?;
+    }
     let phi0 = if prob.is_some_and(|p| p.phi0_on_solution) {
         p.phi_star(&theta0)
     } else {
