@@ -816,6 +816,26 @@ fn sharded_report_and_sweep_merge_into_exactly_the_unsharded_result() {
     let sweep = ["sweep", "--seeds", "2", "--only", "bsa"];
     let whole = json(&bilevel(&[&sweep[..], &["--json"]].concat()));
     let a = run_to(&[&sweep[..], &["--shard", "1/2"]].concat(), "sweep-1.json");
+    // Another "machine": one thread instead of all cores; the bits do not change.
+    let one_thread = Command::new(env!("CARGO_BIN_EXE_bilevel"))
+        .args([&sweep[..], &["--shard", "1/2"]].concat())
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(one_thread.status.success());
+    let (x, y): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_slice(&one_thread.stdout).unwrap(),
+        serde_json::from_str(&std::fs::read_to_string(&a).unwrap()).unwrap(),
+    );
+    let strip = |mut v: serde_json::Value| {
+        for u in v["done"].as_array_mut().unwrap() {
+            for c in u["results"].as_array_mut().unwrap() {
+                c.as_object_mut().unwrap().remove("seconds");
+            }
+        }
+        v
+    };
+    assert_eq!(strip(x), strip(y), "a shard's result depends on the thread count");
     let b = run_to(&[&sweep[..], &["--shard", "2/2"]].concat(), "sweep-2.json");
     let merged = json(&bilevel(&["merge", "--json", a.to_str().unwrap(), b.to_str().unwrap()]));
     assert_eq!(merged, whole, "merged sweep differs from the unsharded one");

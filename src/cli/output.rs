@@ -60,6 +60,11 @@ impl Progress {
         }
     }
 
+    /// Change the number of units (a shard runs only part of the work).
+    pub fn set_total(&mut self, total: u64) {
+        self.total = total;
+    }
+
     /// Whether anything is drawn (callers skip work that only feeds the display).
     pub fn enabled(&self) -> bool {
         self.mode != Mode::Off

@@ -108,6 +108,14 @@ pub fn execute(
     let mine: Vec<usize> = (0..plan.len())
         .filter(|u| shard.is_none_or(|s| u % s.count == s.index - 1))
         .collect();
+    let claims: usize = mine
+        .iter()
+        .map(|u| match &plan[*u] {
+            Unit::Rate(_) => 1,
+            Unit::Group { members, .. } => members.len(),
+        })
+        .sum();
+    progress.set_total(claims as u64);
     let mut out = Vec::with_capacity(mine.len());
     for u in mine {
         let r = match &plan[u] {
