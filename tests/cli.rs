@@ -382,6 +382,10 @@ fn every_error_names_the_problem_and_gives_a_hint_that_points_at_real_options() 
             "missing field `beta`",
         ),
         (
+            vec!["run", "--algo", "bsa", "--problem", "quadratic", "--beta", "0.1"],
+            "missing field `alpha`",
+        ),
+        (
             vec!["run", "--algo", "aid-bio", "--problem", "quadratic", "--alpha", "0.1"],
             "cannot be set",
         ),
@@ -863,4 +867,55 @@ fn the_run_spec_example_of_docs_cli_md_runs() {
     assert_eq!(v["iters"], 2000);
     assert_eq!(v["seed"], 3);
     assert_eq!(v["dims"]["d_l"], 3);
+}
+
+#[test]
+fn every_tunable_algorithm_runs_from_its_two_step_schedules() {
+    // Only the schedules are required; the other parameters take the defaults of `algorithms::build`, and a
+    // fixed-step, noise-free run on the default quadratic gets close to theta* (well below the start's error).
+    for algo in [
+        "ttsa",
+        "alternating",
+        "alternating-multi",
+        "bsa",
+        "stocbio",
+        "stable",
+        "stable-alg6-literal",
+    ] {
+        let v = final_of(&[
+            "run",
+            "--algo",
+            algo,
+            "--problem",
+            "quadratic",
+            "--alpha",
+            "0.05/l_f",
+            "--beta",
+            "0.5/l_l",
+            "--iters",
+            "500",
+            "--noise",
+            "0",
+            "--json",
+        ]);
+        let start = v["trace"][0]["theta_err_sq"].as_f64().unwrap();
+        let end = v["final"]["theta_err_sq"].as_f64().unwrap();
+        assert!(end < start, "{algo}: theta error {start} -> {end}");
+        assert_eq!(v["algorithm_spec"]["alpha"]["per"], "l_f", "{algo}");
+    }
+    let v = final_of(&[
+        "run",
+        "--algo",
+        "sustain",
+        "--problem",
+        "quadratic",
+        "--alpha",
+        "decay:0.5/l_f:1:0.3333",
+        "--iters",
+        "500",
+        "--noise",
+        "0",
+        "--json",
+    ]);
+    assert!(v["final"]["theta_err_sq"].as_f64().unwrap() < v["trace"][0]["theta_err_sq"].as_f64().unwrap());
 }

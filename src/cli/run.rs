@@ -88,8 +88,9 @@ pub struct RunArgs {
 const RUN_AFTER_HELP: &str = "\
 Without --alpha/--beta/--inner-steps/--neumann/--batch/--tau, the algorithm runs with the defaults derived from the
 family's constants. With any of them (or an [algorithm] table), it is built from the claims.toml schema, which needs
---alpha and --beta (sustain: beta0_l_l and eta_c in a --spec file); parameters can be set for: ttsa, alternating,
-alternating-multi, bsa, stocbio, stable, stable-alg6-literal, sustain.
+--alpha and --beta (sustain: --alpha; its beta_k is tied to alpha_k); the other parameters default to the values
+above (bsa c_inner 1, stocbio 10 inner steps and batch 4, stable tau 0.5, sustain beta0_l_l = eta_c = 1).
+Parameters can be set for: ttsa, alternating, alternating-multi, bsa, stocbio, stable, stable-alg6-literal, sustain.
 
 Examples:
   bilevel run --algo ttsa --problem quadratic --param d_l=100 --param kappa=50 --iters 5000
@@ -232,7 +233,21 @@ fn algo_spec(name: &str, base: Option<&AlgoSpec>, a: &RunArgs) -> CliResult<Opti
         None => {
             let mut t = toml::Table::new();
             t.insert("name".into(), canon.into());
-            for (k, v) in extra {
+            // The parameters other than the step schedules default to those of `algorithms::build`.
+            let defaults: &[(&str, toml::Value)] = match canon {
+                "bsa" => &[("c_inner", toml::Value::Float(1.0))],
+                "stocbio" => &[
+                    ("inner", toml::Value::Integer(10)),
+                    ("batch_c", toml::Value::Float(4.0)),
+                ],
+                "stable" => &[("tau", toml::Value::Float(0.5))],
+                "sustain" => &[
+                    ("beta0_l_l", toml::Value::Float(1.0)),
+                    ("eta_c", toml::Value::Float(1.0)),
+                ],
+                _ => &[],
+            };
+            for (k, v) in defaults.iter().cloned().chain(extra) {
                 t.insert(k.into(), v);
             }
             t
@@ -303,9 +318,8 @@ fn algo_spec(name: &str, base: Option<&AlgoSpec>, a: &RunArgs) -> CliResult<Opti
         Failure::with_hint(
             BilevelError::Malformed(format!("parameters of {name}: {}", e.to_string().trim())),
             format!(
-                "with any algorithm flag, {name} is built from its full parameter set: give --alpha and --beta \
-                 (and for bsa c_inner, for stocbio --inner-steps and --batch, for stable --tau, for sustain a \
-                 --spec file); see `bilevel help run`"
+                "with any algorithm flag, {name} is built from its parameter set, whose step schedules have no \
+                 default: give --alpha and --beta (sustain: --alpha only); see `bilevel help run`"
             ),
         )
     })
