@@ -1,6 +1,7 @@
 //! The pieces of the `bilevel` command line that are not argument parsing: output and progress, hints, the run
 //! specification, sharding and merging, and the documented limits.
 
+pub mod algo_flags;
 pub mod hints;
 pub mod output;
 pub mod run;
