@@ -68,6 +68,16 @@ pub enum BilevelError {
     /// Malformed input file or data (JSON, TOML).
     #[error("malformed input: {0}")]
     Malformed(String),
+    /// A file or directory could not be read, created or written.
+    #[error("I/O error: cannot {action} {path}: {message}")]
+    Io {
+        /// What was attempted: `read`, `write`, `create`.
+        action: String,
+        /// The path involved.
+        path: String,
+        /// The operating system's message.
+        message: String,
+    },
 }
 
 /// Shorthand for results of this crate.
@@ -80,6 +90,15 @@ impl BilevelError {
             name: name.to_string(),
             value: value.to_string(),
             reason: reason.to_string(),
+        }
+    }
+
+    /// A [`BilevelError::Io`] for `action` (`read`, `write`, `create`) on `path`.
+    pub fn io(action: &str, path: &std::path::Path, e: &std::io::Error) -> Self {
+        BilevelError::Io {
+            action: action.to_string(),
+            path: path.display().to_string(),
+            message: e.to_string(),
         }
     }
 }

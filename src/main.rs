@@ -1,15 +1,17 @@
-//! The `bilevel` command-line tool: list what the crate holds, run the theory report.
+//! The `bilevel` command-line tool: list what the crate holds, run any problem, run the theory report (sharded
+//! across machines if need be). Usage: docs/cli.md.
 
+mod cli;
+
+use bilevel::BilevelError;
 use bilevel::algorithms;
 use bilevel::claims;
-use bilevel::families::{self, REGISTRY};
-use bilevel::problem::{NoiseLevels, Noisy, Oracle};
-use bilevel::solver::{self, Metric, Recorder};
-use bilevel::{BilevelError, Vector};
+use bilevel::families::REGISTRY;
 use clap::{Parser, Subcommand};
+use cli::output::{emit, emitln};
+use cli::{CliResult, Failure};
 use serde_json::json;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -24,59 +26,57 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List the families (and, as they land, algorithms and claims).
+    /// List the families (with their declared constants), the algorithms and the claims, and explain the verdicts.
+    #[command(after_help = cli::shard::VERDICT_LEGEND)]
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Run one algorithm on one problem and print the recorded metrics.
-    Run {
-        /// Algorithm name (see `bilevel list`).
-        #[arg(long)]
-        algo: String,
-        /// Problem (family) name (see `bilevel list`).
-        #[arg(long)]
-        problem: String,
-        /// Outer iterations K.
-        #[arg(long, default_value_t = 1000)]
-        iters: usize,
-        /// Seed of the run (the family instance is built from seed 0).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Standard deviation of the additive oracle noise; 0 turns the noise off.
-        #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
-        noise: f64,
-        /// Print JSON.
-        #[arg(long, conflicts_with = "csv")]
-        json: bool,
-        /// Print CSV.
-        #[arg(long)]
-        csv: bool,
-    },
+    Run(Box<cli::run::RunArgs>),
     /// Run every rate claim of theory/claims.toml and print the verdicts (the README's main command).
+    #[command(after_help = cli::shard::VERDICT_LEGEND)]
     Report {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// Also write one SVG plot per claim into this directory.
+        /// Also write one SVG plot per claim into this directory (checked for writing before any claim runs).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
         /// Master seed of the replicate streams.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Only claims whose id starts with this prefix.
+        /// Only claims whose id starts with one of these comma-separated prefixes (ids: `bilevel list`).
         #[arg(long)]
         only: Option<String>,
+        /// Run only shard I of N (1 <= I <= N) of the work and print its partial result as JSON, for
+        /// `bilevel merge` (docs/cli.md).
+        #[arg(long, value_name = "I/N", value_parser = cli::shard::parse_shard)]
+        shard: Option<cli::shard::Shard>,
+        /// Show progress on stderr even when it is not a terminal (on a terminal it is always shown).
+        #[arg(long)]
+        progress: bool,
     },
     /// Run every claim under master seeds 0..N and report how often each passes (the lucky-seed check).
+    #[command(after_help = cli::shard::VERDICT_LEGEND)]
     Sweep {
-        /// Number of master seeds.
+        /// Number of master seeds N, in 1..=10000.
         #[arg(long, default_value_t = 20)]
         seeds: u64,
-        /// Only claims whose id starts with this prefix.
+        /// Only claims whose id starts with one of these comma-separated prefixes (ids: `bilevel list`).
         #[arg(long)]
         only: Option<String>,
+        /// Print JSON (passes, failing seeds and fitted exponents per claim) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Run only shard I of N (1 <= I <= N) of the (simulation, seed) work and print its partial result as
+        /// JSON, for `bilevel merge` (docs/cli.md).
+        #[arg(long, value_name = "I/N", value_parser = cli::shard::parse_shard)]
+        shard: Option<cli::shard::Shard>,
+        /// Show progress on stderr even when it is not a terminal (on a terminal it is always shown).
+        #[arg(long)]
+        progress: bool,
     },
     /// Write golden files (docs/golden-format.md): the built-in instances, or your own quadratic instance.
     Golden {
@@ -100,62 +100,94 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         worst: usize,
     },
+    /// Combine the partial results of `report --shard I/N` or `sweep --shard I/N` (one file per shard) into exactly
+    /// the output of one machine.
+    #[command(after_help = cli::shard::VERDICT_LEGEND)]
+    Merge {
+        /// The shard files, in any order.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// For a report: also write one SVG plot per claim into this directory.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: print them (a closed pipe ends quietly).
+            let _ = emit(&e.render().to_string());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprint!("{}", e.render());
+            eprintln!("hint: `bilevel help` lists the commands, `bilevel help <command>` their options and ranges");
+            return ExitCode::from(2);
+        }
+    };
+    let command = match &cli.command {
+        Command::List { .. } => "list",
+        Command::Run(_) => "run",
+        Command::Report { .. } => "report",
+        Command::Sweep { .. } => "sweep",
+        Command::Golden { .. } => "golden",
+        Command::Check { .. } => "check",
+        Command::Merge { .. } => "merge",
+    };
+    let result: CliResult = match cli.command {
         Command::List { json } => list(json),
-        Command::Report { json, out, seed, only } => report(json, out.as_deref(), seed, only.as_deref()),
-        Command::Sweep { seeds, only } => sweep(seeds, only.as_deref()),
+        Command::Report {
+            json,
+            out,
+            seed,
+            only,
+            shard,
+            progress,
+        } => report(json, out.as_deref(), seed, only.as_deref(), shard, progress),
+        Command::Sweep {
+            seeds,
+            only,
+            json,
+            shard,
+            progress,
+        } => sweep(seeds, only.as_deref(), json, shard, progress),
         Command::Golden { out, instance } => golden(&out, instance.as_deref()),
         Command::Check {
             golden,
             theirs,
             rtol,
             worst,
-        } => check(&golden, &theirs, rtol, worst),
-        Command::Run {
-            algo,
-            problem,
-            iters,
-            seed,
-            noise,
-            json,
-            csv,
-        } => run(&algo, &problem, iters, seed, noise, json, csv),
+        } => check(&golden, &theirs, rtol, worst).map_err(Failure::from),
+        Command::Run(args) => cli::run::run(&args),
+        Command::Merge { files, json, out } => merge(&files, json, out.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            if let Some(hint) = hint(&e) {
-                eprintln!("hint: {hint}");
+        Err(f) => {
+            // Exit 1 is a verdict (claims failed), not a malfunction: say it plainly.
+            match (&f.error, f.code) {
+                (BilevelError::Unsupported(m), 1) => eprintln!("error: {m}"),
+                (e, _) => eprintln!("error: {e}"),
             }
-            ExitCode::from(2)
+            let hint = f.hint.unwrap_or_else(|| cli::hints::hint(&f.error, command));
+            eprintln!("hint: {hint}");
+            ExitCode::from(f.code)
         }
     }
 }
 
-/// How to fix the most common mistakes.
-fn hint(e: &BilevelError) -> Option<&'static str> {
-    match e {
-        BilevelError::Unknown { .. } => Some("run `bilevel list` to see the accepted names"),
-        BilevelError::InvalidParameter { .. } => Some("see `bilevel help` for the accepted ranges"),
-        BilevelError::StepCondition(_) | BilevelError::Diverged { .. } => {
-            Some("reduce the step sizes, or lower --noise; the defaults follow the family's constants")
-        }
-        BilevelError::DimensionMismatch { .. } => Some("check the sizes in your input against `bilevel list --json`"),
-        _ => None,
-    }
-}
-
-fn list(as_json: bool) -> Result<(), BilevelError> {
+fn list(as_json: bool) -> CliResult {
     let mut fams = Vec::new();
     for entry in REGISTRY {
         let p = (entry.build)(0)?;
         fams.push((entry, p));
     }
+    let reg = claims::Registry::builtin()?;
     if as_json {
         let families: Vec<_> = fams
             .iter()
@@ -175,42 +207,90 @@ fn list(as_json: bool) -> Result<(), BilevelError> {
             .iter()
             .map(|(n, summary)| json!({"name": n, "summary": summary}))
             .collect();
-        let reg = claims::Registry::builtin()?;
         let claim_ids: Vec<_> = reg
             .claim
             .iter()
-            .map(|c| json!({"id": c.id, "kind": c.kind, "title": c.title, "power_for": c.power_for}))
+            .map(|c| json!({"id": c.id, "kind": c.kind, "title": c.title, "power_for": c.power_for, "note": c.note}))
             .chain(
                 reg.rate
                     .iter()
-                    .map(|r| json!({"id": r.id, "kind": r.kind, "title": r.title, "power_for": null})),
+                    .map(|r| json!({"id": r.id, "kind": r.kind, "title": r.title, "power_for": null, "note": r.note})),
             )
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({ "families": families, "algorithms": algorithms, "claims": claim_ids })
+        emitln(
+            &serde_json::to_string_pretty(
+                &json!({ "families": families, "algorithms": algorithms, "claims": claim_ids }),
             )
-            .expect("serialisable")
-        );
-    } else {
-        println!("{:<22} {:>4} {:>4}  summary", "family", "d_u", "d_l");
-        for (e, p) in &fams {
-            println!("{:<22} {:>4} {:>4}  {}", e.name, p.dims().d_u, p.dims().d_l, e.summary);
-        }
-        println!("\n{:<22} summary", "algorithm");
-        for (n, summary) in algorithms::ALGORITHMS {
-            println!("{n:<22} {summary}");
-        }
+            .expect("serialisable"),
+        )?;
+        return Ok(());
     }
+    let num = |x: Option<f64>| match x {
+        Some(v) if v.is_finite() && v.abs() < 1e4 => format!("{v:.4}"),
+        Some(v) if v.is_finite() => format!("{v:.3e}"),
+        Some(_) => "inf".into(),
+        None => "-".into(),
+    };
+    let mut s = format!("{:<22} {:>4} {:>4}  summary\n", "family", "d_u", "d_l");
+    for (e, p) in &fams {
+        s += &format!(
+            "{:<22} {:>4} {:>4}  {}\n",
+            e.name,
+            p.dims().d_u,
+            p.dims().d_l,
+            e.summary
+        );
+    }
+    s += "\ndeclared constants (exact where computable, else valid bounds on Theta; '-' = none, inf = unbounded):\n";
+    s += &format!(
+        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}\n",
+        "family", "mu_l", "L_l", "kappa", "mu_F", "L_F", "L_l/sample"
+    );
+    for (e, p) in &fams {
+        let k = p.constants();
+        s += &format!(
+            "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}\n",
+            e.name,
+            num(Some(k.mu_l)),
+            num(Some(k.l_l)),
+            num(Some(k.l_l / k.mu_l)),
+            num(k.mu_f),
+            num(Some(k.l_f)),
+            num(k.l_l_sample)
+        );
+    }
+    s += "(all constants: `bilevel list --json`; family parameters: `bilevel run --param NAME=VALUE`)\n";
+    s += &format!("\n{:<22} summary\n", "algorithm");
+    for (n, summary) in algorithms::ALGORITHMS {
+        s += &format!("{n:<22} {summary}\n");
+    }
+    s += &format!("\n{:<56} {:<8} title\n", "claim", "kind");
+    for c in &reg.claim {
+        let kind = if c.power_for.is_some() {
+            "power".to_string()
+        } else {
+            format!("{:?}", c.kind).to_lowercase()
+        };
+        s += &format!("{:<56} {:<8} {}\n", c.id, kind, c.title);
+    }
+    for r in &reg.rate {
+        s += &format!(
+            "{:<56} {:<8} {}\n",
+            r.id,
+            format!("{:?}", r.kind).to_lowercase(),
+            r.title
+        );
+    }
+    s += &format!("\n{}", cli::shard::VERDICT_LEGEND);
+    emit(&s)?;
     Ok(())
 }
 
-fn selected(only: Option<&str>) -> Result<(Vec<claims::ClaimSpec>, Vec<claims::RateSpec>), BilevelError> {
+/// The claims and rates selected by `--only` (comma-separated id prefixes); an error if none.
+fn selected(only: Option<&str>) -> CliResult<(Vec<claims::ClaimSpec>, Vec<claims::RateSpec>)> {
     let reg = claims::Registry::builtin()?;
-    let keep = |id: &str| only.is_none_or(|p| id.starts_with(p));
-    let specs: Vec<_> = reg.claim.iter().filter(|c| keep(&c.id)).cloned().collect();
-    let rates: Vec<_> = reg.rate.iter().filter(|r| keep(&r.id)).cloned().collect();
+    let specs: Vec<_> = reg.claim.iter().filter(|c| cli::keep(only, &c.id)).cloned().collect();
+    let rates: Vec<_> = reg.rate.iter().filter(|r| cli::keep(only, &r.id)).cloned().collect();
     if specs.is_empty() && rates.is_empty() {
         let ids: Vec<&str> = reg
             .claim
@@ -222,192 +302,141 @@ fn selected(only: Option<&str>) -> Result<(Vec<claims::ClaimSpec>, Vec<claims::R
             kind: "claim prefix".into(),
             name: only.unwrap_or("").into(),
             accepted: ids.join(", "),
-        });
+        }
+        .into());
     }
     Ok((specs, rates))
 }
 
-fn progress_bar(n: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(n), indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}").expect("valid template"),
-    );
-    bar
+/// Print a shard's partial result as JSON.
+fn print_partial(partial: &cli::shard::Partial) -> CliResult {
+    emitln(&serde_json::to_string(partial).expect("serialisable"))?;
+    Ok(())
 }
 
-fn report(as_json: bool, out: Option<&std::path::Path>, seed: u64, only: Option<&str>) -> Result<(), BilevelError> {
-    let (specs, rates) = selected(only)?;
-    let bar = progress_bar((specs.len() + rates.len()) as u64);
-    let mut results = Vec::new();
-    for r in &rates {
-        results.push(claims::run_rate(r)?);
-        bar.inc(1);
+fn report(
+    as_json: bool,
+    out: Option<&std::path::Path>,
+    seed: u64,
+    only: Option<&str>,
+    shard: Option<cli::shard::Shard>,
+    progress: bool,
+) -> CliResult {
+    use cli::shard;
+    if shard.is_some() && out.is_some() {
+        return Err(Failure::with_hint(
+            BilevelError::Unsupported("a shard draws no plots".into()),
+            "give --out to `bilevel merge`, which has every claim's result",
+        ));
     }
-    results.extend(claims::run_all(&specs, seed, |r| {
-        bar.set_message(r.id.clone());
-        bar.inc(1);
-    })?);
-    bar.finish_and_clear();
+    let (specs, rates) = selected(only)?;
+    if let Some(dir) = out {
+        cli::check_writable_dir(dir)?;
+    }
+    let plan = shard::report_units(&specs, &rates, seed);
+    let mut bar = cli::output::Progress::new((specs.len() + rates.len()) as u64, "claims", progress);
+    let done = shard::execute(&plan, &specs, &rates, shard, &mut bar)?;
+    let ids: Vec<String> = rates
+        .iter()
+        .map(|r| r.id.clone())
+        .chain(specs.iter().map(|c| c.id.clone()))
+        .collect();
+    if let Some(s) = shard {
+        return print_partial(&shard::Partial {
+            format: shard::FORMAT.into(),
+            command: "report".into(),
+            shard: s,
+            seed: Some(seed),
+            seeds: None,
+            only: only.map(str::to_string),
+            ids,
+            units: plan.len(),
+            done,
+        });
+    }
+    let results = shard::report_results(ids.len(), &done);
     if let Some(dir) = out {
         for r in &results {
             claims::plot(r, dir)?;
         }
     }
-    if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "seed": seed, "claims": results })).expect("serialisable")
-        );
-    } else {
-        print!("{}", claims::table(&results, 3, true));
-        let failed = results.iter().filter(|r| !r.ok()).count();
-        println!("\n{} passed, {} failed", results.len() - failed, failed);
-    }
-    if results.iter().all(|r| r.ok()) {
-        Ok(())
-    } else {
-        Err(BilevelError::Unsupported("some claims failed: see the table".into()))
-    }
+    shard::print_report(&results, seed, as_json)
 }
 
-fn sweep(seeds: u64, only: Option<&str>) -> Result<(), BilevelError> {
-    // The deterministic rates do not depend on the seed: the sweep runs the Monte Carlo claims only.
-    let (specs, _) = selected(only)?;
-    let bar = progress_bar(seeds * specs.len() as u64);
-    let mut passes = vec![0u64; specs.len()];
-    for seed in 0..seeds {
-        let results = claims::run_all(&specs, seed, |_| bar.inc(1))?;
-        for (p, r) in passes.iter_mut().zip(&results) {
-            *p += r.ok() as u64;
-        }
-    }
-    bar.finish_and_clear();
-    println!("{:<52} {:>10}", "claim", "passes");
-    for (s, p) in specs.iter().zip(&passes) {
-        println!("{:<52} {:>6}/{seeds}", s.id, p);
-    }
-    let all = passes.iter().all(|p| *p == seeds);
-    println!(
-        "\n{} of {} claims passed under every seed",
-        passes.iter().filter(|p| **p == seeds).count(),
-        specs.len()
-    );
-    if all {
-        Ok(())
-    } else {
-        Err(BilevelError::Unsupported("some claims failed under some seed".into()))
-    }
-}
-
-/// Checkpoints of `bilevel run`: 0, then a geometric grid up to `iters` (about 8 per decade), then `iters`.
-fn checkpoints(iters: usize) -> Vec<usize> {
-    let mut c = vec![0];
-    let mut x = 1.0f64;
-    while (x as usize) < iters {
-        c.push(x as usize);
-        x *= 1.333;
-    }
-    c.push(iters);
-    c.dedup();
-    c
-}
-
-fn run(
-    algo: &str,
-    problem: &str,
-    iters: usize,
-    seed: u64,
-    noise: f64,
-    json: bool,
-    csv: bool,
-) -> Result<(), BilevelError> {
-    if !(noise.is_finite() && noise >= 0.0) {
-        return Err(BilevelError::invalid(
-            "--noise",
-            noise,
-            "must be a finite number >= 0 (0 turns the noise off)",
+fn sweep(seeds: u64, only: Option<&str>, as_json: bool, shard: Option<cli::shard::Shard>, progress: bool) -> CliResult {
+    use cli::shard;
+    if seeds == 0 || seeds > cli::MAX_SEEDS {
+        return Err(Failure::with_hint(
+            BilevelError::invalid("--seeds", seeds, &format!("must be in 1..={}", cli::MAX_SEEDS)),
+            "`bilevel help sweep` lists the range; for more seeds than one machine can run, shard the sweep \
+             (--shard I/N, docs/cli.md)",
         ));
     }
-    if iters == 0 {
-        return Err(BilevelError::invalid("--iters", 0, "must be >= 1"));
+    // The deterministic rates do not depend on the seed: the sweep runs the Monte Carlo claims only.
+    let (specs, rates) = selected(only)?;
+    if specs.is_empty() {
+        let ids: Vec<&str> = rates.iter().map(|r| r.id.as_str()).collect();
+        return Err(Failure::with_hint(
+            BilevelError::Unsupported(format!(
+                "--only {} selects only deterministic rates ({}), which do not depend on the seed",
+                only.unwrap_or(""),
+                ids.join(", ")
+            )),
+            format!("run them once with `bilevel report --only {}`", only.unwrap_or("")),
+        ));
     }
-    let base = families::build(problem, 0)?;
-    let noisy = Noisy::new(Arc::clone(&base), NoiseLevels::uniform(noise))?;
-    let p: &dyn bilevel::problem::Bilevel = if noise > 0.0 { &noisy } else { base.as_ref() };
-    let mut solver = algorithms::build(algo, p, iters)?;
-    let mut o = Oracle::new(p, seed);
-    let metrics: Vec<Metric> = [Metric::GradNormSq, Metric::ThetaErrSq, Metric::PhiGapSq, Metric::FValue]
-        .into_iter()
-        .filter(|m| m.available(&o))
-        .collect();
-    let d = p.dims();
-    // θ⁰ = P_Θ(1), φ⁰ = 0: a fixed, documented start away from θ*.
-    let mut theta0 = Vector::from_element(d.d_u, 1.0);
-    p.domain().project(&mut theta0);
-    let phi0 = Vector::zeros(d.d_l);
-    let mut rec = Recorder::new(&metrics, &checkpoints(iters), false);
-    let last = solver::run(solver.as_mut(), &mut o, &theta0, &phi0, iters, &mut rec)?;
-    let trace = rec.finish();
-    if json {
-        let rows: Vec<_> = trace
-            .checkpoints
-            .iter()
-            .zip(&trace.values)
-            .zip(&trace.counts)
-            .map(|((k, v), c)| {
-                let mut row = serde_json::Map::new();
-                row.insert("k".into(), json!(k));
-                for (m, x) in trace.metrics.iter().zip(v) {
-                    row.insert(m.key().into(), json!(x));
-                }
-                row.insert("counts".into(), json!(c));
-                serde_json::Value::Object(row)
-            })
-            .collect();
-        let mut fin = rows.last().cloned().unwrap_or_default();
-        if let Some(obj) = fin.as_object_mut() {
-            obj.insert("theta".into(), json!(last.theta.as_slice()));
-            obj.insert("phi".into(), json!(last.phi.as_slice()));
-        }
-        let out = json!({
-            "algorithm": algo, "problem": problem, "iters": iters, "seed": seed, "noise": noise,
-            "trace": rows, "final": fin,
+    let plan = shard::sweep_units(&specs, seeds);
+    let mut bar = cli::output::Progress::new(seeds * specs.len() as u64, "claim runs", progress);
+    let done = shard::execute(&plan, &specs, &[], shard, &mut bar)?;
+    let ids: Vec<String> = specs.iter().map(|c| c.id.clone()).collect();
+    if let Some(s) = shard {
+        return print_partial(&shard::Partial {
+            format: shard::FORMAT.into(),
+            command: "sweep".into(),
+            shard: s,
+            seed: None,
+            seeds: Some(seeds),
+            only: only.map(str::to_string),
+            ids,
+            units: plan.len(),
+            done,
         });
-        println!("{}", serde_json::to_string_pretty(&out).expect("serialisable"));
-    } else {
-        let sep = if csv { "," } else { " " };
-        let head: Vec<String> = std::iter::once("k".to_string())
-            .chain(trace.metrics.iter().map(|m| m.key().to_string()))
-            .chain(["upper_samples".into(), "lower_samples".into()])
-            .collect();
-        if csv {
-            println!("{}", head.join(sep));
-        } else {
-            println!(
-                "{}",
-                head.iter().map(|h| format!("{h:>16}")).collect::<Vec<_>>().join(sep)
-            );
-        }
-        for ((k, v), c) in trace.checkpoints.iter().zip(&trace.values).zip(&trace.counts) {
-            let cells: Vec<String> = std::iter::once(k.to_string())
-                .chain(v.iter().map(|x| format!("{x:.6e}")))
-                .chain([c.upper_samples.to_string(), c.lower_samples.to_string()])
-                .collect();
-            if csv {
-                println!("{}", cells.join(sep));
-            } else {
-                println!(
-                    "{}",
-                    cells.iter().map(|h| format!("{h:>16}")).collect::<Vec<_>>().join(sep)
-                );
-            }
-        }
     }
-    Ok(())
+    shard::print_sweep(&ids, seeds, &done, as_json)
+}
+
+/// `bilevel merge`: the output of one machine from the shards' partial results.
+fn merge(files: &[std::path::PathBuf], as_json: bool, out: Option<&std::path::Path>) -> CliResult {
+    use cli::shard;
+    let (head, units) = shard::merge_files(files)?;
+    match head.command.as_str() {
+        "report" => {
+            if let Some(dir) = out {
+                cli::check_writable_dir(dir)?;
+            }
+            let results = shard::report_results(head.ids.len(), &units);
+            if let Some(dir) = out {
+                for r in &results {
+                    claims::plot(r, dir)?;
+                }
+            }
+            shard::print_report(&results, head.seed.unwrap_or(0), as_json)
+        }
+        "sweep" => {
+            if out.is_some() {
+                return Err(Failure::with_hint(
+                    BilevelError::Unsupported("a sweep has no plots".into()),
+                    "drop --out (plots come from `bilevel report --out DIR`)",
+                ));
+            }
+            shard::print_sweep(&head.ids, head.seeds.unwrap_or(0), &units, as_json)
+        }
+        other => Err(BilevelError::Malformed(format!("unknown shard command '{other}'")).into()),
+    }
 }
 
 /// `bilevel golden`: write the built-in golden files, or the golden file of a user's instance.
-fn golden(out: &std::path::Path, instance: Option<&std::path::Path>) -> Result<(), BilevelError> {
+fn golden(out: &std::path::Path, instance: Option<&std::path::Path>) -> CliResult {
     use bilevel::golden;
     let files = match instance {
         None => golden::generate::generate_builtins()?,
@@ -418,13 +447,30 @@ fn golden(out: &std::path::Path, instance: Option<&std::path::Path>) -> Result<(
                 .and_then(|s| s.to_str())
                 .filter(|s| !s.is_empty())
                 .unwrap_or("instance");
+            // Never write over the user's input: the output is `<out>/<stem>.json`.
+            let target = out.join(format!("{name}.json"));
+            if let (Ok(a), Ok(b)) = (std::fs::canonicalize(&target), std::fs::canonicalize(path))
+                && a == b
+            {
+                return Err(Failure::with_hint(
+                    BilevelError::invalid(
+                        "--out",
+                        out.display(),
+                        &format!(
+                            "the golden file {} would overwrite the input instance",
+                            target.display()
+                        ),
+                    ),
+                    "choose another --out directory (the golden file is named after the instance file)",
+                ));
+            }
             let (du, dl) = (inst.d_u, inst.d_l);
             let provenance = format!("user instance {} (d_u={du}, d_l={dl})", path.display());
             vec![golden::generate::generate(name, &provenance, &inst, 20)?]
         }
     };
     for path in golden::write_all(&files, out)? {
-        println!("wrote {}", path.display());
+        emitln(&format!("wrote {}", path.display()))?;
     }
     Ok(())
 }
@@ -443,7 +489,7 @@ fn check(
         None => Tolerances::conformance(),
     };
     let report = check_files(golden, theirs, &tol)?;
-    print!("{}", report.render(worst));
+    emit(&report.render(worst))?;
     if !report.ok() {
         std::process::exit(1);
     }

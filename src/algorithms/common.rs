@@ -44,7 +44,7 @@ pub fn check_timescales(alpha: &Schedule, beta: &Schedule) -> Result<()> {
     };
     if !ok {
         return Err(BilevelError::StepCondition(format!(
-            "two-timescale separation needs alpha_k/beta_k -> 0: alpha {alpha:?} must decay faster than beta {beta:?}"
+            "two-timescale separation needs alpha_k/beta_k -> 0: alpha {alpha} must decay faster than beta {beta}"
         )));
     }
     Ok(())

@@ -16,6 +16,7 @@ pub use deterministic::{Estimator, RateSpec, run_rate};
 pub use report::{plot, table};
 pub use run::{
     BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, ClaimResult, build_problem, build_solver, run_all, run_claim, run_group,
+    stationary_point,
 };
 pub use spec::{
     AlgoSpec, ClaimSpec, HorizonMode, Horizons, Kind, Measure, NeumannSpec, ProblemSpec, Registry, SchedSpec, Statistic,

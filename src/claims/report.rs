@@ -74,8 +74,7 @@ pub fn table(results: &[ClaimResult], digits: usize, seconds: bool) -> String {
 /// horizons (through their centroid), and the theory slope through the same centroid. Deterministic rates are
 /// plotted as $\log_{10} e_k$ against $k$, the axes they are fitted in.
 pub fn plot(r: &ClaimResult, dir: &Path) -> Result<()> {
-    let io = |e: std::io::Error| BilevelError::Malformed(format!("writing plots to {}: {e}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::create_dir_all(dir).map_err(|e| BilevelError::io("create", dir, &e))?;
     let file = dir.join(format!("{}.svg", r.id.replace('/', "__")));
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
         let xs: Vec<f64> = match &r.samples {
@@ -165,5 +164,9 @@ pub fn plot(r: &ClaimResult, dir: &Path) -> Result<()> {
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| BilevelError::Malformed(format!("plotting {}: {e}", r.id)))
+    draw().map_err(|e| BilevelError::Io {
+        action: "write".into(),
+        path: file.display().to_string(),
+        message: format!("plotting {}: {e}", r.id),
+    })
 }

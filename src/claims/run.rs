@@ -12,7 +12,7 @@ use crate::solver::{self, Metric, Recorder, Solver};
 use crate::stats::{self, ClaimKind, FitConfig, Interval, Rule, SeedKey, Table, Tail, Verdict};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,8 +21,8 @@ pub const BOOTSTRAP_RESAMPLES: usize = 1000;
 /// Two-sided level of the bootstrap percentile interval.
 pub const BOOTSTRAP_LEVEL: f64 = 0.99;
 
-/// The outcome of one claim.
-#[derive(Debug, Clone, Serialize)]
+/// The outcome of one claim (deserialisable, so that `bilevel merge` can combine the shards of a report).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClaimResult {
     /// Claim id.
     pub id: String,
@@ -176,8 +176,9 @@ struct Replicate {
 }
 
 /// Projected gradient descent on the exact $F$ with step $1/L_F$ from `theta` until it stops moving: a stationary
-/// point of $F$ on $\Theta$ (a local minimiser from a generic start).
-fn stationary_point(p: &dyn Bilevel, mut theta: Vector) -> Result<Vector> {
+/// point of $F$ on $\Theta$ (a local minimiser from a generic start). The start of claims with
+/// `theta0_stationary` (and of `bilevel run` on such a spec).
+pub fn stationary_point(p: &dyn Bilevel, mut theta: Vector) -> Result<Vector> {
     let step = 1.0 / p.constants().l_f;
     for _ in 0..100_000 {
         let mut next = &theta - step * p.grad_f(&theta)?;

@@ -66,10 +66,10 @@ fn collapse(pretty: &str) -> String {
     out.join("\n")
 }
 
-/// Read a JSON file into a value; I/O and syntax errors are [`BilevelError::Malformed`] with the path.
+/// Read a JSON file into a value; I/O errors are [`BilevelError::Io`], syntax errors [`BilevelError::Malformed`],
+/// both with the path.
 pub fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| BilevelError::Malformed(format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| BilevelError::io("read", path, &e))?;
     serde_json::from_str(&text)
         .map_err(|e| BilevelError::Malformed(format!("{} is not valid JSON: {e}", path.display())))
 }
@@ -85,13 +85,11 @@ pub fn read_instance(path: &Path) -> Result<schema::Instance> {
 
 /// Write `files` into `dir` as `NAME.json` (creating `dir`); returns the paths written.
 pub fn write_all(files: &[schema::GoldenFile], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| BilevelError::Malformed(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| BilevelError::io("create", dir, &e))?;
     let mut out = Vec::new();
     for f in files {
         let path = dir.join(format!("{}.json", f.name));
-        std::fs::write(&path, to_json(f))
-            .map_err(|e| BilevelError::Malformed(format!("cannot write {}: {e}", path.display())))?;
+        std::fs::write(&path, to_json(f)).map_err(|e| BilevelError::io("write", &path, &e))?;
         out.push(path);
     }
     Ok(out)

@@ -24,6 +24,33 @@ pub enum Schedule {
     },
 }
 
+/// The formula with its numbers, e.g. `0.5` or `2/(k+1)^0.667` (error messages use this, never the Debug form).
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Schedule::Constant { c } => write!(f, "{}", short(c)),
+            Schedule::Decay { c, k0, power } => write!(f, "{}/(k+{})^{}", short(c), short(k0), short(power)),
+        }
+    }
+}
+
+/// Four significant digits: enough to recognise a step size, without `0.49999999999999983`.
+fn short(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    if !(1e-3..1e5).contains(&x.abs()) {
+        return format!("{x:.3e}");
+    }
+    let decimals = (3 - x.abs().log10().floor() as i32).max(0) as usize;
+    let t = format!("{x:.decimals$}");
+    if t.contains('.') {
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        t
+    }
+}
+
 impl Schedule {
     /// $c$ for every $k$.
     pub fn constant(c: f64) -> Self {
@@ -86,5 +113,18 @@ impl Schedule {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Schedule;
+
+    #[test]
+    fn display_rounds_to_four_significant_digits_and_shows_the_formula() {
+        assert_eq!(Schedule::constant(0.49999999999999983).to_string(), "0.5");
+        assert_eq!(Schedule::constant(0.012345678).to_string(), "0.01235");
+        assert_eq!(Schedule::constant(2e-7).to_string(), "2.000e-7");
+        assert_eq!(Schedule::decay(2.0, 1.0, 2.0 / 3.0).to_string(), "2/(k+1)^0.6667");
     }
 }
