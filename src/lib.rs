@@ -25,12 +25,12 @@
 //!
 //! # A guided tour: from the problem to the algorithms to the claims
 //! 1. **The problem.** A family implements [`problem::Bilevel`]: oracles of $f_u$, $f_l$ (gradients, the Hessian-vector
-//!    product $\nabla^2_{\phi\phi} f_l\,v$, the cross products with $\nabla^2_{\theta\phi} f_l$) and what it knows in
+//!    product $\nabla^2_{\phi\phi} f_l\\,v$, the cross products with $\nabla^2_{\theta\phi} f_l$) and what it knows in
 //!    closed form: $\phi^\star(\theta)$ (14), $J = d\phi^\star/d\theta$ (15)–(17), $F$ and $\nabla F$ (13). Start with
 //!    [`families::quadratic`], where everything is a matrix formula.
 //! 2. **Stochastic oracles.** [`problem::Noisy`] adds zero-mean noise at drawn samples; [`problem::Oracle`] checks
 //!    sizes, draws samples from the run's ChaCha8 stream and counts every call, so sample complexities are measured.
-//! 3. **Hypergradients.** [`hypergrad::estimate`] forms $\nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\, z$ with
+//! 3. **Hypergradients.** [`hypergrad::estimate`] forms $\nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\\, z$ with
 //!    $z\approx[\nabla^2_{\phi\phi} f_l]^{-1}\nabla_\phi f_u$ (18) by a dense solve, CG (Alg 7, (23)), Neumann (24)
 //!    or its stochastic versions; [`hypergrad::itd`] differentiates unrolled inner steps (30)–(32).
 //! 4. **Algorithms.** [`algorithms`] implements Algs 1–9 and (19)–(22), (25)–(29) behind one
@@ -50,6 +50,7 @@
 #![deny(missing_docs)]
 
 pub mod algorithms;
+#[cfg(feature = "claims")]
 pub mod claims;
 pub mod error;
 pub mod families;

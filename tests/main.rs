@@ -2,9 +2,12 @@
 
 mod algorithms;
 mod algorithms2;
+#[cfg(feature = "claims")]
 mod claims;
+#[cfg(feature = "cli")]
 mod cli;
 mod common;
+mod docs;
 mod families;
 mod golden;
 mod hypergrad;

@@ -8,12 +8,16 @@
 //! a planted bug, which must fail. `cargo test` and `bilevel report` run the same code.
 
 mod deterministic;
+#[cfg(feature = "plots")]
+mod plot;
 mod report;
 mod run;
 mod spec;
 
 pub use deterministic::{Estimator, RateSpec, run_rate};
-pub use report::{plot, table};
+#[cfg(feature = "plots")]
+pub use plot::plot;
+pub use report::table;
 pub use run::{
     BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, ClaimResult, build_problem, build_solver, run_all, run_claim, run_group,
 };

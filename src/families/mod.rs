@@ -159,7 +159,9 @@ pub fn build(name: &str, seed: u64) -> Result<Arc<dyn Bilevel>> {
 }
 
 /// Build family `name` from explicit parameters (the fields of its `Spec`, all optional with the registry's
-/// defaults), as the claims registry `theory/claims.toml` gives them. Unknown fields are an error.
+/// defaults), as the claims registry `theory/claims.toml` gives them. Unknown fields are an error. Needs the
+/// `claims` feature (on by default), which brings in toml.
+#[cfg(feature = "claims")]
 pub fn build_with(name: &str, params: &toml::Table) -> Result<Arc<dyn Bilevel>> {
     fn spec<T: serde::de::DeserializeOwned>(name: &str, params: &toml::Table) -> Result<T> {
         toml::Value::Table(params.clone())

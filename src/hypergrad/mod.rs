@@ -2,7 +2,7 @@
 //!
 //! # Implicit gradient (AID)
 //! The implicit estimators approximate the surrogate
-//! $$\bar\nabla f(\theta,\phi) = \nabla_\theta f_u(\theta,\phi) - \nabla^2_{\theta\phi} f_l(\theta,\phi)\,
+//! $$\bar\nabla f(\theta,\phi) = \nabla_\theta f_u(\theta,\phi) - \nabla^2_{\theta\phi} f_l(\theta,\phi)\\,
 //! [\nabla^2_{\phi\phi} f_l(\theta,\phi)]^{-1}\nabla_\phi f_u(\theta,\phi),$$
 //! which equals $\nabla F(\theta)$ at $\phi = \phi^\star(\theta)$ (eq (13) with (17)). The lecture's (18) and Alg 9
 //! write $\nabla^2_\theta f_l$ where the cross derivative $\nabla^2_{\theta\phi} f_l$ is meant; the code uses the
@@ -69,7 +69,7 @@ pub struct Workspace {
     pub g_phi: Vector,
     /// $z\approx H^{-1}\nabla_\phi f_u$ (also the warm start of CG).
     pub z: Vector,
-    /// $\nabla^2_{\theta\phi} f_l\, z$.
+    /// $\nabla^2_{\theta\phi} f_l\\, z$.
     pub cross: Vector,
     /// Scratch of length $d_l$ for the estimators.
     pub scratch: [Vector; 3],
@@ -90,7 +90,7 @@ impl Workspace {
 /// Samples used by one hypergradient estimate: one upper sample for $\nabla f_u$, one lower sample for the cross
 /// derivative, and (inside the method) one or more lower samples for the Hessian.
 ///
-/// `out` ← $\nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\, z$ with $z \approx H^{-1}\nabla_\phi f_u$ by `method`.
+/// `out` ← $\nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\\, z$ with $z \approx H^{-1}\nabla_\phi f_u$ by `method`.
 /// With exact samples ([`Sample::Exact`](crate::problem::Sample::Exact) everywhere, as for a deterministic family) and an exact method this is
 /// $\bar\nabla f(\theta,\phi)$. `ws.z` on entry is the CG warm start (Alg 3 warm-starts across iterations).
 ///

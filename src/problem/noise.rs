@@ -8,9 +8,9 @@
 //!
 //! The Hessian and cross-derivative noises are matrices, so that products at one sample are products with one
 //! random matrix (what the Ghadimi–Wang Neumann estimator of references §2 assumes):
-//! - Hessian: $E = (\sigma_H/\sqrt{d_l})\,S$ with $S$ symmetric, entries on and above the diagonal iid $N(0,1)$;
-//! - cross: $G = (\sigma_C/\sqrt{d_l})\,W$ with $W\in\mathbb{R}^{d_u\times d_l}$ iid $N(0,1)$;
-//! - gradients: $\sigma\,z$ with $z$ standard normal; values: $\sigma_v\,z$ with scalar $z$.
+//! - Hessian: $E = (\sigma_H/\sqrt{d_l})\\,S$ with $S$ symmetric, entries on and above the diagonal iid $N(0,1)$;
+//! - cross: $G = (\sigma_C/\sqrt{d_l})\\,W$ with $W\in\mathbb{R}^{d_u\times d_l}$ iid $N(0,1)$;
+//! - gradients: $\sigma\\,z$ with $z$ standard normal; values: $\sigma_v\\,z$ with scalar $z$.
 
 use super::{Bilevel, Constants, Dims, Domain, Level, Sample};
 use crate::error::{BilevelError, Result};

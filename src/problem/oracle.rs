@@ -29,9 +29,9 @@ pub struct Counts {
     pub fl_grad_phi: u64,
     /// Evaluations of $\nabla_\theta f_l$.
     pub fl_grad_theta: u64,
-    /// Hessian-vector products $\nabla^2_{\phi\phi} f_l\,v$.
+    /// Hessian-vector products $\nabla^2_{\phi\phi} f_l\\,v$.
     pub fl_hvp: u64,
-    /// Cross products $\nabla^2_{\theta\phi} f_l\,w$.
+    /// Cross products $\nabla^2_{\theta\phi} f_l\\,w$.
     pub fl_cross: u64,
     /// Transposed cross products $[\nabla^2_{\theta\phi} f_l]^\top u$.
     pub fl_cross_t: u64,
@@ -198,7 +198,7 @@ impl<'a> Oracle<'a> {
         self.rng = saved;
         out
     }
-    /// `out` ← $\nabla^2_{\phi\phi} f_l\,v$ at `s`.
+    /// `out` ← $\nabla^2_{\phi\phi} f_l\\,v$ at `s`.
     pub fn hvp_fl(&mut self, s: Sample, theta: &Vector, phi: &Vector, v: &Vector, out: &mut Vector) -> Result<()> {
         self.check_point(theta, phi)?;
         self.check("v of hvp_fl", v, self.dims.d_l)?;
@@ -207,7 +207,7 @@ impl<'a> Oracle<'a> {
         self.problem.hvp_fl(s, theta, phi, v, out);
         Ok(())
     }
-    /// `out` ← $\nabla^2_{\theta\phi} f_l\,w$ at `s`.
+    /// `out` ← $\nabla^2_{\theta\phi} f_l\\,w$ at `s`.
     pub fn cross_fl(&mut self, s: Sample, theta: &Vector, phi: &Vector, w: &Vector, out: &mut Vector) -> Result<()> {
         self.check_point(theta, phi)?;
         self.check("w of cross_fl", w, self.dims.d_l)?;

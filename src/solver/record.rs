@@ -203,7 +203,7 @@ impl Recorder {
 
     /// Also record, at each checkpoint $K$, the mean of each metric over the last $\lceil wK\rceil$ iterations.
     ///
-    /// For a metric whose mean is a power law $c\,k^{r}$ this window mean is $c'K^{r}$ with the same exponent (the
+    /// For a metric whose mean is a power law $c\\,k^{r}$ this window mean is $c'K^{r}$ with the same exponent (the
     /// window scales with $K$), while it averages many nearly independent values once the window is longer than the
     /// metric's correlation time: a variance reduction for rate fits, not a different rate. Windows of successive
     /// checkpoints must not overlap (checkpoint ratio $> 1/(1-w)$).
@@ -215,7 +215,7 @@ impl Recorder {
 
     /// Average metric `m` over the iterates $k = s, 2s, 3s, \dots$ only (a regular subsample), for metrics too costly
     /// to evaluate at every iteration (the Moreau measure needs a proximal solve): a Riemann sum of the sequence
-    /// $\mathbb{E}\,m_k$, accurate where the sequence varies slowly over $s$ iterations. Other metrics keep stride 1.
+    /// $\mathbb{E}\\,m_k$, accurate where the sequence varies slowly over $s$ iterations. Other metrics keep stride 1.
     pub fn with_average_stride(mut self, metric: Metric, stride: usize) -> Self {
         for (m, s) in self.trace.metrics.iter().zip(self.strides.iter_mut()) {
             if *m == metric {
