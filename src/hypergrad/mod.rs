@@ -98,6 +98,36 @@ impl Workspace {
 /// [`exact::surrogate`] at $\phi\ne\phi^\star$, and the samples/calls used),
 /// `cg_warm_start_at_the_solution_returns_immediately` (warm start through `ws.z`),
 /// `cg_typed_errors_on_indefinite_hessian_and_non_finite_input`.
+///
+/// # Example
+/// On a noise-free family every exact method (dense, CG with $d_l$ steps) gives the exact hypergradient at
+/// $\phi^\star(\theta)$, and a truncated Neumann series (24) approaches it as its length grows.
+/// ```
+/// use bilevel::families::quadratic::QuadraticSpec;
+/// use bilevel::hypergrad::{self, InverseMethod, Workspace, cg::CgOptions, exact, neumann::NeumannParams};
+/// use bilevel::problem::{Bilevel, Oracle};
+/// use bilevel::Vector;
+/// # fn main() -> bilevel::Result<()> {
+/// let q = QuadraticSpec { d_u: 3, d_l: 5, kappa: 4.0, ..Default::default() }.build()?;
+/// let theta = Vector::from_vec(vec![0.5, -1.0, 2.0]);
+/// let (phi, truth) = (q.phi_star(&theta), exact::hypergradient(&q, &theta)?);
+/// let mut o = Oracle::new(&q, 0);
+/// let (mut ws, mut out) = (Workspace::new(3, 5), Vector::zeros(3));
+/// let cg = InverseMethod::Cg(CgOptions { max_iter: 5, ..CgOptions::default() });
+/// for method in [InverseMethod::Dense, cg] {
+///     hypergrad::estimate(&mut o, &method, &theta, &phi, &mut ws, &mut out)?;
+///     assert!((&out - &truth).norm() < 1e-8 * truth.norm());
+/// }
+/// let l_l = q.constants().l_l;
+/// let err = |terms: usize, o: &mut Oracle, ws: &mut Workspace, out: &mut Vector| {
+///     let m = InverseMethod::Neumann(NeumannParams { eta: 1.0 / l_l, terms });
+///     hypergrad::estimate(o, &m, &theta, &phi, ws, out).map(|_| (&*out - &truth).norm())
+/// };
+/// let (e10, e40) = (err(10, &mut o, &mut ws, &mut out)?, err(40, &mut o, &mut ws, &mut out)?);
+/// assert!(e40 < 0.1 * e10);
+/// # Ok(())
+/// # }
+/// ```
 pub fn estimate(
     o: &mut Oracle,
     method: &InverseMethod,

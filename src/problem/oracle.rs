@@ -71,6 +71,36 @@ impl Counts {
 ///
 /// One `Oracle` per run (per replicate): it owns the replicate's `ChaCha8Rng`, so runs are independent and
 /// reproducible whatever the number of threads.
+///
+/// # Example
+/// A noisy quadratic: a drawn sample gives the same noise to every quantity evaluated at it (a minibatch), sizes are
+/// checked, and every call is counted.
+/// ```
+/// use bilevel::families::quadratic::QuadraticSpec;
+/// use bilevel::problem::{Bilevel, Level, NoiseLevels, Noisy, Oracle};
+/// use bilevel::{BilevelError, Vector};
+/// use std::sync::Arc;
+/// # fn main() -> bilevel::Result<()> {
+/// let q: Arc<dyn Bilevel> = Arc::new(QuadraticSpec { d_u: 2, d_l: 3, ..Default::default() }.build()?);
+/// let p = Noisy::new(q.clone(), NoiseLevels::uniform(0.5))?;
+/// let mut o = Oracle::new(&p, 42);
+/// let (theta, phi) = (Vector::from_element(2, 1.0), Vector::zeros(3));
+/// let mut g = Vector::zeros(3);
+/// let s = o.draw(Level::Lower);
+/// o.grad_phi_fl(s, &theta, &phi, &mut g)?;
+/// let mut g_again = Vector::zeros(3);
+/// o.grad_phi_fl(s, &theta, &phi, &mut g_again)?; // same sample, same noise
+/// assert_eq!(g, g_again);
+/// let mut exact = Vector::zeros(3);
+/// q.grad_phi_fl(bilevel::problem::Sample::Exact, &theta, &phi, &mut exact);
+/// assert!((&g - &exact).norm() > 0.0); // the noise is there
+/// assert_eq!((o.counts().lower_samples, o.counts().fl_grad_phi), (1, 2));
+/// // A wrong size is a typed error, not a panic.
+/// let short = Vector::zeros(2);
+/// assert!(matches!(o.grad_phi_fl(s, &theta, &short, &mut g), Err(BilevelError::DimensionMismatch { .. })));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Oracle<'a> {
     problem: &'a dyn Bilevel,
     rng: ChaCha8Rng,
