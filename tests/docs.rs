@@ -84,6 +84,9 @@ fn math_problems(text: &str) -> Vec<(usize, String)> {
                 }
                 '*' if !escaped => out.push((at, format!("`*` is emphasis; write `\\star` or `\\ast`: …{context}…"))),
                 '~' => out.push((at, format!("`~` is strikethrough; write `\\sim`: …{context}…"))),
+                ']' if next == Some('(') => {
+                    out.push((at, format!("`](` makes a Markdown link; write `]{{}}(`: …{context}…")))
+                }
                 '\\' if !escaped
                     && next.is_some_and(|n| n.is_ascii_punctuation() && !matches!(n, '\\' | '_' | '*')) =>
                 {
@@ -220,6 +223,7 @@ fn the_scanner_catches_what_markdown_breaks() {
         r"`$\theta$`",
         r"text $unclosed",
         r"$$\sum\limits_{i} x$$ and $a)_b$",
+        r"$[a + b](x)$",
     ] {
         assert!(flagged(broken) > 0, "not flagged: {broken}");
     }
@@ -231,6 +235,7 @@ fn the_scanner_catches_what_markdown_breaks() {
         r"$f_u(\theta, \phi)$ and $\nabla_\theta f_l$",
         r"$$\frac{a}{b}\\\\ c$$",
         r"`code` and $x_i$",
+        r"$[a + b]{}(x)$",
     ] {
         assert_eq!(flagged(fine), 0, "flagged: {fine}");
     }
@@ -300,6 +305,51 @@ fn text_nodes(html: &str) -> (Vec<String>, Vec<String>) {
     (texts, codes)
 }
 
+/// The problems of one generated page, and its number of math spans.
+fn page_problems(bytes: &[u8]) -> (Vec<String>, usize) {
+    let mut bad = Vec::new();
+    let mut spans = 0;
+    if bytes.iter().any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) {
+        bad.push("control byte".to_string());
+    }
+    let html = String::from_utf8_lossy(bytes);
+    // Redirect stubs have no body worth rendering; every real page must carry the header.
+    if html.contains("<body") && !html.contains("http-equiv=\"refresh\"") && !html.contains("katex.min.js") {
+        bad.push("no KaTeX header (does cargo run rustdoc through docs/rustdoc-katex.sh?)".into());
+    }
+    let (texts, codes) = text_nodes(&html);
+    for t in &texts {
+        // `$$` delimits display math as `$` does inline math: one delimiter.
+        let n = t.replace("$$", "$").matches('$').count();
+        spans += n / 2;
+        if n % 2 == 1 {
+            let short: String = t.chars().take(100).collect();
+            bad.push(format!("math split by markup (raw $): {short}"));
+        }
+    }
+    for c in &codes {
+        if c.contains('$') && c.contains('\\') {
+            bad.push(format!("LaTeX inside <code>: {c}"));
+        }
+    }
+    (bad, spans)
+}
+
+#[test]
+fn the_html_scanner_catches_broken_pages() {
+    let head = "<html><head><script>var a = 1 < 2;</script><script src=\"../katex.min.js\"></script></head>";
+    let good = format!("{head}<body><p>$f_u(\\theta)$ and $$x^2$$, <code>let x = 1;</code></p></body></html>");
+    assert_eq!(page_problems(good.as_bytes()), (vec![], 2));
+    for bad in [
+        format!("{head}<body><p>$\\mathcal{{P}}<em>\\Theta$ and $a</em>b$</p></body></html>"),
+        format!("{head}<body><p><code>$\\theta$</code></p></body></html>"),
+        format!("{head}<body><p>$\\alpha$ \u{7}lpha</p></body></html>"),
+        "<html><head></head><body><p>$x$</p></body></html>".to_string(),
+    ] {
+        assert!(!page_problems(bad.as_bytes()).0.is_empty(), "not flagged: {bad}");
+    }
+}
+
 #[test]
 #[ignore = "needs `cargo doc --no-deps` first; .ci/run runs it with --ignored"]
 fn generated_html_has_no_broken_math() {
@@ -318,33 +368,9 @@ fn generated_html_has_no_broken_math() {
     for p in &pages {
         let bytes = std::fs::read(p).expect("page readable");
         let name = p.strip_prefix(&doc).unwrap_or(p).display().to_string();
-        if bytes.iter().any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) {
-            bad.push(format!("{name}: control byte"));
-        }
-        let html = String::from_utf8_lossy(&bytes);
-        // Redirect stubs have no body worth rendering; every real page must carry the header.
-        if html.contains("<body") && !html.contains("<meta http-equiv=\"refresh\"") && !html.contains("katex.min.js") {
-            bad.push(format!(
-                "{name}: no KaTeX header (is .cargo/config.toml's rustdocflags applied?)"
-            ));
-        }
-        let (texts, codes) = text_nodes(&html);
-        for t in &texts {
-            let n = t.matches('$').count();
-            spans += n / 2;
-            if n % 2 == 1 {
-                let short: String = t.chars().take(100).collect();
-                bad.push(format!("{name}: math split by markup (raw $): {short}"));
-            }
-            if t.contains("$$$") {
-                bad.push(format!("{name}: `$$$`"));
-            }
-        }
-        for c in &codes {
-            if c.contains('$') && c.contains('\\') {
-                bad.push(format!("{name}: LaTeX inside <code>: {c}"));
-            }
-        }
+        let (problems, n) = page_problems(&bytes);
+        spans += n;
+        bad.extend(problems.into_iter().map(|m| format!("{name}: {m}")));
     }
     assert!(spans > 300, "only {spans} math spans in {} pages", pages.len());
     assert!(bad.is_empty(), "{} problems:\n{}", bad.len(), bad.join("\n"));
