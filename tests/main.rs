@@ -11,5 +11,7 @@ mod docs;
 mod families;
 mod golden;
 mod hypergrad;
+#[cfg(feature = "plots")]
+mod plots;
 mod problem_model;
 mod stats;

@@ -100,8 +100,9 @@ fn title(r: &ClaimResult) -> Vec<String> {
                 lines.push(format!("planted bug: {bug}"));
             }
         }
+        None if r.ok() => lines.push(format!("{} claim: {verdict}, {reps}", kind_label(r))),
         None => lines.push(format!(
-            "{} claim: {verdict} (rule verdict {}), {reps}",
+            "{} claim: {verdict} (rule: {}), {reps}",
             kind_label(r),
             r.rule_verdict
         )),
@@ -364,17 +365,12 @@ where
                 area.draw(&Circle::new((gx, gy), 3, c.filled()))?;
             }
         }
-        for (j, chunk) in wrap(text, 40).iter().enumerate() {
-            area.draw(&Text::new(
-                chunk.clone(),
-                (36, y + 18 * j as i32),
-                font.clone().color(&BLACK),
-            ))?;
-            if j > 0 {
-                y += 18;
-            }
+        let lines = wrap(text, 40);
+        for (j, chunk) in lines.iter().enumerate() {
+            let at = (36, y + 18 * j as i32);
+            area.draw(&Text::new(chunk.clone(), at, font.clone().color(&BLACK)))?;
         }
-        y += 26;
+        y += 26 + 18 * (lines.len() as i32 - 1);
     }
     Ok(())
 }
