@@ -122,7 +122,8 @@
 //! - `plots`: one SVG per claim (`claims::plot`); implies `claims`, adds plotters.
 //!
 //! With `default-features = false` the library keeps the problems, families, estimators, algorithms, statistics and
-//! golden files, and depends on none of clap, plotters, indicatif or toml.
+//! golden files, and depends on none of clap, plotters, indicatif or toml (`cargo build --no-default-features --lib`;
+//! the integration tests need `cli`).
 //!
 //! # Notation
 //! $\theta\in\mathbb{R}^{d_u}$ upper level, $\phi\in\mathbb{R}^{d_l}$ lower level, $J = d\phi^\star/d\theta\in

@@ -2,16 +2,13 @@
 
 mod algorithms;
 mod algorithms2;
-#[cfg(feature = "claims")]
 mod claims;
-#[cfg(feature = "cli")]
 mod cli;
 mod common;
 mod docs;
 mod families;
 mod golden;
 mod hypergrad;
-#[cfg(feature = "plots")]
 mod plots;
 mod problem_model;
 mod stats;
