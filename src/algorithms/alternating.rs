@@ -1,7 +1,7 @@
 //! Alternating (stochastic) gradient descent: the lecture's first two slides of §2 ("Alternating optimization").
 //!
 //! $$\phi \leftarrow \phi - \beta_k\nabla_\phi f_l(\theta^k,\phi)\ \ (T\text{ times}),\qquad
-//! \theta^{k+1} = \mathcal{P}_\Theta\big(\theta^k - \alpha_k\nabla_\theta f_u(\theta^k,\phi^{k+1})\big).$$
+//! \theta^{k+1} = \mathcal{P}\_\Theta\big(\theta^k - \alpha_k\nabla_\theta f_u(\theta^k,\phi^{k+1})\big).$$
 //! It ignores the implicit-gradient term of (13), so it converges to a point where
 //! $\nabla_\theta f_u(\theta,\phi^\star(\theta)) = 0$, not to $\theta^\star$: the bias the test
 //! `algorithms::alternating_converges_to_its_biased_fixed_point` computes analytically.

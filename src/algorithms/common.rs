@@ -5,7 +5,7 @@ use crate::linalg::Vector;
 use crate::problem::{Level, Oracle};
 use crate::solver::Schedule;
 
-/// $\phi \leftarrow \phi - \beta\,\nabla_\phi f_l(\theta,\phi;\xi)$ with one fresh lower sample $\xi$ (eq (11)).
+/// $\phi \leftarrow \phi - \beta\\,\nabla_\phi f_l(\theta,\phi;\xi)$ with one fresh lower sample $\xi$ (eq (11)).
 pub fn lower_step(o: &mut Oracle, theta: &Vector, phi: &mut Vector, beta: f64, buf: &mut Vector) -> Result<()> {
     let s = o.draw(Level::Lower);
     o.grad_phi_fl(s, theta, phi, buf)?;
@@ -13,7 +13,7 @@ pub fn lower_step(o: &mut Oracle, theta: &Vector, phi: &mut Vector, beta: f64, b
     Ok(())
 }
 
-/// $\theta \leftarrow \mathcal{P}_\Theta(\theta - \alpha h)$.
+/// $\theta \leftarrow \mathcal{P}\_\Theta(\theta - \alpha h)$.
 pub fn upper_step(o: &Oracle, theta: &mut Vector, alpha: f64, h: &Vector) {
     theta.axpy(-alpha, h, 1.0);
     o.problem().domain().project(theta);

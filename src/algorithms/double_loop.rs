@@ -2,9 +2,9 @@
 //! 2021) and stocBiO (Ji et al. 2021). They share one update and differ in the inner-loop length and in how the
 //! inverse-Hessian-vector product is estimated:
 //!
-//! $$\phi \leftarrow \phi - \beta\,\nabla_\phi f_l(\theta^k,\phi)\ \ (t_k\text{ steps, warm-started at }\phi^k),\qquad
-//! \theta^{k+1} = \mathcal{P}_\Theta\big(\theta^k - \alpha_k\,\hat\nabla f(\theta^k,\phi^{k+1})\big),$$
-//! with $\hat\nabla f = \nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\,z$, $z\approx[\nabla^2_{\phi\phi} f_l]^{-1}\nabla_\phi f_u$
+//! $$\phi \leftarrow \phi - \beta\\,\nabla_\phi f_l(\theta^k,\phi)\ \ (t_k\text{ steps, warm-started at }\phi^k),\qquad
+//! \theta^{k+1} = \mathcal{P}\_\Theta\big(\theta^k - \alpha_k\\,\hat\nabla f(\theta^k,\phi^{k+1})\big),$$
+//! with $\hat\nabla f = \nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\\,z$, $z\approx[\nabla^2_{\phi\phi} f_l]^{-1}\nabla_\phi f_u$
 //! (eq (18) with the cross derivative; the lecture's $\nabla^2_\theta f_l$ there is a slip).
 //!
 //! | name | $t_k$ | $z$ | guarantee (references §4) |

@@ -5,7 +5,7 @@
 //! them in reverse mode ([`crate::hypergrad::itd::reverse`]):
 //! $$\varphi^0 = \phi^k,\quad \varphi^t = \varphi^{t-1} - \beta\nabla_\phi f_l(\theta^k,\varphi^{t-1};\xi_k),\quad
 //! \phi^{k+1} = \varphi^T,$$
-//! $$\theta^{k+1} = \mathcal{P}_\Theta\big(\theta^k - \alpha_k\nabla F_T(\theta^k)\big),\qquad
+//! $$\theta^{k+1} = \mathcal{P}\_\Theta\big(\theta^k - \alpha_k\nabla F_T(\theta^k)\big),\qquad
 //! \nabla F_T = \nabla_\theta f_u(\theta^k,\varphi^T;\bar\xi_k) + Z_T^\top\nabla_\phi f_u(\theta^k,\varphi^T;\bar\xi_k),$$
 //! with $Z_T = d\varphi^T/d\theta$ from the recursion (32), $Z_t = (I-\beta\nabla^2_{\phi\phi} f_l)Z_{t-1} -
 //! \beta[\nabla^2_{\theta\phi} f_l]^\top$, $Z_0 = 0$: the warm start is treated as a constant, as in the paper.

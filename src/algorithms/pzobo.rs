@@ -9,13 +9,13 @@
 //! $$\hat g^k = \nabla_\theta f_u(\theta^k,\varphi^T;\bar\xi_k) + \frac1Q\sum_{q=1}^Q u_q\Big\langle
 //! \frac{\varphi^T(\theta^k+\delta u_q)-\varphi^T(\theta^k)}{\delta},\nabla_\phi f_u(\theta^k,\varphi^T;\bar\xi_k)\Big\rangle,
 //! \quad u_q\sim N(0,I_{d_u}),$$
-//! $$\theta^{k+1} = \mathcal{P}_\Theta(\theta^k - \alpha_k\hat g^k).$$
+//! $$\theta^{k+1} = \mathcal{P}\_\Theta(\theta^k - \alpha_k\hat g^k).$$
 //! All $Q+1$ trajectories start at $\phi^k$ and use the same lower sample $\xi_k$, so additive oracle noise cancels
 //! in the differences. As for ITD-BiO, the one-sample unroll needs $\beta<2/L_l(\xi)$ for every sample (see
 //! [`super::itd_bio`]).
 //!
 //! # Bias and variance
-//! $\mathbb{E}_u\hat g$ is the ITD hypergradient of the Gaussian-smoothed map $\mathbb{E}_u\varphi^T(\theta+\delta u)$:
+//! $\mathbb{E}\_u\hat g$ is the ITD hypergradient of the Gaussian-smoothed map $\mathbb{E}\_u\varphi^T(\theta+\delta u)$:
 //! it inherits ITD's truncation bias ([`super::itd_bio`], $O(q^T)$) and adds a smoothing bias of order $\delta^2$
 //! (the odd Gaussian moments vanish) that is **exactly zero when $\varphi^T$ is affine in $\theta$**, as on the
 //! quadratic family: there the mean step of PZOBO is the step of ITD-BiO for every $\delta$, and the limit is
@@ -26,7 +26,7 @@
 //!
 //! # Schedule and assumptions
 //! The paper: constant $\alpha$, $0<\beta<2/L_l$, $T\sim\kappa\log(1/\varepsilon)$, $\delta$ small;
-//! $\tilde O(d_u\,\mathrm{poly}(\kappa)\,\varepsilon^{-1})$ gradient evaluations (linear in $d_u$ through $Q$;
+//! $\tilde O(d_u\\,\mathrm{poly}(\kappa)\\,\varepsilon^{-1})$ gradient evaluations (linear in $d_u$ through $Q$;
 //! references §4, \[recall, low\]).
 //!
 //! # Oracle cost per iteration

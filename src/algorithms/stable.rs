@@ -1,10 +1,10 @@
 //! STABLE, Alg 5 (Chen, Sun, Xiao & Yin, AISTATS 2022), and the lecture's Alg 6 taken literally.
 //!
 //! Tracked second-order estimates (recursive, STORM-style, one sample at both points):
-//! $$H^k_{\phi\phi} = \mathcal{P}_{\succeq\mu_l I}\Big(\hat H_{\phi\phi}(\theta^k,\phi^k;\xi_k) + (1-\tau)\big(H^{k-1}_{\phi\phi} -
+//! $$H^k_{\phi\phi} = \mathcal{P}\_{\succeq\mu_l I}\Big(\hat H_{\phi\phi}(\theta^k,\phi^k;\xi_k) + (1-\tau)\big(H^{k-1}\_{\phi\phi} -
 //! \hat H_{\phi\phi}(\theta^{k-1},\phi^{k-1};\xi_k)\big)\Big),$$
 //! and likewise $H^k_{\theta\phi}$ (unprojected). Then
-//! $$\theta^{k+1} = \mathcal{P}_\Theta\Big(\theta^k - \alpha_k\big[\nabla_\theta f_u - H^k_{\theta\phi}(H^k_{\phi\phi})^{-1}\nabla_\phi f_u\big](\theta^k,\phi^k)\Big),$$
+//! $$\theta^{k+1} = \mathcal{P}\_\Theta\Big(\theta^k - \alpha_k\big[\nabla_\theta f_u - H^k_{\theta\phi}(H^k_{\phi\phi})^{-1}\nabla_\phi f_u\big]{}(\theta^k,\phi^k)\Big),$$
 //! $$\phi^{k+1} = \phi^k - \beta_k\nabla_\phi f_l(\theta^k,\phi^k) - (H^k_{\phi\phi})^{-1}(H^k_{\theta\phi})^\top(\theta^{k+1}-\theta^k).$$
 //! The last term is the correction: $\phi^\star(\theta^{k+1}) - \phi^\star(\theta^k) \approx J(\theta^{k+1}-\theta^k)$ with
 //! $J = -H^{-1}[\nabla^2_{\theta\phi} f_l]^\top$, applied in full (Alg 5). The lecture's Alg 6 puts it inside

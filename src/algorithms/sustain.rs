@@ -4,7 +4,7 @@
 //! the old point ([`Oracle::replay`] draws the same samples, including the Neumann depth):
 //! $$\tilde h_l^k = \nabla_\phi f_l(\theta^k,\phi^k;\xi_k) + \eta_l^k\big(\tilde h_l^{k-1} - \nabla_\phi f_l(\theta^{k-1},\phi^{k-1};\xi_k)\big),$$
 //! $$\tilde h_u^k = \hat\nabla f(\theta^k,\phi^k;\bar\xi_k) + \eta_u^k\big(\tilde h_u^{k-1} - \hat\nabla f(\theta^{k-1},\phi^{k-1};\bar\xi_k)\big),$$
-//! $$\phi^{k+1} = \phi^k - \beta_k\tilde h_l^k,\qquad \theta^{k+1} = \mathcal{P}_\Theta(\theta^k - \alpha_k\tilde h_u^k).$$
+//! $$\phi^{k+1} = \phi^k - \beta_k\tilde h_l^k,\qquad \theta^{k+1} = \mathcal{P}\_\Theta(\theta^k - \alpha_k\tilde h_u^k).$$
 //! (The lecture's form $(1-\eta)g^k + \eta(\tilde h^{k-1} + g^k - g^{k-1})$ is the same expression.) Schedule:
 //! $\alpha_k = c_\alpha/(k+k_0)^{1/3}$, $\beta_k = c_\beta\alpha_k$, $1-\eta^k = c_\eta\alpha_k^2$ (capped at 1).
 //! Guarantee: $\tilde O(\varepsilon^{-3/2})$ samples (references §4). The hypergradient uses the Ghadimi–Wang
@@ -22,7 +22,7 @@ use crate::solver::{Iterate, Schedule, Solver};
 pub struct Sustain {
     /// Upper-level steps $\alpha_k$ (power 1/3 in the theorem).
     pub alpha: Schedule,
-    /// $\beta_k = c_\beta\,\alpha_k$.
+    /// $\beta_k = c_\beta\\,\alpha_k$.
     pub c_beta: f64,
     /// $1-\eta_u^k = 1-\eta_l^k = \min(1, c_\eta\alpha_k^2)$.
     pub c_eta: f64,

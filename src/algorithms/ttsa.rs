@@ -1,7 +1,7 @@
 //! TTSA, Algs 4/8/9 (Hong, Wai, Wang & Yang, SIOPT 2023), and its heavy-ball-averaged variant, eq (20).
 //!
 //! $$\phi^{k+1} = \phi^k - \beta_k\nabla_\phi f_l(\theta^k,\phi^k;\xi_k),\qquad
-//! \theta^{k+1} = \mathcal{P}_\Theta\big(\theta^k - \alpha_k h^k\big),\quad h^k = \hat\nabla f(\theta^k,\phi^{k+1}),$$
+//! \theta^{k+1} = \mathcal{P}\_\Theta\big(\theta^k - \alpha_k h^k\big),\quad h^k = \hat\nabla f(\theta^k,\phi^{k+1}),$$
 //! the upper step at the **new** lower iterate $\phi^{k+1}$, with the Ghadimi–Wang Neumann estimator whose length
 //! grows like $\log k$ ([`NeumannGrowth`]). Guarantees (references §4):
 //! - $F$ strongly convex, $\alpha_k = c_\alpha/(k+k_\alpha)$, $\beta_k = c_\beta/(k+k_\beta)^{2/3}$:

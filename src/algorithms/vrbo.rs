@@ -6,12 +6,12 @@
 //! ([`Oracle::snapshot`]/[`Oracle::replay`], which also replays the Neumann estimator's Hessian samples):
 //! $$k\equiv0\ (\mathrm{mod}\ q):\quad u = \frac1S\sum_{s\le S}\hat\nabla f(\theta^k,\phi^k;\bar\xi_s),\qquad
 //! v = \frac1S\sum_{s\le S}\nabla_\phi f_l(\theta^k,\phi^k;\xi_s),$$
-//! $$\theta^{k+1} = \mathcal{P}_\Theta(\theta^k - \alpha_k u),\qquad \varphi^0 = \phi^k,$$
+//! $$\theta^{k+1} = \mathcal{P}\_\Theta(\theta^k - \alpha_k u),\qquad \varphi^0 = \phi^k,$$
 //! and for $t = 1,\dots,m$: $\varphi^t = \varphi^{t-1} - \beta v$, then with $b$ fresh samples and
 //! $(\vartheta,\varphi)$ the previous evaluation point ($(\theta^k,\varphi^0)$ for $t=1$, $(\theta^{k+1},\varphi^{t-1})$ after)
 //! $$u \mathrel{+}= \frac1b\sum_{j\le b}\big[\hat\nabla f(\theta^{k+1},\varphi^t;\bar\xi_j) - \hat\nabla f(\vartheta,\varphi;\bar\xi_j)\big],\quad
 //! v \mathrel{+}= \frac1b\sum_{j\le b}\big[\nabla_\phi f_l(\theta^{k+1},\varphi^t;\xi_j) - \nabla_\phi f_l(\vartheta,\varphi;\xi_j)\big];$$
-//! $\phi^{k+1} = \varphi^m$. $\hat\nabla f = \nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\,z$ with $z$ the stocBiO
+//! $\phi^{k+1} = \varphi^m$. $\hat\nabla f = \nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\\,z$ with $z$ the stocBiO
 //! Neumann estimator of $H^{-1}\nabla_\phi f_u$ with a fixed length $N$ and scale $\eta$
 //! ([`crate::hypergrad::InverseMethod::Stocbio`]), as in the paper. The outer/inner structure ($m$ SPIDER steps on
 //! $\phi$ per step on $\theta$, estimators carried over between outer steps) is the paper's Algorithm 1 as
@@ -32,7 +32,7 @@
 //! M(I-\eta H)^N H^{-1}\nabla_\phi f_u$, so the limit $\bar\theta_N$ satisfies
 //! $\\|\bar\theta_N-\theta^\star\\|\le\\|M\\|(1-\eta\mu_l)^N\mu_l^{-1}\\|\nabla_\phi f_u\\|/\mu_F$ (test
 //! `algorithms2::vrbo_converges_linearly_to_its_neumann_limit`). With noise, the refresh leaves an error of
-//! variance $O(\sigma^2/S)$ and the recursion adds $O(q\,\alpha^2/b)$: the paper takes $S\asymp\varepsilon^{-1}$,
+//! variance $O(\sigma^2/S)$ and the recursion adds $O(q\\,\alpha^2/b)$: the paper takes $S\asymp\varepsilon^{-1}$,
 //! $q = b\asymp\varepsilon^{-1/2}$, constant $\alpha,\beta$, and proves $\tilde O(\varepsilon^{-3/2})$ samples for
 //! $\mathbb{E}\\|\nabla F\\|^2\le\varepsilon$ (references §4 lists the same order for SUSTAIN). Defaults
 //! ([`super::build`]): $q = b = \lceil\sqrt K\rceil$, $S = qb$ for a horizon $K$.

@@ -17,7 +17,7 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Estimator {
-    /// CG (Alg 7) on $Hx = v$: $e_k = \\|x_k - x^\star\\|_H/\\|x_0 - x^\star\\|_H$, bound
+    /// CG (Alg 7) on $Hx = v$: $e_k = \\|x_k - x^\star\\|\_H/\\|x_0 - x^\star\\|\_H$, bound
     /// $q = (\sqrt\kappa-1)/(\sqrt\kappa+1)$.
     Cg,
     /// Truncated Neumann series (24) with $\eta = 1/L_l$: $e_N = \\|z_N - H^{-1}v\\|$, $q = 1 - \mu_l/L_l$.
@@ -25,6 +25,17 @@ pub enum Estimator {
     /// Forward ITD (32) with $\beta = 1/L_l$ from $\phi^0 = 0$: $e_T = \\|\hat\nabla F_T(\theta) - \nabla F(\theta)\\|$,
     /// $q = \max_i|1-\beta\lambda_i| = 1 - \mu_l/L_l$.
     Itd,
+}
+
+impl Estimator {
+    /// The error $e_k$ in words, for reports and plots.
+    pub fn error_name(&self) -> &'static str {
+        match self {
+            Estimator::Cg => "CG error |x_k - x*|_H / |x_0 - x*|_H",
+            Estimator::Neumann => "Neumann error |z_N - H^-1 v|",
+            Estimator::Itd => "ITD error |grad F_T - grad F|",
+        }
+    }
 }
 
 /// One deterministic rate of the registry (`[[rate]]` in `theory/claims.toml`).
@@ -165,6 +176,8 @@ pub fn run_rate(spec: &RateSpec) -> Result<super::ClaimResult> {
         },
         rule_verdict: format!("{verdict:?}").to_lowercase(),
         power_for: None,
+        bug: None,
+        quantity: spec.estimator.error_name().into(),
         replicates: 1,
         horizons: (1..=spec.steps).collect(),
         fit_from: from,

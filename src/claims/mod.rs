@@ -6,14 +6,40 @@
 //! tail of a geometric horizon grid, gets an interval by bootstrapping replicates, and judges it with the
 //! [`crate::stats::Rule`] of its kind. Power tests are registry entries with `power_for`: the same rule applied to
 //! a planted bug, which must fail. `cargo test` and `bilevel report` run the same code.
+//!
+//! Needs the `claims` feature (on by default); [`plot`] needs `plots`.
+//!
+//! # Example
+//! ```
+//! use bilevel::claims::{self, Kind, Registry};
+//! # fn main() -> bilevel::Result<()> {
+//! let reg = Registry::builtin()?; // theory/claims.toml, compiled in and checked
+//! let spec = reg.claim.iter().find(|c| c.id == "ttsa-sc/lower-gap").expect("a registered claim");
+//! assert_eq!(spec.kind, Kind::Tight);
+//! assert!(!spec.tolerance_reason.is_empty()); // every tolerance carries its reason
+//! // Every power test applies the rule of a registered claim to a planted bug.
+//! for p in reg.claim.iter().filter(|c| c.power_for.is_some()) {
+//!     assert!(reg.claim.iter().any(|c| Some(&c.id) == p.power_for.as_ref()), "{}", p.id);
+//! }
+//! // The deterministic rates (CG, Neumann, ITD) take milliseconds; `run_claim` runs a Monte Carlo claim.
+//! let results = reg.rate.iter().map(claims::run_rate).collect::<bilevel::Result<Vec<_>>>()?;
+//! assert!(results.iter().all(|r| r.ok()));
+//! print!("{}", claims::table(&results, 3, false));
+//! # Ok(())
+//! # }
+//! ```
 
 mod deterministic;
+#[cfg(feature = "plots")]
+mod plot;
 mod report;
 mod run;
 mod spec;
 
 pub use deterministic::{Estimator, RateSpec, run_rate};
-pub use report::{plot, table};
+#[cfg(feature = "plots")]
+pub use plot::plot;
+pub use report::table;
 pub use run::{
     BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, ClaimResult, build_problem, build_solver, run_all, run_claim, run_group,
     stationary_point,

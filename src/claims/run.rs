@@ -43,6 +43,10 @@ pub struct ClaimResult {
     pub rule_verdict: String,
     /// For power tests: the claim whose rule this entry applies to a planted bug.
     pub power_for: Option<String>,
+    /// For power tests: the planted bug, in words.
+    pub bug: Option<String>,
+    /// The measured quantity in words (metric and statistic, or the deterministic error): the plots' axis label.
+    pub quantity: String,
     /// Replicates.
     pub replicates: usize,
     /// Horizons.
@@ -369,6 +373,8 @@ fn judge(
         verdict: if ok { "pass".into() } else { "fail".into() },
         rule_verdict: format!("{verdict:?}").to_lowercase(),
         power_for: spec.power_for.clone(),
+        bug: spec.bug.clone(),
+        quantity: format!("{} ({})", spec.metric.key(), spec.statistic.describe()),
         replicates: spec.replicates,
         horizons: grid.to_vec(),
         fit_from: grid.len() - h.tail.unwrap_or(grid.len()).min(grid.len()),

@@ -57,6 +57,17 @@ pub enum Statistic {
     Window,
 }
 
+impl Statistic {
+    /// In words, for reports and plots.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Statistic::Last => "last iterate",
+            Statistic::Average => "average over k = 1..K",
+            Statistic::Window => "mean over the last 10% of iterations",
+        }
+    }
+}
+
 /// The window fraction of [`Statistic::Window`].
 pub const WINDOW_FRACTION: f64 = 0.1;
 

@@ -2,7 +2,7 @@
 //! finite-sum sampling, and a smoothness lemma that turns bounds on a bounded region into valid $L_\phi$, $L_F$.
 //!
 //! # Finite-sum sampling
-//! A data family's objective at level $\ell$ is an average over its data set $\\{(x_j, y_j)\\}_{j<n}$ (training
+//! A data family's objective at level $\ell$ is an average over its data set $\\{(x_j, y_j)\\}\_{j<n}$ (training
 //! set for $f_l$, validation set for $f_u$) plus a deterministic regulariser. At [`Sample::Exact`] an oracle
 //! averages over all $n$ points. At [`Sample::Draw`]`(w)` it averages over a minibatch of $b$ indices drawn
 //! uniformly **with replacement** from a ChaCha8 stream seeded by $w$, on stream number 0 for the upper level and
@@ -66,7 +66,7 @@ impl Dataset {
         (0..self.len()).map(|j| self.x.row(j).norm()).collect()
     }
 
-    /// Per-sample max-norms $\\|x_j\\|_\infty$.
+    /// Per-sample max-norms $\\|x_j\\|\_\infty$.
     pub fn row_amax(&self) -> Vec<f64> {
         (0..self.len()).map(|j| self.x.row(j).amax()).collect()
     }
@@ -133,7 +133,7 @@ impl RegionBounds {
     ///
     /// Proof: $\nabla F = \nabla_\theta f_u - C H^{-1}\nabla_\phi f_u$ on the graph; between two graph points
     /// $s\le(1+L_\phi)\\|\Delta\theta\\|$, the segment stays in $R$ (convex), and
-    /// $\\|\Delta(CH^{-1}g)\\|\le s\,(L_2G/\mu + CL_2G/\mu^2 + CL_u/\mu)$ by the product rule with
+    /// $\\|\Delta(CH^{-1}g)\\|\le s\\,(L_2G/\mu + CL_2G/\mu^2 + CL_u/\mu)$ by the product rule with
     /// $\\|\Delta H^{-1}\\|\le L_2 s/\mu^2$. Adding $L_u s$ for $\nabla_\theta f_u$ gives the bound.
     pub fn l_f(&self) -> f64 {
         (1.0 + self.l_phi_star())

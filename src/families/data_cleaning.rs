@@ -1,7 +1,7 @@
 //! Data cleaning (data subset selection, listed with eqs (4)–(9)): per-sample weights $\theta\in[\ell,1]^m$ on a
 //! partly corrupted training set, tuned on clean validation data.
 //!
-//! $$f_l(\theta,\phi) = \frac1m\sum_{j<m}\theta_j\,\tfrac12(x_j^\top\phi - y_j)^2 + \frac\rho2\\|\phi\\|^2,\qquad
+//! $$f_l(\theta,\phi) = \frac1m\sum_{j<m}\theta_j\\,\tfrac12(x_j^\top\phi - y_j)^2 + \frac\rho2\\|\phi\\|^2,\qquad
 //! f_u(\theta,\phi) = \frac1n\sum_{i<n}\tfrac12(\bar x_i^\top\phi - \bar y_i)^2,$$
 //! $d_u = m$ (one weight per training sample), $d_l = p$. With $r_j = x_j^\top\phi - y_j$:
 //! $\nabla^2_{\phi\phi} f_l = \frac1m\sum_j\theta_jx_jx_j^\top + \rho I$ (depends on $\theta$),

@@ -4,8 +4,8 @@
 //! f_u(\theta,\phi) = \frac1n\sum_{i<n}\tfrac12(\bar x_i^\top\phi - \bar y_i)^2,$$
 //! training data $(x_j, y_j)$, validation data $(\bar x_i,\bar y_i)$, $d_u = d_l = p$, $\Theta = [\ell, h]^p$.
 //! With $A = X^\top X/m$, $b = X^\top y/m$ (and $\bar A$, $\bar b$ for validation):
-//! $$\nabla^2_{\phi\phi} f_l = A + 2\,\mathrm{diag}(\theta^2),\qquad \nabla^2_{\theta\phi} f_l = 4\,\mathrm{diag}(\theta\odot\phi),
-//! \qquad \phi^\star(\theta) = (A + 2\,\mathrm{diag}(\theta^2))^{-1}b.$$
+//! $$\nabla^2_{\phi\phi} f_l = A + 2\\,\mathrm{diag}(\theta^2),\qquad \nabla^2_{\theta\phi} f_l = 4\\,\mathrm{diag}(\theta\odot\phi),
+//! \qquad \phi^\star(\theta) = (A + 2\\,\mathrm{diag}(\theta^2))^{-1}b.$$
 //! The LL Hessian depends on $\theta$, so iterative differentiation keeps its factor $t$ (references §3): this
 //! is the family for ITD tests. $F$ is smooth but not convex in general; $\theta^\star$ has no closed form
 //! (`theta_star` is `None`).

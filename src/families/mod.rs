@@ -146,6 +146,31 @@ pub const REGISTRY: &[FamilyEntry] = &[
 ];
 
 /// Build the registered family `name` from `seed`.
+///
+/// # Example
+/// Every family answers the closed forms the checks need: here the lower-level optimality condition
+/// $\nabla_\phi f_l(\theta,\phi^\star(\theta)) = 0$ and the declared constants, on every registered family.
+/// ```
+/// use bilevel::families;
+/// use bilevel::problem::Sample;
+/// use bilevel::Vector;
+/// # fn main() -> bilevel::Result<()> {
+/// for name in families::names() {
+///     let p = families::build(name, 0)?;
+///     let d = p.dims();
+///     let mut theta = Vector::from_element(d.d_u, 0.1);
+///     p.domain().project(&mut theta);
+///     let phi = p.phi_star(&theta);
+///     let mut g = Vector::zeros(d.d_l);
+///     p.grad_phi_fl(Sample::Exact, &theta, &phi, &mut g);
+///     assert!(g.norm() < 1e-6 * (1.0 + phi.norm()), "{name}: |grad_phi f_l| = {}", g.norm());
+///     let k = p.constants();
+///     assert!(0.0 < k.mu_l && k.mu_l <= k.l_l, "{name}");
+/// }
+/// assert!(families::build("no_such_family", 0).is_err());
+/// # Ok(())
+/// # }
+/// ```
 pub fn build(name: &str, seed: u64) -> Result<Arc<dyn Bilevel>> {
     let entry = REGISTRY
         .iter()
@@ -159,7 +184,9 @@ pub fn build(name: &str, seed: u64) -> Result<Arc<dyn Bilevel>> {
 }
 
 /// Build family `name` from explicit parameters (the fields of its `Spec`, all optional with the registry's
-/// defaults), as the claims registry `theory/claims.toml` gives them. Unknown fields are an error.
+/// defaults), as the claims registry `theory/claims.toml` gives them. Unknown fields are an error. Needs the
+/// `claims` feature (on by default), which brings in toml.
+#[cfg(feature = "claims")]
 pub fn build_with(name: &str, params: &toml::Table) -> Result<Arc<dyn Bilevel>> {
     fn spec<T: serde::de::DeserializeOwned>(name: &str, params: &toml::Table) -> Result<T> {
         toml::Value::Table(params.clone())

@@ -5,7 +5,7 @@
 //! f_u(\theta,\phi) = \frac1n\sum_{i<n}\tfrac12\big((\theta\odot\phi)^\top\bar x_i - \bar y_i\big)^2.$$
 //! With $D = \mathrm{diag}(\theta)$, $A = X^\top X/m$, $b = X^\top y/m$: $\nabla^2_{\phi\phi} f_l = DAD + 2\rho I$,
 //! $\phi^\star(\theta) = (DAD + 2\rho I)^{-1}Db$, and
-//! $\nabla^2_{\theta\phi} f_l = \mathrm{diag}(s) + \mathrm{diag}(\phi)A\,\mathrm{diag}(\theta)$ with
+//! $\nabla^2_{\theta\phi} f_l = \mathrm{diag}(s) + \mathrm{diag}(\phi)A\\,\mathrm{diag}(\theta)$ with
 //! $s = A(\theta\odot\phi) - b$. The LL Hessian depends on $\theta$; $F$ is nonconvex in general and
 //! $\theta^\star$ is not known (`None`). Finite sums, sampled as in [`super::data`].
 //!
@@ -15,9 +15,9 @@
 //! $(\theta,\phi)$: **its gradients are not globally Lipschitz** (`l_fu_phi`, `l_fu_theta` are `None`: not Lipschitz) and the
 //! cross derivative and $\nabla_\phi f_u$ are unbounded (`None`). On $\Theta\times\\{\\|\phi\\|\le B_\phi\\}$,
 //! [`super::data::RegionBounds`] gives valid $L_\phi$, $L_F$ (weak convexity declared as $L_F$) with
-//! $C = 2\lambda_AhB_\phi + \\|b\\|$, $G = \mathrm{mean}_i(hB_\phi\\|\bar x_i\\| + |\bar y_i|)h\\|\bar x_i\\|$,
-//! $L_u = \mathrm{mean}_i[B_\phi^2\\|\bar x_i\\|_\infty^2 + h^2\\|\bar x_i\\|^2 + (hB_\phi\\|\bar x_i\\| +
-//! |\bar y_i|)\\|\bar x_i\\|_\infty]$, $L_2 = 2\lambda_A\max(B_\phi, h)$; $\nabla^2 f_l$ is $2\lambda_Ah$-Lipschitz in $\phi$.
+//! $C = 2\lambda_AhB_\phi + \\|b\\|$, $G = \mathrm{mean}\_i(hB_\phi\\|\bar x_i\\| + |\bar y_i|)h\\|\bar x_i\\|$,
+//! $L_u = \mathrm{mean}\_i[B_\phi^2\\|\bar x_i\\|\_\infty^2 + h^2\\|\bar x_i\\|^2 + (hB_\phi\\|\bar x_i\\| +
+//! |\bar y_i|)\\|\bar x_i\\|\_\infty]$, $L_2 = 2\lambda_A\max(B_\phi, h)$; $\nabla^2 f_l$ is $2\lambda_Ah$-Lipschitz in $\phi$.
 
 use super::data::{Dataset, RegionBounds, check_sizes, draw_word, for_each_in_batch, lambda_max, ridge_norm_bound};
 use super::random::gaussian_vector;
@@ -182,7 +182,7 @@ impl Pruning {
         v
     }
 
-    /// `out` += mean of $r_j\,(a\odot x_j)$ at `level` (with $a = \theta$ for $\nabla_\phi$, $a = \phi$ for $\nabla_\theta$).
+    /// `out` += mean of $r_j\\,(a\odot x_j)$ at `level` (with $a = \theta$ for $\nabla_\phi$, $a = \phi$ for $\nabla_\theta$).
     fn add_grad(&self, s: Sample, level: Level, theta: &Vector, phi: &Vector, a: &Vector, out: &mut Vector) {
         let d = self.data(level);
         self.residuals(s, level, theta, phi, |j, r, w| {

@@ -7,7 +7,7 @@
 //! \theta_{rp+c}$), $d_u = kp \ne d_l = k$, and $\Theta$ confined to the box $[-R, R]^{kp}$. With $A = X^\top X/m$,
 //! $b = X^\top y/m$: $\nabla^2_{\phi\phi} f_l = \Theta A\Theta^\top + 2\rho I$,
 //! $\phi^\star(\theta) = (\Theta A\Theta^\top + 2\rho I)^{-1}\Theta b$, and per sample
-//! $\partial^2\ell_j/\partial\Theta_{rc}\partial\phi_a = \delta_{ar}r_jx_{jc} + (\Theta x_j)_a\phi_r x_{jc}$ with
+//! $\partial^2\ell_j/\partial\Theta_{rc}\partial\phi_a = \delta_{ar}r_jx_{jc} + (\Theta x_j)\_a\phi_r x_{jc}$ with
 //! $r_j = \phi^\top\Theta x_j - y_j$. The LL Hessian depends on $\theta$; $F$ is nonconvex (the problem is
 //! invariant under $\Theta\to-\Theta$, $\phi\to-\phi$) and $\theta^\star$ is not unique (`None`).
 //! Finite sums, sampled as in [`super::data`].
@@ -20,8 +20,8 @@
 //! `None` (`l_fu_phi`, `l_fu_theta`: not Lipschitz), and the cross derivative and $\nabla_\phi f_u$ are unbounded (`None`).
 //! They hold on the bounded region $\Theta\times\\{\\|\phi\\|\le B_\phi\\}$, where
 //! [`super::data::RegionBounds`] gives valid $L_\phi$, $L_F$ (weak convexity declared as $L_F$) with
-//! $C = 2\lambda_ATB_\phi + \\|b\\|$, $G = \mathrm{mean}_i(TB_\phi\\|\bar x_i\\| + |\bar y_i|)T\\|\bar x_i\\|$,
-//! $L_u = \mathrm{mean}_i[(B_\phi^2 + T^2)\\|\bar x_i\\|^2 + (TB_\phi\\|\bar x_i\\| + |\bar y_i|)\\|\bar x_i\\|]$,
+//! $C = 2\lambda_ATB_\phi + \\|b\\|$, $G = \mathrm{mean}\_i(TB_\phi\\|\bar x_i\\| + |\bar y_i|)T\\|\bar x_i\\|$,
+//! $L_u = \mathrm{mean}\_i[(B_\phi^2 + T^2)\\|\bar x_i\\|^2 + (TB_\phi\\|\bar x_i\\| + |\bar y_i|)\\|\bar x_i\\|]$,
 //! $L_2 = 2\lambda_A\max(B_\phi, T)$; $\nabla^2 f_l$ is $2\lambda_AT$-Lipschitz in $\phi$.
 
 use super::data::{Dataset, RegionBounds, check_sizes, draw_word, for_each_in_batch, lambda_max, ridge_norm_bound};
@@ -162,7 +162,7 @@ pub struct Representation {
     domain: Domain,
 }
 
-/// $(\Theta x)_a$ for row $j$ of `x`, $\Theta$ row-major in `theta` with `p` columns.
+/// $(\Theta x)\_a$ for row $j$ of `x`, $\Theta$ row-major in `theta` with `p` columns.
 fn feature(theta: &Vector, x: &Matrix, j: usize, a: usize, p: usize) -> f64 {
     (0..p).map(|c| theta[a * p + c] * x[(j, c)]).sum()
 }
@@ -201,7 +201,7 @@ impl Representation {
         v
     }
 
-    /// `out` ← mean of $r_j\,\Theta x_j$ (the data part of $\nabla_\phi$).
+    /// `out` ← mean of $r_j\\,\Theta x_j$ (the data part of $\nabla_\phi$).
     fn grad_phi_data(&self, s: Sample, level: Level, theta: &Vector, phi: &Vector, out: &mut Vector) {
         let d = self.data(level);
         let p = self.spec.p;

@@ -1,6 +1,6 @@
 //! The instance on which TTSA's $k^{-2/3}$ bound on the upper-level error is attained (references §6).
 //!
-//! $$f_l(\theta,\phi) = \tfrac12(\phi - a\theta)^2,\qquad f_u(\theta,\phi) = \tfrac12\theta^2 + \theta\,\psi_\delta(\phi - a\theta),
+//! $$f_l(\theta,\phi) = \tfrac12(\phi - a\theta)^2,\qquad f_u(\theta,\phi) = \tfrac12\theta^2 + \theta\\,\psi_\delta(\phi - a\theta),
 //! \qquad \psi_\delta(u) = \sqrt{\delta^2 + u^2} - \delta,$$
 //! $d_u = d_l = 1$, $\Theta = [-R, R]$. Then $\phi^\star(\theta) = a\theta$, $\psi_\delta(0) = 0$, so
 //! $F(\theta) = \tfrac12\theta^2$ exactly, $\nabla F(\theta) = \theta$, $\theta^\star = 0$, $\mu_F = L_F = 1$. The surrogate

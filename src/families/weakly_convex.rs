@@ -3,12 +3,12 @@
 //!
 //! $$f_l(\theta,\phi) = \tfrac12(\phi - A\theta)^\top S(\phi - A\theta),\qquad
 //! f_u(\theta,\phi) = c\sum_{i<d_l}\cos\phi_i + \tfrac p2\\|\theta\\|^2,$$
-//! $A\in\mathbb{R}^{d_l\times d_u}$ Gaussian, $S\succ0$, $\Theta = [-R, R]^{d_u}$, and $p = r\,c\,\lambda_{\max}(A^\top A)$
+//! $A\in\mathbb{R}^{d_l\times d_u}$ Gaussian, $S\succ0$, $\Theta = [-R, R]^{d_u}$, and $p = r\\,c\\,\lambda_{\max}(A^\top A)$
 //! with a ratio $r\ge0$. Then $\phi^\star(\theta) = A\theta$, $J = A$, $\nabla^2_{\theta\phi} f_l = -A^\top S$ and
-//! $$F(\theta) = c\sum_i\cos(A\theta)_i + \tfrac p2\\|\theta\\|^2,\qquad \nabla F = -cA^\top\sin(A\theta) + p\theta,
+//! $$F(\theta) = c\sum_i\cos(A\theta)\_i + \tfrac p2\\|\theta\\|^2,\qquad \nabla F = -cA^\top\sin(A\theta) + p\theta,
 //! \qquad \nabla^2F = pI - cA^\top\mathrm{diag}(\cos A\theta)A.$$
 //! Since $\mathrm{diag}(\cos)\preceq I$ with equality at $\theta = 0\in\Theta$, the weak-convexity modulus is exactly
-//! $\rho_F = \max(0, (1-r)\,c\,\lambda_{\max}(A^\top A))$: $F$ is nonconvex iff $r < 1$ (default $r = 1/2$).
+//! $\rho_F = \max(0, (1-r)\\,c\\,\lambda_{\max}(A^\top A))$: $F$ is nonconvex iff $r < 1$ (default $r = 1/2$).
 //! $F$ is even, so $\theta^\star$ is not unique (`None`).
 //!
 //! [`WeaklyConvex::prox`] computes the proximal map $\hat\theta(\vartheta)$ of (37) for $\rho > \rho_F$ and
@@ -38,7 +38,7 @@ pub struct WeaklyConvexSpec {
     pub d_l: usize,
     /// Amplitude $c > 0$ of the cosine term.
     pub amplitude: f64,
-    /// Ratio $r\ge0$: $p = r\,c\,\lambda_{\max}(A^\top A)$ ($F$ nonconvex iff $r < 1$).
+    /// Ratio $r\ge0$: $p = r\\,c\\,\lambda_{\max}(A^\top A)$ ($F$ nonconvex iff $r < 1$).
     pub curvature_ratio: f64,
     /// Half-width $R$ of $\Theta = [-R, R]^{d_u}$.
     pub radius: f64,

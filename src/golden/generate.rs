@@ -153,7 +153,7 @@ fn gaussian(rng: &mut ChaCha8Rng, n: usize) -> Vector {
     Vector::from_fn(n, |_, _| StandardNormal.sample(rng))
 }
 
-/// The start of every trajectory: $\theta^0 = \mathcal{P}_\Theta(\mathbf 1)$, $\phi^0 = 0$ (as `bilevel run`).
+/// The start of every trajectory: $\theta^0 = \mathcal{P}\_\Theta(\mathbf 1)$, $\phi^0 = 0$ (as `bilevel run`).
 pub fn start(p: &dyn Bilevel) -> (Vector, Vector) {
     let d = p.dims();
     let mut theta0 = Vector::from_element(d.d_u, 1.0);

@@ -13,6 +13,28 @@
 //! - [`schema`]: the serde types.
 //!
 //! The committed files live in `tests/golden/`; the test `tests/golden.rs` regenerates them and compares.
+//!
+//! # Example
+//! Generate the golden file of a small quadratic, then check two "other implementations" against it: one that
+//! reproduces it passes, one with a wrong $\nabla F$ entry fails and the report names the field.
+//! ```
+//! use bilevel::families::quadratic::QuadraticSpec;
+//! use bilevel::golden::{check::{Tolerances, check}, generate::{extract, generate}};
+//! # fn main() -> bilevel::Result<()> {
+//! let q = QuadraticSpec { d_u: 2, d_l: 3, seed: 4, ..Default::default() }.build()?;
+//! let file = generate("doc_2x3", "rustdoc example", &extract(&q)?, 5)?;
+//! let golden = serde_json::to_value(&file).expect("serialisable");
+//! assert!(check(&golden, &golden, &Tolerances::conformance())?.ok());
+//!
+//! let mut wrong = file.clone();
+//! wrong.points[0].grad_f[1] += 1e-6; // far above the 1e-10 tolerance of exact quantities
+//! let theirs = serde_json::to_value(&wrong).expect("serialisable");
+//! let report = check(&golden, &theirs, &Tolerances::conformance())?;
+//! assert_eq!(report.failures(), 1);
+//! assert!(report.fields[0].worst.starts_with("points[0].grad_F"));
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod check;
 pub mod generate;

@@ -212,7 +212,7 @@ pub struct PointValues {
     pub f_u: f64,
     /// $f_l(\theta,\phi)$.
     pub f_l: f64,
-    /// $\bar\nabla f(\theta,\phi) = \nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\,[\nabla^2_{\phi\phi} f_l]^{-1}
+    /// $\bar\nabla f(\theta,\phi) = \nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\\,[\nabla^2_{\phi\phi} f_l]^{-1}
     /// \nabla_\phi f_u$ at $(\theta,\phi)$, eq (18) with the cross derivative.
     pub surrogate: Vec<f64>,
     /// $\phi^\star(\theta)$.

@@ -2,8 +2,8 @@
 //!
 //! Alg 7 as printed returns $x_i$ on convergence; the iterate that satisfies the stopping test is $x_{i+1}$
 //! (the residual $r_{i+1}$ belongs to $x_{i+1}$), so this implementation returns $x_{i+1}$. In exact arithmetic CG
-//! terminates in at most $d$ steps, and $\\|x_k - x^\star\\|_H \le 2\left(\frac{\sqrt\kappa-1}{\sqrt\kappa+1}\right)^k
-//! \\|x_0 - x^\star\\|_H$.
+//! terminates in at most $d$ steps, and $\\|x_k - x^\star\\|\_H \le 2\left(\frac{\sqrt\kappa-1}{\sqrt\kappa+1}\right)^k
+//! \\|x_0 - x^\star\\|\_H$.
 
 use crate::error::{BilevelError, Result};
 use crate::linalg::Vector;
@@ -59,7 +59,7 @@ pub struct CgOutput {
     pub iterates: Vec<Vector>,
 }
 
-/// Solve $\nabla^2_{\phi\phi} f_l(\theta,\phi)\,x = v$ at sample `s`, warm-started at `x0`: Alg 7 with the
+/// Solve $\nabla^2_{\phi\phi} f_l(\theta,\phi)\\,x = v$ at sample `s`, warm-started at `x0`: Alg 7 with the
 /// corrected return ($x_{i+1}$, see the module docs).
 ///
 /// Cost: one Hessian-vector product for $r_0 = v - Hx_0$ plus one per iteration.
@@ -80,7 +80,7 @@ pub fn solve(
     solve_shifted(o, s, theta, phi, 0.0, v, x0, opts)
 }
 
-/// Solve $(\nabla^2_{\phi\phi} f_l(\theta,\phi) + \sigma I)\,x = v$ by the same CG as [`solve`] (used for the
+/// Solve $(\nabla^2_{\phi\phi} f_l(\theta,\phi) + \sigma I)\\,x = v$ by the same CG as [`solve`] (used for the
 /// regularised inner problem of (26), where $\sigma = a_1$). `shift` must be finite and $\ge 0$.
 #[allow(clippy::too_many_arguments)]
 pub fn solve_shifted(

@@ -1,6 +1,6 @@
 //! The exact implicit gradient by dense solves: the reference every estimator is compared with.
 //!
-//! $\nabla F(\theta) = \nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\,[\nabla^2_{\phi\phi} f_l]^{-1}\nabla_\phi f_u$ at
+//! $\nabla F(\theta) = \nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\\,[\nabla^2_{\phi\phi} f_l]^{-1}\nabla_\phi f_u$ at
 //! $(\theta,\phi^\star(\theta))$: eq (13) with the Jacobian of (16)–(17) (in this crate's convention
 //! $J = -H^{-1}[\nabla^2_{\theta\phi} f_l]^\top$, see [`crate::problem`]). These functions call the family
 //! directly (uncounted): they are for checks and metrics, not for algorithms.

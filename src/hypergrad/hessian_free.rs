@@ -11,7 +11,7 @@
 //!   $(\varphi^T(\theta+\delta e_i)-\varphi^T(\theta-\delta e_i))/(2\delta)$ (error $O(\delta^2)$); $d_u$ or $2d_u$
 //!   extra trajectories. Test: `hessian_free_fd_error_vanishes_at_order_1_and_2`.
 //! - [`gaussian_smoothing`] (PZOBO's estimator): $Q$ Gaussian directions $u_q\sim N(0,I_{d_u})$,
-//!   $\hat g = \nabla_\theta f_u + \frac1Q\sum_q u_q\,\langle(\varphi^T(\theta+\delta u_q)-\varphi^T(\theta))/\delta,
+//!   $\hat g = \nabla_\theta f_u + \frac1Q\sum_q u_q\\,\langle(\varphi^T(\theta+\delta u_q)-\varphi^T(\theta))/\delta,
 //!   \nabla_\phi f_u\rangle$; unbiased for the gradient of the Gaussian-smoothed $\varphi^T$ (exactly unbiased for
 //!   $\nabla F_T$ when $\varphi^T$ is affine in $\theta$). Test: `hessian_free_gaussian_smoothing_is_unbiased_on_quadratic`.
 

@@ -2,7 +2,7 @@
 //!
 //! # Implicit gradient (AID)
 //! The implicit estimators approximate the surrogate
-//! $$\bar\nabla f(\theta,\phi) = \nabla_\theta f_u(\theta,\phi) - \nabla^2_{\theta\phi} f_l(\theta,\phi)\,
+//! $$\bar\nabla f(\theta,\phi) = \nabla_\theta f_u(\theta,\phi) - \nabla^2_{\theta\phi} f_l(\theta,\phi)\\,
 //! [\nabla^2_{\phi\phi} f_l(\theta,\phi)]^{-1}\nabla_\phi f_u(\theta,\phi),$$
 //! which equals $\nabla F(\theta)$ at $\phi = \phi^\star(\theta)$ (eq (13) with (17)). The lecture's (18) and Alg 9
 //! write $\nabla^2_\theta f_l$ where the cross derivative $\nabla^2_{\theta\phi} f_l$ is meant; the code uses the
@@ -69,7 +69,7 @@ pub struct Workspace {
     pub g_phi: Vector,
     /// $z\approx H^{-1}\nabla_\phi f_u$ (also the warm start of CG).
     pub z: Vector,
-    /// $\nabla^2_{\theta\phi} f_l\, z$.
+    /// $\nabla^2_{\theta\phi} f_l\\, z$.
     pub cross: Vector,
     /// Scratch of length $d_l$ for the estimators.
     pub scratch: [Vector; 3],
@@ -90,7 +90,7 @@ impl Workspace {
 /// Samples used by one hypergradient estimate: one upper sample for $\nabla f_u$, one lower sample for the cross
 /// derivative, and (inside the method) one or more lower samples for the Hessian.
 ///
-/// `out` ← $\nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\, z$ with $z \approx H^{-1}\nabla_\phi f_u$ by `method`.
+/// `out` ← $\nabla_\theta f_u - \nabla^2_{\theta\phi} f_l\\, z$ with $z \approx H^{-1}\nabla_\phi f_u$ by `method`.
 /// With exact samples ([`Sample::Exact`](crate::problem::Sample::Exact) everywhere, as for a deterministic family) and an exact method this is
 /// $\bar\nabla f(\theta,\phi)$. `ws.z` on entry is the CG warm start (Alg 3 warm-starts across iterations).
 ///
@@ -98,6 +98,36 @@ impl Workspace {
 /// [`exact::surrogate`] at $\phi\ne\phi^\star$, and the samples/calls used),
 /// `cg_warm_start_at_the_solution_returns_immediately` (warm start through `ws.z`),
 /// `cg_typed_errors_on_indefinite_hessian_and_non_finite_input`.
+///
+/// # Example
+/// On a noise-free family every exact method (dense, CG with $d_l$ steps) gives the exact hypergradient at
+/// $\phi^\star(\theta)$, and a truncated Neumann series (24) approaches it as its length grows.
+/// ```
+/// use bilevel::families::quadratic::QuadraticSpec;
+/// use bilevel::hypergrad::{self, InverseMethod, Workspace, cg::CgOptions, exact, neumann::NeumannParams};
+/// use bilevel::problem::{Bilevel, Oracle};
+/// use bilevel::Vector;
+/// # fn main() -> bilevel::Result<()> {
+/// let q = QuadraticSpec { d_u: 3, d_l: 5, kappa: 4.0, ..Default::default() }.build()?;
+/// let theta = Vector::from_vec(vec![0.5, -1.0, 2.0]);
+/// let (phi, truth) = (q.phi_star(&theta), exact::hypergradient(&q, &theta)?);
+/// let mut o = Oracle::new(&q, 0);
+/// let (mut ws, mut out) = (Workspace::new(3, 5), Vector::zeros(3));
+/// let cg = InverseMethod::Cg(CgOptions { max_iter: 5, ..CgOptions::default() });
+/// for method in [InverseMethod::Dense, cg] {
+///     hypergrad::estimate(&mut o, &method, &theta, &phi, &mut ws, &mut out)?;
+///     assert!((&out - &truth).norm() < 1e-8 * truth.norm());
+/// }
+/// let l_l = q.constants().l_l;
+/// let err = |terms: usize, o: &mut Oracle, ws: &mut Workspace, out: &mut Vector| {
+///     let m = InverseMethod::Neumann(NeumannParams { eta: 1.0 / l_l, terms });
+///     hypergrad::estimate(o, &m, &theta, &phi, ws, out).map(|_| (&*out - &truth).norm())
+/// };
+/// let (e10, e40) = (err(10, &mut o, &mut ws, &mut out)?, err(40, &mut o, &mut ws, &mut out)?);
+/// assert!(e40 < 0.1 * e10);
+/// # Ok(())
+/// # }
+/// ```
 pub fn estimate(
     o: &mut Oracle,
     method: &InverseMethod,

@@ -1,4 +1,4 @@
-//! The upper-level feasible set $\Theta$ and its Euclidean projection $\mathcal{P}_\Theta$ (Algs 4, 5, 8, 9).
+//! The upper-level feasible set $\Theta$ and its Euclidean projection $\mathcal{P}\_\Theta$ (Algs 4, 5, 8, 9).
 
 use crate::error::{BilevelError, Result};
 use crate::linalg::{Vector, check_vector};
@@ -74,7 +74,7 @@ impl Domain {
         Ok(())
     }
 
-    /// In-place Euclidean projection $\theta \leftarrow \mathcal{P}_\Theta(\theta)$.
+    /// In-place Euclidean projection $\theta \leftarrow \mathcal{P}\_\Theta(\theta)$.
     pub fn project(&self, theta: &mut Vector) {
         match self {
             Domain::Unbounded => {}

@@ -16,7 +16,7 @@
 //!   $J = -[\nabla^2_{\phi\phi} f_l]^{-1} [\nabla^2_{\theta\phi} f_l]^\top$ and
 //!   $\nabla F = \nabla_\theta f_u + J^\top \nabla_\phi f_u$. The lecture's (16)–(17) write the transpose of $J$
 //!   (its "IG" is $J^\top \in \mathbb{R}^{d_u\times d_l}$); (15) holds in this convention as
-//!   $[\nabla^2_{\theta\phi} f_l]^\top + \nabla^2_{\phi\phi} f_l\, J = 0$.
+//!   $[\nabla^2_{\theta\phi} f_l]^\top + \nabla^2_{\phi\phi} f_l\\, J = 0$.
 
 mod domain;
 mod noise;
@@ -122,9 +122,9 @@ pub trait Bilevel: Send + Sync {
     fn grad_phi_fl(&self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector);
     /// `out` ← $\nabla_\theta f_l(\theta, \phi)$ (length $d_u$); used by the value-function methods (28)–(29).
     fn grad_theta_fl(&self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector);
-    /// `out` ← $\nabla^2_{\phi\phi} f_l(\theta, \phi)\, v$ (length $d_l$).
+    /// `out` ← $\nabla^2_{\phi\phi} f_l(\theta, \phi)\\, v$ (length $d_l$).
     fn hvp_fl(&self, s: Sample, theta: &Vector, phi: &Vector, v: &Vector, out: &mut Vector);
-    /// `out` ← $\nabla^2_{\theta\phi} f_l(\theta, \phi)\, w$ for $w\in\mathbb{R}^{d_l}$ (length $d_u$).
+    /// `out` ← $\nabla^2_{\theta\phi} f_l(\theta, \phi)\\, w$ for $w\in\mathbb{R}^{d_l}$ (length $d_u$).
     fn cross_fl(&self, s: Sample, theta: &Vector, phi: &Vector, w: &Vector, out: &mut Vector);
     /// `out` ← $[\nabla^2_{\theta\phi} f_l(\theta, \phi)]^\top u$ for $u\in\mathbb{R}^{d_u}$ (length $d_l$).
     fn cross_t_fl(&self, s: Sample, theta: &Vector, phi: &Vector, u: &Vector, out: &mut Vector);

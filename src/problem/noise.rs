@@ -9,22 +9,22 @@
 //! The Hessian and cross-derivative noises are low-rank random matrices, so that products at one sample are products
 //! with one random matrix (what the Ghadimi–Wang Neumann estimator of references §2 assumes, and what SUSTAIN, VRBO
 //! and the golden tapes rely on), at the cost of the oracle: $O(d)$ normals and flops per product, never $O(d^2)$.
-//! - Hessian: $E = c_H\,(a b^\top + b a^\top)$ with $c_H = \sigma_H/\sqrt{2 d_l}$ and $a, b \in \\{-1, 1\\}^{d_l}$
+//! - Hessian: $E = c_H\\,(a b^\top + b a^\top)$ with $c_H = \sigma_H/\sqrt{2 d_l}$ and $a, b \in \\{-1, 1\\}^{d_l}$
 //!   independent uniform random signs (Rademacher);
-//! - cross: $G = c_C\,a' b'^\top \in \mathbb{R}^{d_u\times d_l}$ with $c_C = \sigma_C/\sqrt{d_l}$, $a'\in\\{-1,1\\}^{d_u}$,
+//! - cross: $G = c_C\\,a' b'^\top \in \mathbb{R}^{d_u\times d_l}$ with $c_C = \sigma_C/\sqrt{d_l}$, $a'\in\\{-1,1\\}^{d_u}$,
 //!   $b'\in\\{-1,1\\}^{d_l}$ random signs.
 //!
 //! Both have mean zero, and second moments that the exact moment recursions use: for every matrix $M$ of matching size,
-//! $\mathbb{E}[E M E] = (\sigma_H^2/d_l)(M^\top + \operatorname{tr}(M)\,I)$, so
-//! $\mathbb{E}\\|Ev\\|^2 = \sigma_H^2(1 + 1/d_l)\\|v\\|^2$; $\mathbb{E}[G M G^\top] = (\sigma_C^2/d_l)\operatorname{tr}(M)\,I_{d_u}$ and
-//! $\mathbb{E}[G^\top N G] = (\sigma_C^2/d_l)\operatorname{tr}(N)\,I_{d_l}$. These are the second moments of the
+//! $\mathbb{E}[E M E] = (\sigma_H^2/d_l)(M^\top + \operatorname{tr}(M)\\,I)$, so
+//! $\mathbb{E}\\|Ev\\|^2 = \sigma_H^2(1 + 1/d_l)\\|v\\|^2$; $\mathbb{E}[G M G^\top] = (\sigma_C^2/d_l)\operatorname{tr}(M)\\,I_{d_u}$ and
+//! $\mathbb{E}[G^\top N G] = (\sigma_C^2/d_l)\operatorname{tr}(N)\\,I_{d_l}$. These are the second moments of the
 //! dense Gaussian matrices used before version 0.2 (up to a diagonal term), at $O(d)$ instead of $O(d^2)$ cost (only
 //! second moments of $a, b$ enter, so signs give the same covariance as normals). Signs also make the noise bounded:
 //! $\\|E\\| \le 2c_H d_l = \sigma_H\sqrt{2 d_l}$ and $\\|G\\| = c_C\sqrt{d_u d_l} = \sigma_C\sqrt{d_u}$ surely, so every
 //! Hessian sample lies in $[\mu_l - \sigma_H\sqrt{2d_l},\ L_l + \sigma_H\sqrt{2d_l}]$: a per-sample bound of the kind
 //! Ghadimi–Wang assume, and positive definite whenever $\sigma_H\sqrt{2 d_l} < \mu_l$. The noises of different kinds
 //! and different samples are independent. Tests: `noise_model::low_rank_noise_*`.
-//! - gradients: $\sigma\,z$ with $z$ standard normal; values: $\sigma_v\,z$ with scalar $z$.
+//! - gradients: $\sigma\\,z$ with $z$ standard normal; values: $\sigma_v\\,z$ with scalar $z$.
 
 use super::{Bilevel, Constants, Dims, Domain, Level, Sample};
 use crate::error::{BilevelError, Result};

@@ -160,6 +160,32 @@ pub struct Trace {
 
 /// An [`Observer`] that records metrics at checkpoints and, optionally, their running averages over every
 /// iteration (for the averaged measures of (50)–(52) and the random-iterate guarantees).
+///
+/// # Example
+/// AID-BiO (Alg 3) on a noise-free quadratic, recorded at four checkpoints; metrics are the exact quantities of
+/// [`Metric`] (their JSON/CSV names are [`Metric::key`]), computed from the family's closed forms and not counted.
+/// ```
+/// use bilevel::algorithms;
+/// use bilevel::families::quadratic::QuadraticSpec;
+/// use bilevel::problem::{Bilevel, Oracle};
+/// use bilevel::solver::{self, Metric, Recorder};
+/// use bilevel::Vector;
+/// # fn main() -> bilevel::Result<()> {
+/// let q = QuadraticSpec { d_u: 2, d_l: 3, ..Default::default() }.build()?;
+/// let mut aid = algorithms::build("aid-bio", &q, 200)?;
+/// let mut o = Oracle::new(&q, 0);
+/// let mut rec = Recorder::new(&[Metric::GradNormSq, Metric::FGap], &[0, 10, 100, 200], true);
+/// solver::run(&mut *aid, &mut o, &Vector::from_element(2, 1.0), &Vector::zeros(3), 200, &mut rec)?;
+/// let trace = rec.finish();
+/// assert_eq!(trace.metrics.iter().map(|m| m.key()).collect::<Vec<_>>(), ["grad_norm_sq", "f_gap"]);
+/// let grad: Vec<f64> = trace.values.iter().map(|row| row[0]).collect(); // |grad F|^2 at k = 0, 10, 100, 200
+/// assert!(grad[3] < 1e-6 * grad[0]);
+/// assert!(trace.counts[3].upper_gradients() > trace.counts[1].upper_gradients());
+/// let averages = trace.averages.expect("requested"); // running means over k = 1..checkpoint
+/// assert!(averages[3][1] > trace.values[3][1]);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Recorder {
     checkpoints: Vec<usize>,
     next: usize,
@@ -203,7 +229,7 @@ impl Recorder {
 
     /// Also record, at each checkpoint $K$, the mean of each metric over the last $\lceil wK\rceil$ iterations.
     ///
-    /// For a metric whose mean is a power law $c\,k^{r}$ this window mean is $c'K^{r}$ with the same exponent (the
+    /// For a metric whose mean is a power law $c\\,k^{r}$ this window mean is $c'K^{r}$ with the same exponent (the
     /// window scales with $K$), while it averages many nearly independent values once the window is longer than the
     /// metric's correlation time: a variance reduction for rate fits, not a different rate. Windows of successive
     /// checkpoints must not overlap (checkpoint ratio $> 1/(1-w)$).
@@ -215,7 +241,7 @@ impl Recorder {
 
     /// Average metric `m` over the iterates $k = s, 2s, 3s, \dots$ only (a regular subsample), for metrics too costly
     /// to evaluate at every iteration (the Moreau measure needs a proximal solve): a Riemann sum of the sequence
-    /// $\mathbb{E}\,m_k$, accurate where the sequence varies slowly over $s$ iterations. Other metrics keep stride 1.
+    /// $\mathbb{E}\\,m_k$, accurate where the sequence varies slowly over $s$ iterations. Other metrics keep stride 1.
     pub fn with_average_stride(mut self, metric: Metric, stride: usize) -> Self {
         for (m, s) in self.trace.metrics.iter().zip(self.strides.iter_mut()) {
             if *m == metric {

@@ -28,8 +28,8 @@
 //! synthetic power law of `tests/stats.rs` (lognormal noise, 1000 experiments each, $B = 4000$), a nominal 99 %
 //! interval covered 95.1 % at $R = 10$, 97.4 % at $R = 40$, 98.5 % at $R = 200$: a tight claim would fail falsely
 //! 1.5–5 times more often than its nominal 1 %. The *expanded percentile interval* (Hesterberg 2015, "What teachers should know about the
-//! bootstrap", The American Statistician 69(4)) takes the percentiles at the level $1-lpha'$ with
-//! $$\Phi^{-1}(1-lpha'/2) = \sqrt{R/(R-1)}\; t_{R-1}^{-1}(1-lpha/2),$$
+//! bootstrap", The American Statistician 69(4)) takes the percentiles at the level $1-\alpha'$ with
+//! $$\Phi^{-1}(1-\alpha'/2) = \sqrt{R/(R-1)}\\; t_{R-1}^{-1}(1-\alpha/2),$$
 //! the exact correction for a mean of normal data, and first-order right for the slope, which is a smooth function
 //! of the vector of means. With it the same experiments covered 97.8 % ($R = 10$), 98.5 % ($R = 40$), 98.6 %
 //! ($R = 200$); at level 0.90: 87.7 %, 88.8 %, 90.5 % (plain: 83.2 %, 87.9 %, 90.0 %). The remaining gap at small
@@ -135,7 +135,7 @@ impl Bootstrap {
     }
 }
 
-/// Hesterberg's expanded level $1-\alpha'$ with $\Phi^{-1}(1-\alpha'/2) = \sqrt{R/(R-1)}\,t_{R-1}^{-1}(1-\alpha/2)$
+/// Hesterberg's expanded level $1-\alpha'$ with $\Phi^{-1}(1-\alpha'/2) = \sqrt{R/(R-1)}\\,t_{R-1}^{-1}(1-\alpha/2)$
 /// for nominal level $1-\alpha$ and $R \ge 2$ replicates. Always above the nominal level; tends to it as
 /// $R\to\infty$.
 ///

@@ -5,7 +5,7 @@
 //! $\mathbb{E}\\|\nabla F\\|^2 \le \varepsilon$ (squared norm, eq (34)). Each horizon $K_h$ of a run gives a pair
 //! (samples used $S_{ih}$, error $\varepsilon_{ih}$) per replicate. With $\bar S_h$, $\bar\varepsilon_h$ the means
 //! over replicates (the estimands, as in [`super::fit`]), fit by least squares on the tail
-//! $$\log \bar S_h = c + p\,\log(1/\bar\varepsilon_h).$$
+//! $$\log \bar S_h = c + p\\,\log(1/\bar\varepsilon_h).$$
 //! Both coordinates are random here, so the bootstrap resamples replicate rows of the *pair* of tables jointly and
 //! refits both means. For most algorithms $S_h$ is deterministic given $K_h$ and the fit is the reciprocal of the
 //! rate fit in disguise; the general form also covers adaptive batch sizes and random inner-loop lengths.
@@ -19,7 +19,7 @@ use crate::error::{BilevelError, Result};
 use serde::Serialize;
 use std::ops::Range;
 
-/// The fitted sample complexity $\bar S \approx e^{c}\,\bar\varepsilon^{-p}$ with a bootstrap interval for $p$.
+/// The fitted sample complexity $\bar S \approx e^{c}\\,\bar\varepsilon^{-p}$ with a bootstrap interval for $p$.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SampleComplexityFit {
     /// Fitted exponent $\hat p$ (positive: fewer samples buy a larger error).

@@ -1,7 +1,7 @@
 //! Decision rules: judge a fitted exponent's interval against the theory exponent $r$ with tolerance $\tau$.
 //!
 //! # Convention
-//! An exponent is what the fit returns: for a decaying metric $\mathbb{E}\,m_K \sim K^{s}$ it is negative, and the
+//! An exponent is what the fit returns: for a decaying metric $\mathbb{E}\\,m_K \sim K^{s}$ it is negative, and the
 //! theory exponent is written negative too (TTSA's $\mathbb{E}\\|\theta^k-\theta^\star\\|^2 = O(k^{-2/3})$ has
 //! $r = -2/3$). For sample complexity $S \sim \varepsilon^{-p}$ it is positive. In both cases *smaller is better*,
 //! and a bound claim says "the true exponent $s^\star$ is at most $r$".

@@ -1,7 +1,7 @@
 //! Power-law fit of $\mathbb{E}[\text{metric}]$ against the horizon $K$, with a bootstrap interval for the exponent.
 //!
 //! # The model and why each step is there
-//! A rate claim says $\mathbb{E}\,m_K \approx c\,K^{r}$ for large $K$. Given a replicates × horizons table
+//! A rate claim says $\mathbb{E}\\,m_K \approx c\\,K^{r}$ for large $K$. Given a replicates × horizons table
 //! $m_{ih}$ (replicate $i$, horizon $K_h$):
 //! 1. **Estimand = mean.** $\bar m_h = \frac1R\sum_i m_{ih}$ estimates $\mathbb{E}[m_{K_h}]$, the quantity the
 //!    theorems bound. The mean of $\log m$ estimates $\mathbb{E}\log m \le \log \mathbb{E} m$ (Jensen), a different
@@ -176,7 +176,7 @@ pub(crate) fn check_common(cfg: &FitConfig, table: &Table) -> Result<(Range<usiz
     Ok((tail, cfg.bootstrap.percentile_level(table.replicates())?))
 }
 
-/// The fitted power law $\mathbb{E}\,m_K \approx e^{c} K^{r}$ with a bootstrap interval for $r$.
+/// The fitted power law $\mathbb{E}\\,m_K \approx e^{c} K^{r}$ with a bootstrap interval for $r$.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PowerLawFit {
     /// Fitted exponent $\hat r$ (negative for a decaying metric).

@@ -10,7 +10,7 @@ use crate::error::{BilevelError, Result};
 /// `points` distinct increasing integers from `k_min` to `k_max` (both included), as close to geometric as rounding
 /// allows.
 ///
-/// Target $g_i = k_{\min}\,(k_{\max}/k_{\min})^{i/(n-1)}$, $i = 0,\dots,n-1$, rounded to the nearest integer.
+/// Target $g_i = k_{\min}\\,(k_{\max}/k_{\min})^{i/(n-1)}$, $i = 0,\dots,n-1$, rounded to the nearest integer.
 /// Rounding can create ties at the small end, so a forward pass sets $k_i \leftarrow \max(k_i, k_{i-1}+1)$ and a
 /// backward pass, from $k_{n-1} = k_{\max}$, sets $k_i \leftarrow \min(k_i, k_{i+1}-1)$. When $n \le k_{\max} -
 /// k_{\min} + 1$ the result is strictly increasing with both endpoints exact (each pass keeps $k_i \ge k_{\min}+i$).
