@@ -11,6 +11,8 @@ use serde_json::json;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod judge_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "bilevel",
@@ -100,6 +102,36 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         worst: usize,
     },
+    /// Judge another implementation's Monte Carlo output (CSV or JSON: replicate, k, metric[, samples]) with the
+    /// claims' fit, bootstrap and decision (docs/judge.md); exit 1 when the verdict is fail.
+    Judge {
+        /// The records: CSV with header `replicate,k,metric[,samples]`, or a JSON array of such objects.
+        input: std::path::PathBuf,
+        /// Judge against this registry claim (its exponent, kind, tolerance, horizons and replicates).
+        #[arg(long, conflicts_with_all = ["exponent", "kind"])]
+        claim: Option<String>,
+        /// Theory exponent of a custom target (r < 0 for a decaying metric).
+        #[arg(long, allow_negative_numbers = true, requires_all = ["kind", "tolerance"])]
+        exponent: Option<f64>,
+        /// Kind of a custom target: bound, tight or refuted.
+        #[arg(long, requires = "exponent")]
+        kind: Option<String>,
+        /// Tolerance of a custom target's decision.
+        #[arg(long, requires = "exponent")]
+        tolerance: Option<f64>,
+        /// A custom target's measure: slope, complexity_upper or complexity_lower.
+        #[arg(long, default_value = "slope", requires = "exponent")]
+        measure: String,
+        /// Fit a custom target on the last N horizons (default: all).
+        #[arg(long, requires = "exponent")]
+        tail: Option<usize>,
+        /// Master seed of the bootstrap streams.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also write the plot (SVG) into this directory.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -115,6 +147,27 @@ fn main() -> ExitCode {
             rtol,
             worst,
         } => check(&golden, &theirs, rtol, worst),
+        Command::Judge {
+            input,
+            claim,
+            exponent,
+            kind,
+            tolerance,
+            measure,
+            tail,
+            seed,
+            out,
+        } => judge_cmd::judge(&judge_cmd::Args {
+            input,
+            claim,
+            exponent,
+            kind,
+            tolerance,
+            measure,
+            tail,
+            seed,
+            out,
+        }),
         Command::Run {
             algo,
             problem,

@@ -8,6 +8,7 @@
 //! a planted bug, which must fail. `cargo test` and `bilevel report` run the same code.
 
 mod deterministic;
+pub mod judge;
 mod report;
 mod run;
 mod spec;
