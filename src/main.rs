@@ -479,6 +479,11 @@ fn golden(out: &std::path::Path, instance: Option<&std::path::Path>) -> Result<(
     for path in golden::write_all(&files, out)? {
         println!("wrote {}", path.display());
     }
+    if instance.is_none() {
+        for path in golden::write_values(&golden::family::generate_families()?, out)? {
+            println!("wrote {}", path.display());
+        }
+    }
     Ok(())
 }
 

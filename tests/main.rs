@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod families;
 mod golden;
+mod golden_families;
 mod golden_judge;
 mod golden_replay;
 mod hypergrad;

@@ -15,6 +15,7 @@
 //! absolutely: its rounding error is set by the size of the terms that cancel, about 1 here).
 //! Integer fields ($T$, depths, counts) and strings must match exactly.
 
+use super::family::{FAMILY_SCHEMA, FAMILY_SCHEMA_VERSION};
 use super::schema::{GoldenFile, SCHEMA, SCHEMA_VERSION};
 use crate::error::{BilevelError, Result};
 use serde_json::Value;
@@ -57,6 +58,10 @@ impl Tolerances {
     /// - `cg` $10^{-9}$: CG iterates amplify rounding of the inner products by up to $\kappa$ per step.
     /// - `trajectories`, `stochastic` $10^{-8}$: rounding differences propagate through $K$ outer steps and the
     ///   inner loops (gains bounded by the step maps' Lipschitz constants, $\le 1 + \alpha L_F$ per step).
+    /// - family files: `data` $10^{-15}$ (a copy), `points` $10^{-10}$ (exact values, as above), `prox` $10^{-9}$:
+    ///   the file's proximal point is within $10^{-12}$ of the minimiser (the stopping rule of
+    ///   [`crate::families::weakly_convex::WeaklyConvex::prox`]); $10^{-9}$ accepts any solver converged to
+    ///   $10^{-10}$ while a wrong sign or a missing projection moves it by $10^{-2}$ or more.
     pub fn conformance() -> Self {
         Tolerances {
             sections: vec![
@@ -69,6 +74,8 @@ impl Tolerances {
                 ("itd", 1e-10),
                 ("trajectories", 1e-8),
                 ("stochastic", 1e-8),
+                ("data", 1e-15),
+                ("prox", 1e-9),
             ],
             default: 1e-10,
         }
@@ -185,15 +192,28 @@ impl Report {
     }
 }
 
-fn header(v: &Value, which: &str) -> Result<u32> {
+/// Sections of a family file ([`super::family`]), in report order.
+pub const FAMILY_SECTIONS: [&str; 3] = ["data", "points", "prox"];
+
+/// The schema (quadratic or family) and version of a file.
+fn header(v: &Value, which: &str) -> Result<(&'static str, u32)> {
     let obj = v
         .as_object()
         .ok_or_else(|| BilevelError::Malformed(format!("{which}: the top level must be a JSON object")))?;
     match obj.get("schema").and_then(Value::as_str) {
+        Some(FAMILY_SCHEMA) => {
+            return match obj.get("schema_version").and_then(Value::as_u64) {
+                Some(v) if v == u64::from(FAMILY_SCHEMA_VERSION) => Ok((FAMILY_SCHEMA, v as u32)),
+                other => Err(BilevelError::Malformed(format!(
+                    "{which}: schema_version {other:?} of '{FAMILY_SCHEMA}', this checker reads version \
+                     {FAMILY_SCHEMA_VERSION}"
+                ))),
+            };
+        }
         Some(SCHEMA) => {}
         Some(other) => {
             return Err(BilevelError::Malformed(format!(
-                "{which}: schema is '{other}', expected '{SCHEMA}'"
+                "{which}: schema is '{other}', expected '{SCHEMA}' or '{FAMILY_SCHEMA}'"
             )));
         }
         None => {
@@ -203,7 +223,7 @@ fn header(v: &Value, which: &str) -> Result<u32> {
         }
     }
     match obj.get("schema_version").and_then(Value::as_u64) {
-        Some(v) if (1..=u64::from(SCHEMA_VERSION)).contains(&v) => Ok(v as u32),
+        Some(v) if (1..=u64::from(SCHEMA_VERSION)).contains(&v) => Ok((SCHEMA, v as u32)),
         Some(v) => Err(BilevelError::Malformed(format!(
             "{which}: schema_version {v}, this checker reads versions 1 to {SCHEMA_VERSION}"
         ))),
@@ -214,7 +234,9 @@ fn header(v: &Value, which: &str) -> Result<u32> {
 }
 
 /// Top-level keys of THEIRS that are not sections: read (`schema`, `schema_version`, `instance_hash`) or ignored.
-const HEADER_KEYS: [&str; 6] = [
+const HEADER_KEYS: [&str; 8] = [
+    "family",
+    "domain",
     "schema",
     "schema_version",
     "instance_hash",
@@ -232,28 +254,45 @@ pub const INFORMATIVE: [&str; 1] = ["sample"];
 /// malformed golden file, wrong schema or version, a different instance, wrong dimensions or array lengths, a
 /// non-number where a number belongs, and a THEIRS with no field to compare.
 pub fn check(golden: &Value, theirs: &Value, tol: &Tolerances) -> Result<Report> {
-    header(golden, "GOLDEN")?;
-    header(theirs, "THEIRS")?;
-    let g: GoldenFile = serde_json::from_value(golden.clone())
-        .map_err(|e| BilevelError::Malformed(format!("GOLDEN is not a valid golden file: {e}")))?;
+    let (schema, _) = header(golden, "GOLDEN")?;
+    let (their_schema, _) = header(theirs, "THEIRS")?;
+    if schema != their_schema {
+        return Err(BilevelError::Malformed(format!(
+            "THEIRS has schema '{their_schema}', the golden file '{schema}'"
+        )));
+    }
+    let (hash, sections, dims) = if schema == FAMILY_SCHEMA {
+        let hash = golden
+            .get("instance_hash")
+            .and_then(Value::as_str)
+            .ok_or_else(|| BilevelError::Malformed("GOLDEN family file has no instance_hash".into()))?;
+        for key in ["data", "points"] {
+            if golden.get(key).is_none() {
+                return Err(BilevelError::Malformed(format!("GOLDEN family file has no '{key}'")));
+            }
+        }
+        (hash.to_string(), &FAMILY_SECTIONS[..], None)
+    } else {
+        let g: GoldenFile = serde_json::from_value(golden.clone())
+            .map_err(|e| BilevelError::Malformed(format!("GOLDEN is not a valid golden file: {e}")))?;
+        (g.instance_hash, &SECTIONS[..], Some((g.instance.d_u, g.instance.d_l)))
+    };
     let t = theirs.as_object().expect("checked by header");
     let mut warnings = Vec::new();
     match t.get("instance_hash") {
-        Some(h) if h.as_str() != Some(g.instance_hash.as_str()) => {
+        Some(h) if h.as_str() != Some(hash.as_str()) => {
             return Err(BilevelError::Malformed(format!(
-                "THEIRS was computed on instance {h}, the golden file's instance is \"{}\"",
-                g.instance_hash
+                "THEIRS was computed on instance {h}, the golden file's instance is \"{hash}\""
             )));
         }
         Some(_) => {}
         None => warnings.push(format!(
             "THEIRS has no instance_hash: the instance it was computed on is not verified (add \"instance_hash\": \
-             \"{}\")",
-            g.instance_hash
+             \"{hash}\")"
         )),
     }
-    if let Some(inst) = t.get("instance") {
-        for (key, expected) in [("d_u", g.instance.d_u), ("d_l", g.instance.d_l)] {
+    if let (Some(inst), Some((d_u, d_l))) = (t.get("instance"), dims) {
+        for (key, expected) in [("d_u", d_u), ("d_l", d_l)] {
             let Some(v) = inst.get(key) else { continue };
             let got = v.as_u64();
             if got != Some(expected as u64) {
@@ -266,7 +305,7 @@ pub fn check(golden: &Value, theirs: &Value, tol: &Tolerances) -> Result<Report>
         }
     }
     for key in t.keys() {
-        if !SECTIONS.contains(&key.as_str()) && !HEADER_KEYS.contains(&key.as_str()) {
+        if !sections.contains(&key.as_str()) && !HEADER_KEYS.contains(&key.as_str()) {
             warnings.push(format!("unknown key '{key}' in THEIRS (ignored)"));
         }
     }
@@ -276,7 +315,7 @@ pub fn check(golden: &Value, theirs: &Value, tol: &Tolerances) -> Result<Report>
         fields: Vec::new(),
         warnings,
     };
-    for section in SECTIONS {
+    for &section in sections {
         let Some(tv) = t.get(section) else {
             report.skipped.push(section.into());
             continue;
@@ -293,7 +332,7 @@ pub fn check(golden: &Value, theirs: &Value, tol: &Tolerances) -> Result<Report>
     if report.fields.is_empty() {
         return Err(BilevelError::Malformed(format!(
             "THEIRS contains no field to compare (sections: {}; field names as in the golden file)",
-            SECTIONS.join(", ")
+            sections.join(", ")
         )));
     }
     report

@@ -15,6 +15,7 @@
 //! The committed files live in `tests/golden/`; the test `tests/golden.rs` regenerates them and compares.
 
 pub mod check;
+pub mod family;
 pub mod generate;
 pub mod schema;
 pub mod tape;
@@ -27,7 +28,12 @@ use std::path::Path;
 /// matrix is one row per line) and short objects on one line. Numbers are written in the shortest form that reads
 /// back to the same f64.
 pub fn to_json(file: &schema::GoldenFile) -> String {
-    let pretty = serde_json::to_string_pretty(file).expect("golden files are serialisable");
+    to_json_value(&serde_json::to_value(file).expect("golden files are serialisable"))
+}
+
+/// [`to_json`] for any JSON value (the family files of [`family`]).
+pub fn to_json_value(file: &Value) -> String {
+    let pretty = serde_json::to_string_pretty(file).expect("JSON values are serialisable");
     let mut s = collapse(&pretty);
     s.push('\n');
     s
@@ -85,12 +91,22 @@ pub fn read_instance(path: &Path) -> Result<schema::Instance> {
 
 /// Write `files` into `dir` as `NAME.json` (creating `dir`); returns the paths written.
 pub fn write_all(files: &[schema::GoldenFile], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let values: Vec<Value> = files
+        .iter()
+        .map(|f| serde_json::to_value(f).expect("golden files are serialisable"))
+        .collect();
+    write_values(&values, dir)
+}
+
+/// Write JSON objects with a `name` field into `dir` as `NAME.json` (creating `dir`); returns the paths written.
+pub fn write_values(files: &[Value], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     std::fs::create_dir_all(dir)
         .map_err(|e| BilevelError::Malformed(format!("cannot create {}: {e}", dir.display())))?;
     let mut out = Vec::new();
     for f in files {
-        let path = dir.join(format!("{}.json", f.name));
-        std::fs::write(&path, to_json(f))
+        let name = f["name"].as_str().unwrap_or("golden");
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, to_json_value(f))
             .map_err(|e| BilevelError::Malformed(format!("cannot write {}: {e}", path.display())))?;
         out.push(path);
     }
