@@ -4,11 +4,17 @@
 //! bilevel instance written out in full with its hash, exact $\phi^\star$, $F$, $\nabla F$ and
 //! $J = d\phi^\star/d\theta$ at listed points (eqs (13)–(17)), CG iterates (Alg 7), Neumann partial sums (24) and
 //! the expectations of the stochastic Neumann estimators, ITD forward and reverse for $T = 1,\dots,n$ (30)–(32),
-//! deterministic trajectories of every algorithm, and a stochastic TTSA trajectory with its noise tape.
+//! deterministic trajectories of every algorithm with every parameter they used (schema 2: reproducible from the
+//! file and the documented pseudo-code alone, test `tests/golden_replay.rs`), and a stochastic TTSA trajectory with
+//! its noise tape. Family files ([`family`]) cover the hyperparameter family (4) and the weakly convex family
+//! (prox (37), Moreau measure (38)) by their data and formulas. Rates of another implementation's own stochastic
+//! runs are judged by [`crate::claims::judge`] (`bilevel judge`).
 //!
 //! - [`generate`]: the built-in instances and the generator (`bilevel golden --out DIR`, or
 //!   `--instance FILE` for a user's own instance).
-//! - [`check`]: field-by-field comparison with stated tolerances (`bilevel check GOLDEN THEIRS`).
+//! - [`check`]: field-by-field comparison with stated tolerances (`bilevel check GOLDEN THEIRS`); THEIRS gives only
+//!   the outputs it wants compared.
+//! - [`family`]: the family files beyond quadratics.
 //! - [`tape`]: the recording wrapper behind the noise tape.
 //! - [`schema`]: the serde types.
 //!
