@@ -34,13 +34,16 @@ use std::path::Path;
 /// matrix is one row per line) and short objects on one line. Numbers are written in the shortest form that reads
 /// back to the same f64.
 pub fn to_json(file: &schema::GoldenFile) -> String {
-    to_json_value(&serde_json::to_value(file).expect("golden files are serialisable"))
+    layout(&serde_json::to_string_pretty(file).expect("golden files are serialisable"))
 }
 
-/// [`to_json`] for any JSON value (the family files of [`family`]).
+/// [`to_json`] for any JSON value (the family files of [`family`]; object keys in alphabetical order).
 pub fn to_json_value(file: &Value) -> String {
-    let pretty = serde_json::to_string_pretty(file).expect("JSON values are serialisable");
-    let mut s = collapse(&pretty);
+    layout(&serde_json::to_string_pretty(file).expect("JSON values are serialisable"))
+}
+
+fn layout(pretty: &str) -> String {
+    let mut s = collapse(pretty);
     s.push('\n');
     s
 }
@@ -95,24 +98,28 @@ pub fn read_instance(path: &Path) -> Result<schema::Instance> {
     Ok(inst)
 }
 
-/// Write `files` into `dir` as `NAME.json` (creating `dir`); returns the paths written.
+/// Write `files` into `dir` as `NAME.json` in the schema's field order (creating `dir`); returns the paths written.
 pub fn write_all(files: &[schema::GoldenFile], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    let values: Vec<Value> = files
-        .iter()
-        .map(|f| serde_json::to_value(f).expect("golden files are serialisable"))
-        .collect();
-    write_values(&values, dir)
+    let named: Vec<(&str, String)> = files.iter().map(|f| (f.name.as_str(), to_json(f))).collect();
+    write_texts(&named, dir)
 }
 
 /// Write JSON objects with a `name` field into `dir` as `NAME.json` (creating `dir`); returns the paths written.
 pub fn write_values(files: &[Value], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let named: Vec<(&str, String)> = files
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap_or("golden"), to_json_value(f)))
+        .collect();
+    write_texts(&named, dir)
+}
+
+fn write_texts(files: &[(&str, String)], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     std::fs::create_dir_all(dir)
         .map_err(|e| BilevelError::Malformed(format!("cannot create {}: {e}", dir.display())))?;
     let mut out = Vec::new();
-    for f in files {
-        let name = f["name"].as_str().unwrap_or("golden");
+    for (name, text) in files {
         let path = dir.join(format!("{name}.json"));
-        std::fs::write(&path, to_json_value(f))
+        std::fs::write(&path, text)
             .map_err(|e| BilevelError::Malformed(format!("cannot write {}: {e}", path.display())))?;
         out.push(path);
     }
