@@ -330,9 +330,7 @@ fn judge(
         Measure::ComplexityUpper => Some(upper),
         Measure::Slope => None,
     };
-    let mut r = super::judge::judge_tables(&target, master_seed, grid, metric, samples, seconds)?;
-    r.replicates = spec.replicates;
-    Ok(r)
+    super::judge::judge_tables(&target, master_seed, grid, metric, samples, seconds)
 }
 
 /// Run every claim of `specs`, simulating each shared run once (groups in order of first appearance; each run is
