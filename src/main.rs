@@ -13,6 +13,8 @@ use cli::{CliResult, Failure};
 use serde_json::json;
 use std::process::ExitCode;
 
+
+
 #[derive(Parser)]
 #[command(
     name = "bilevel",
@@ -114,6 +116,36 @@ enum Command {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Judge another implementation's Monte Carlo output (CSV or JSON: replicate, k, metric[, samples]) with the
+    /// claims' fit, bootstrap and decision (docs/judge.md); exit 1 when the verdict is fail.
+    Judge {
+        /// The records: CSV with header `replicate,k,metric[,samples]`, or a JSON array of such objects.
+        input: std::path::PathBuf,
+        /// Judge against this registry claim (its exponent, kind, tolerance, horizons and replicates).
+        #[arg(long, conflicts_with_all = ["exponent", "kind"])]
+        claim: Option<String>,
+        /// Theory exponent of a custom target (r < 0 for a decaying metric).
+        #[arg(long, allow_negative_numbers = true, requires_all = ["kind", "tolerance"])]
+        exponent: Option<f64>,
+        /// Kind of a custom target: bound, tight or refuted.
+        #[arg(long, requires = "exponent")]
+        kind: Option<String>,
+        /// Tolerance of a custom target's decision.
+        #[arg(long, requires = "exponent")]
+        tolerance: Option<f64>,
+        /// A custom target's measure: slope, complexity_upper or complexity_lower.
+        #[arg(long, default_value = "slope", requires = "exponent")]
+        measure: String,
+        /// Fit a custom target on the last N horizons (default: all).
+        #[arg(long, requires = "exponent")]
+        tail: Option<usize>,
+        /// Master seed of the bootstrap streams.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also write the plot (SVG) into this directory.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -138,6 +170,7 @@ fn main() -> ExitCode {
         Command::Golden { .. } => "golden",
         Command::Check { .. } => "check",
         Command::Merge { .. } => "merge",
+        Command::Judge { .. } => "judge",
     };
     let result: CliResult = match cli.command {
         Command::List { json } => list(json),
@@ -165,6 +198,27 @@ fn main() -> ExitCode {
         } => check(&golden, &theirs, rtol, worst).map_err(Failure::from),
         Command::Run(args) => cli::run::run(&args),
         Command::Merge { files, json, out } => merge(&files, json, out.as_deref()),
+        Command::Judge {
+            input,
+            claim,
+            exponent,
+            kind,
+            tolerance,
+            measure,
+            tail,
+            seed,
+            out,
+        } => cli::judge::judge(&cli::judge::Args {
+            input,
+            claim,
+            exponent,
+            kind,
+            tolerance,
+            measure,
+            tail,
+            seed,
+            out,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -471,6 +525,11 @@ fn golden(out: &std::path::Path, instance: Option<&std::path::Path>) -> CliResul
     };
     for path in golden::write_all(&files, out)? {
         emitln(&format!("wrote {}", path.display()))?;
+    }
+    if instance.is_none() {
+        for path in golden::write_values(&golden::family::generate_families()?, out)? {
+            println!("wrote {}", path.display());
+        }
     }
     Ok(())
 }

@@ -5,13 +5,21 @@ use bilevel::golden::check::{Tolerances, check};
 use bilevel::golden::generate::{extract, generate_builtins};
 use bilevel::golden::schema::{GoldenFile, Instance};
 use bilevel::golden::{read_json, to_json};
+use bilevel::problem::Domain;
 use bilevel::{BilevelError, Matrix, Vector};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const NAMES: [&str; 3] = ["quadratic_3x5", "quadratic_6x2_box", "meta_learning_3x12"];
+const NAMES: [&str; 6] = [
+    "quadratic_3x5",
+    "quadratic_6x2_box",
+    "meta_learning_3x12",
+    "quadratic_2x3_ttsa",
+    "quadratic_3x4_ball",
+    "quadratic_3x4_ball_inactive",
+];
 
 fn golden_path(name: &str) -> PathBuf {
     Path::new(ROOT).join("tests/golden").join(format!("{name}.json"))
@@ -142,7 +150,12 @@ fn committed_golden_files_match_a_fresh_generation() {
         .filter(|n| n.ends_with(".json"))
         .collect();
     committed.sort();
-    let mut expected: Vec<String> = NAMES.iter().map(|n| format!("{n}.json")).collect();
+    // The family files (tests/golden_families.rs) live in the same directory.
+    let mut expected: Vec<String> = NAMES
+        .iter()
+        .chain(&["hyperparameter_4", "weakly_convex_2x3"])
+        .map(|n| format!("{n}.json"))
+        .collect();
     expected.sort();
     assert_eq!(
         committed, expected,
@@ -403,7 +416,7 @@ fn check_accepts_itself_and_reports_the_worst_field_with_its_path() {
     let r = check(&g, &sub, &tol).unwrap();
     assert!(r.ok());
     assert_eq!(r.compared, vec!["points"]);
-    assert_eq!(r.skipped.len(), 7);
+    assert_eq!(r.skipped.len(), 8);
 }
 
 #[test]
@@ -412,14 +425,11 @@ fn check_gives_clear_errors_on_bad_input() {
     let tol = Tolerances::conformance();
     let msg = |t: &Value| check(&g, t, &tol).unwrap_err().to_string();
     let mut t = g.clone();
-    t["schema_version"] = 2.into();
-    assert!(msg(&t).contains("schema_version 2"), "{}", msg(&t));
+    t["schema_version"] = 3.into();
+    assert!(msg(&t).contains("schema_version 3"), "{}", msg(&t));
     let mut t = g.clone();
     t["schema"] = "other".into();
     assert!(msg(&t).contains("schema is 'other'"));
-    let mut t = g.clone();
-    t["points"][0].as_object_mut().unwrap().remove("grad_F");
-    assert!(msg(&t).contains("missing field points[0].grad_F"), "{}", msg(&t));
     let mut t = g.clone();
     t["points"][0]["grad_F"].as_array_mut().unwrap().pop();
     assert!(matches!(
@@ -439,7 +449,7 @@ fn check_gives_clear_errors_on_bad_input() {
     t["instance_hash"] = "0000000000000000".into();
     assert!(msg(&t).contains("computed on instance"));
     let t = serde_json::json!({"schema": "bilevel-golden", "schema_version": 1});
-    assert!(msg(&t).contains("none of the sections"));
+    assert!(msg(&t).contains("no field to compare"));
     assert!(msg(&serde_json::json!([1, 2])).contains("must be a JSON object"));
     // A malformed golden file is an error too, not a panic.
     let mut bad = g.clone();
@@ -621,4 +631,131 @@ fn covers_range(cell: &str, n: usize) -> bool {
             .ok()
     };
     matches!((num(a), num(b)), (Some(a), Some(b)) if a <= n && n <= b)
+}
+
+/// The issue-11 checker: THEIRS gives only the outputs it wants compared; inputs come from the golden file.
+#[test]
+fn check_needs_only_the_outputs_it_compares() {
+    let g = committed_value("quadratic_3x5");
+    let tol = Tolerances::conformance();
+    let grad: Vec<Value> = g["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| serde_json::json!({ "grad_F": p["grad_F"] }))
+        .collect();
+    let only = serde_json::json!({
+        "schema": "bilevel-golden", "schema_version": 2, "instance_hash": g["instance_hash"], "points": grad,
+    });
+    let r = check(&g, &only, &tol).unwrap();
+    assert!(r.ok() && r.warnings.is_empty(), "{}", r.render(5));
+    assert_eq!(r.fields.len(), 3);
+    assert!(r.fields.iter().all(|f| f.field.ends_with(".grad_F")));
+    // A wrong value there still fails, at its path.
+    let mut bad = only.clone();
+    bad["points"][2]["grad_F"][0] = 0.5.into();
+    let r = check(&g, &bad, &tol).unwrap();
+    assert_eq!(r.failures(), 1);
+    assert_eq!(r.fields[0].worst, "points[2].grad_F[0]");
+    // `null` skips a point; a trajectory is matched by its algorithm; unknown keys warn; a missing hash warns.
+    let ttsa = g["trajectories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["algorithm"] == "ttsa")
+        .unwrap();
+    let t = serde_json::json!({
+        "schema": "bilevel-golden", "schema_version": 1,
+        "points": [null, {"grad_F": g["points"][1]["grad_F"], "my_note": 1}, null],
+        "trajectories": [{"algorithm": "ttsa", "theta": ttsa["theta"]}],
+        "extra": true,
+    });
+    let r = check(&g, &t, &tol).unwrap();
+    assert!(r.ok(), "{}", r.render(5));
+    let fields: Vec<&str> = r.fields.iter().map(|f| f.field.as_str()).collect();
+    assert!(fields.contains(&"points[1].grad_F") && fields.contains(&"trajectories[6].theta"));
+    let w = r.warnings.join("\n");
+    assert!(
+        w.contains("no instance_hash") && w.contains(g["instance_hash"].as_str().unwrap()),
+        "{w}"
+    );
+    assert!(w.contains("points[1].my_note") && w.contains("'extra'"), "{w}");
+    assert!(r.render(5).starts_with("warning: "));
+    // An unknown algorithm is an error, not a silent skip.
+    let mut t2 = t.clone();
+    t2["trajectories"][0]["algorithm"] = "nope".into();
+    assert!(
+        check(&g, &t2, &tol)
+            .unwrap_err()
+            .to_string()
+            .contains("no entry for algorithm 'nope'")
+    );
+    // The tape's sample word is informative: never compared.
+    let mut t3 = g.clone();
+    t3["stochastic"][0]["tape"][0]["sample"] = "0123456789abcdef".into();
+    assert!(check(&g, &t3, &tol).unwrap().ok());
+    let r = check(&g, &g, &tol).unwrap();
+    assert!(!r.fields.iter().any(|f| f.field.ends_with(".sample")));
+}
+
+/// Version-1 files (no `constants`, no `params`) are still read, as golden files and as THEIRS.
+#[test]
+fn check_reads_schema_version_1() {
+    let mut v1 = committed_value("quadratic_6x2_box");
+    v1["schema_version"] = 1.into();
+    v1.as_object_mut().unwrap().remove("constants");
+    for t in v1["trajectories"].as_array_mut().unwrap() {
+        t.as_object_mut().unwrap().remove("params");
+    }
+    let parsed: GoldenFile = serde_json::from_value(v1.clone()).unwrap();
+    assert!(parsed.constants.is_none() && parsed.trajectories[0].params.is_empty());
+    assert!(check(&v1, &v1, &Tolerances::conformance()).unwrap().ok());
+    let g2 = committed_value("quadratic_6x2_box");
+    assert!(check(&g2, &v1, &Tolerances::conformance()).unwrap().ok());
+}
+
+#[test]
+fn cli_check_with_only_grad_f() {
+    let dir = tmp_dir("gradonly");
+    let golden = golden_path("quadratic_3x4_ball");
+    let g = committed_value("quadratic_3x4_ball");
+    let grad: Vec<Value> = g["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| serde_json::json!({ "grad_F": p["grad_F"] }))
+        .collect();
+    let theirs = dir.join("theirs.json");
+    let t = serde_json::json!({"schema": "bilevel-golden", "schema_version": 2, "points": grad});
+    std::fs::write(&theirs, t.to_string()).unwrap();
+    let (code, out, err) = bilevel(&["check", golden.to_str().unwrap(), theirs.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("warning: THEIRS has no instance_hash") && out.contains("compared 3 fields"),
+        "{out}"
+    );
+}
+
+/// The ball instances: the constraint is active at theta* in one (theta* on the sphere, grad F along the outer
+/// normal) and inactive in the other (grad F(theta*) = 0 inside).
+#[test]
+fn ball_instances_are_active_and_inactive() {
+    for (name, active) in [("quadratic_3x4_ball", true), ("quadratic_3x4_ball_inactive", false)] {
+        let g = load(name);
+        let Domain::Ball { center, radius } = &g.instance.domain else {
+            panic!("{name} is not on a ball")
+        };
+        let t = vecf(&g.theta_star) - vecf(center);
+        let plain = Plain::new(&g.instance);
+        let grad = plain.grad_f(&vecf(&g.theta_star));
+        if active {
+            assert!((t.norm() - radius).abs() < 1e-12, "{name}: |theta*| = {}", t.norm());
+            // KKT: grad F = -lambda (theta* - c) with lambda > 0.
+            let lambda = -grad.dot(&t) / t.norm_squared();
+            assert!(lambda > 0.1 && (&grad + lambda * &t).amax() < 1e-9, "{name}: {grad}");
+        } else {
+            assert!(t.norm() < radius - 0.5, "{name}: |theta*| = {}", t.norm());
+            assert!(grad.amax() < 1e-9, "{name}: {grad}");
+        }
+    }
 }

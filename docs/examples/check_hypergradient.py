@@ -13,7 +13,7 @@ import numpy as np
 golden_path = sys.argv[1] if len(sys.argv) > 1 else "tests/golden/quadratic_3x5.json"
 theirs_path = sys.argv[2] if len(sys.argv) > 2 else "theirs.json"
 g = json.load(open(golden_path))
-assert g["schema"] == "bilevel-golden" and g["schema_version"] == 1, "unknown schema"
+assert g["schema"] == "bilevel-golden" and g["schema_version"] in (1, 2), "unknown schema"
 
 inst = g["instance"]
 H, M, P, N, Q = (np.array(inst[k]) for k in ("H", "M", "P", "N", "Q"))
@@ -46,8 +46,8 @@ points = []
 worst = 0.0
 for pt in g["points"]:
     t, f = np.array(pt["theta"]), np.array(pt["phi"])
+    # Outputs only: the inputs (theta, phi) are read from the golden file, not echoed.
     mine = {
-        "theta": pt["theta"], "phi": pt["phi"],
         "f_u": f_u(t, f),
         "f_l": 0.5 * f @ H @ f + t @ M @ f + b_l @ f + inst["c_l"],
         "surrogate": (grad_theta_fu(t, f) - M @ np.linalg.solve(H, grad_phi_fu(t, f))).tolist(),
@@ -98,9 +98,9 @@ replay = max(rel_err(a, b) for a, b in zip(thetas + phis, s["theta"] + s["phi"])
 print(f"TTSA replay: {len(s['alpha'])} iterations, {len(s['tape'])} tape entries, worst error = {replay:.2e} (tolerance 1e-8)")
 
 theirs = {
-    "schema": "bilevel-golden", "schema_version": 1, "instance_hash": g["instance_hash"],
+    "schema": "bilevel-golden", "schema_version": 2, "instance_hash": g["instance_hash"],
     "points": points,
-    "stochastic": [dict(s, theta=[x.tolist() for x in thetas], phi=[x.tolist() for x in phis])],
+    "stochastic": [{"algorithm": "ttsa", "theta": [x.tolist() for x in thetas], "phi": [x.tolist() for x in phis]}],
 }
 json.dump(theirs, open(theirs_path, "w"))
 print(f"wrote {theirs_path}; compare with: bilevel check {golden_path} {theirs_path}")

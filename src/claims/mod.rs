@@ -32,6 +32,7 @@
 mod deterministic;
 #[cfg(feature = "plots")]
 mod plot;
+pub mod judge;
 mod report;
 mod run;
 mod spec;

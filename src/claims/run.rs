@@ -9,7 +9,7 @@ use crate::families;
 use crate::linalg::Vector;
 use crate::problem::{Bilevel, Constants, Noisy, Oracle};
 use crate::solver::{self, Metric, Recorder, Solver};
-use crate::stats::{self, ClaimKind, FitConfig, Interval, Rule, SeedKey, Table, Tail, Verdict};
+use crate::stats::{self, Table};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -274,15 +274,6 @@ fn replicate(
     Ok(out)
 }
 
-/// The stats crate's decision kind for a claim kind.
-fn rule_kind(k: Kind) -> ClaimKind {
-    match k {
-        Kind::Bound => ClaimKind::Bound,
-        Kind::Tight => ClaimKind::Tight,
-        Kind::Refuted => ClaimKind::Refuted,
-    }
-}
-
 /// Run `spec` alone under `master_seed` and judge it.
 pub fn run_claim(spec: &ClaimSpec, master_seed: u64) -> Result<ClaimResult> {
     Ok(run_group(&[spec], master_seed)?.remove(0))
@@ -336,53 +327,15 @@ fn judge(
     lower: &Table,
     seconds: f64,
 ) -> Result<ClaimResult> {
-    let h = spec.horizons;
-    let tail = Tail::Last(h.tail.unwrap_or(grid.len()));
-    let cfg = FitConfig::new(SeedKey::new(master_seed, &spec.id))
-        .with_tail(tail)
-        .with_bootstrap(BOOTSTRAP_RESAMPLES, BOOTSTRAP_LEVEL);
-    let used = match spec.measure {
+    // The same code judges other implementations' data (`bilevel judge`).
+    let mut target = super::judge::Target::from_claim(spec)?;
+    target.horizons = Some(grid.to_vec());
+    let samples = match spec.measure {
         Measure::ComplexityLower => Some(lower),
         Measure::ComplexityUpper => Some(upper),
         Measure::Slope => None,
     };
-    let (fitted, interval): (f64, Interval) = match used {
-        None => {
-            let f = stats::fit_power_law(grid, metric, &cfg)?;
-            (f.exponent, f.interval)
-        }
-        Some(u) => {
-            let f = stats::fit_sample_complexity(u, metric, &cfg)?;
-            (f.exponent, f.interval)
-        }
-    };
-    let rule = Rule::new(rule_kind(spec.kind), spec.theory_exponent, spec.tolerance)?;
-    let verdict = rule.judge(&interval);
-    let ok = if spec.power_for.is_some() {
-        verdict == Verdict::Fail
-    } else {
-        verdict == Verdict::Pass
-    };
-    Ok(ClaimResult {
-        id: spec.id.clone(),
-        kind: spec.kind,
-        theory_exponent: spec.theory_exponent,
-        fitted_exponent: fitted,
-        interval: [interval.lo, interval.hi],
-        tolerance: spec.tolerance,
-        verdict: if ok { "pass".into() } else { "fail".into() },
-        rule_verdict: format!("{verdict:?}").to_lowercase(),
-        power_for: spec.power_for.clone(),
-        bug: spec.bug.clone(),
-        quantity: format!("{} ({})", spec.metric.key(), spec.statistic.describe()),
-        replicates: spec.replicates,
-        horizons: grid.to_vec(),
-        fit_from: grid.len() - h.tail.unwrap_or(grid.len()).min(grid.len()),
-        means: metric.means(),
-        std_errors: metric.std_errors()?,
-        samples: used.map(|u| u.means()),
-        seconds,
-    })
+    super::judge::judge_tables(&target, master_seed, grid, metric, samples, seconds)
 }
 
 /// Run every claim of `specs`, simulating each shared run once (groups in order of first appearance; each run is

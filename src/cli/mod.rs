@@ -3,6 +3,7 @@
 
 pub mod algo_flags;
 pub mod hints;
+pub mod judge;
 pub mod output;
 pub mod run;
 pub mod shard;

@@ -1,8 +1,11 @@
 //! `bilevel check GOLDEN THEIRS`: compare another implementation's output with a golden file, field by field.
 //!
-//! THEIRS uses the golden schema: the header (`schema`, `schema_version`) is required, every top-level section it
-//! contains is compared in full (a field missing inside a section is an error), sections it omits are reported as
-//! skipped. If it carries `instance_hash` or `instance`, they must be those of the golden file.
+//! THEIRS uses the golden schema: the header (`schema`, `schema_version`) is required; every field it provides is
+//! compared with the golden file's field at the same path, and nothing else: THEIRS needs only the outputs it wants
+//! compared (inputs are taken from the golden file). Keys the golden file does not have are warnings, informative
+//! fields ([`INFORMATIVE`]) are ignored, sections it omits are reported as skipped, entries of `trajectories` and
+//! `stochastic` may be matched by `algorithm`, and a `null` entry of an array of objects skips it. If it carries
+//! `instance_hash` or `instance`, they must be those of the golden file; a missing `instance_hash` is a warning.
 //!
 //! # Error measure
 //! A *field* is a number or a (nested) array of numbers, e.g. `points[1].grad_F`. Its error is
@@ -12,14 +15,16 @@
 //! absolutely: its rounding error is set by the size of the terms that cancel, about 1 here).
 //! Integer fields ($T$, depths, counts) and strings must match exactly.
 
+use super::family::{FAMILY_SCHEMA, FAMILY_SCHEMA_VERSION};
 use super::schema::{GoldenFile, SCHEMA, SCHEMA_VERSION};
 use crate::error::{BilevelError, Result};
 use serde_json::Value;
 use std::fmt::Write;
 
 /// The compared top-level sections, in report order.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "instance",
+    "constants",
     "theta_star",
     "points",
     "cg",
@@ -44,6 +49,8 @@ pub struct Tolerances {
 impl Tolerances {
     /// For another implementation in float64 (reasons in `docs/golden-format.md`):
     /// - `instance` $10^{-15}$: a copy of the input; float64 written with 17 significant digits reads back exactly.
+    /// - `constants` $10^{-10}$: extreme eigenvalues of symmetric matrices, perturbed by at most
+    ///   $\varepsilon\\|A\\|$ by any backward-stable eigensolver.
     /// - `theta_star`, `points`, `neumann`, `itd` $10^{-10}$: exact quantities; any backward-stable float64
     ///   method (LU or Cholesky, any summation order) lands within about $\kappa\cdot10^{-16}$ with
     ///   $\kappa\le40$ here, so $10^{-10}$ leaves a wide margin while catching any real bug (a transpose, a
@@ -51,10 +58,15 @@ impl Tolerances {
     /// - `cg` $10^{-9}$: CG iterates amplify rounding of the inner products by up to $\kappa$ per step.
     /// - `trajectories`, `stochastic` $10^{-8}$: rounding differences propagate through $K$ outer steps and the
     ///   inner loops (gains bounded by the step maps' Lipschitz constants, $\le 1 + \alpha L_F$ per step).
+    /// - family files: `data` $10^{-15}$ (a copy), `points` $10^{-10}$ (exact values, as above), `prox` $10^{-9}$:
+    ///   the file's proximal point is within $10^{-12}$ of the minimiser (the stopping rule of
+    ///   [`crate::families::weakly_convex::WeaklyConvex::prox`]); $10^{-9}$ accepts any solver converged to
+    ///   $10^{-10}$ while a wrong sign or a missing projection moves it by $10^{-2}$ or more.
     pub fn conformance() -> Self {
         Tolerances {
             sections: vec![
                 ("instance", 1e-15),
+                ("constants", 1e-10),
                 ("theta_star", 1e-10),
                 ("points", 1e-10),
                 ("cg", 1e-9),
@@ -62,6 +74,8 @@ impl Tolerances {
                 ("itd", 1e-10),
                 ("trajectories", 1e-8),
                 ("stochastic", 1e-8),
+                ("data", 1e-15),
+                ("prox", 1e-9),
             ],
             default: 1e-10,
         }
@@ -117,6 +131,8 @@ pub struct Report {
     pub skipped: Vec<String>,
     /// Every field compared, worst (largest `err / tol`) first.
     pub fields: Vec<FieldError>,
+    /// Unknown keys, a missing `instance_hash`: reported, not failed.
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -133,6 +149,9 @@ impl Report {
     /// Human-readable summary with the `worst` largest errors.
     pub fn render(&self, worst: usize) -> String {
         let mut s = String::new();
+        for w in &self.warnings {
+            let _ = writeln!(s, "warning: {w}");
+        }
         let _ = writeln!(
             s,
             "compared {} fields in sections: {}",
@@ -173,15 +192,28 @@ impl Report {
     }
 }
 
-fn header(v: &Value, which: &str) -> Result<()> {
+/// Sections of a family file ([`super::family`]), in report order.
+pub const FAMILY_SECTIONS: [&str; 3] = ["data", "points", "prox"];
+
+/// The schema (quadratic or family) and version of a file.
+fn header(v: &Value, which: &str) -> Result<(&'static str, u32)> {
     let obj = v
         .as_object()
         .ok_or_else(|| BilevelError::Malformed(format!("{which}: the top level must be a JSON object")))?;
     match obj.get("schema").and_then(Value::as_str) {
+        Some(FAMILY_SCHEMA) => {
+            return match obj.get("schema_version").and_then(Value::as_u64) {
+                Some(v) if v == u64::from(FAMILY_SCHEMA_VERSION) => Ok((FAMILY_SCHEMA, v as u32)),
+                other => Err(BilevelError::Malformed(format!(
+                    "{which}: schema_version {other:?} of '{FAMILY_SCHEMA}', this checker reads version \
+                     {FAMILY_SCHEMA_VERSION}"
+                ))),
+            };
+        }
         Some(SCHEMA) => {}
         Some(other) => {
             return Err(BilevelError::Malformed(format!(
-                "{which}: schema is '{other}', expected '{SCHEMA}'"
+                "{which}: schema is '{other}', expected '{SCHEMA}' or '{FAMILY_SCHEMA}'"
             )));
         }
         None => {
@@ -191,9 +223,9 @@ fn header(v: &Value, which: &str) -> Result<()> {
         }
     }
     match obj.get("schema_version").and_then(Value::as_u64) {
-        Some(v) if v == u64::from(SCHEMA_VERSION) => Ok(()),
+        Some(v) if (1..=u64::from(SCHEMA_VERSION)).contains(&v) => Ok((SCHEMA, v as u32)),
         Some(v) => Err(BilevelError::Malformed(format!(
-            "{which}: schema_version {v}, this checker reads version {SCHEMA_VERSION}"
+            "{which}: schema_version {v}, this checker reads versions 1 to {SCHEMA_VERSION}"
         ))),
         None => Err(BilevelError::Malformed(format!(
             "{which}: missing or non-integer field 'schema_version' (= {SCHEMA_VERSION})"
@@ -201,25 +233,68 @@ fn header(v: &Value, which: &str) -> Result<()> {
     }
 }
 
-/// Compare THEIRS with GOLDEN (see the module docs). Errors (never panics) on: malformed golden file, wrong schema or
-/// version, a different instance, wrong dimensions, a missing field inside a provided section, no section at all.
+/// Top-level keys of THEIRS that are not sections: read (`schema`, `schema_version`, `instance_hash`) or ignored.
+const HEADER_KEYS: [&str; 8] = [
+    "family",
+    "domain",
+    "schema",
+    "schema_version",
+    "instance_hash",
+    "name",
+    "crate_version",
+    "provenance",
+];
+
+/// Informative fields: never compared, wherever they occur (the tape's sample word is the crate's own RNG state).
+pub const INFORMATIVE: [&str; 1] = ["sample"];
+
+/// Compare THEIRS with GOLDEN (see the module docs). THEIRS needs only the outputs it wants compared: a field it
+/// omits is not compared, a key the golden file does not have is a warning, informative fields ([`INFORMATIVE`]) are
+/// ignored, and a missing `instance_hash` is a warning (the instance cannot be verified). Errors (never panics) on:
+/// malformed golden file, wrong schema or version, a different instance, wrong dimensions or array lengths, a
+/// non-number where a number belongs, and a THEIRS with no field to compare.
 pub fn check(golden: &Value, theirs: &Value, tol: &Tolerances) -> Result<Report> {
-    header(golden, "GOLDEN")?;
-    header(theirs, "THEIRS")?;
-    let g: GoldenFile = serde_json::from_value(golden.clone())
-        .map_err(|e| BilevelError::Malformed(format!("GOLDEN is not a valid golden file: {e}")))?;
-    let t = theirs.as_object().expect("checked by header");
-    if let Some(h) = t.get("instance_hash")
-        && h.as_str() != Some(g.instance_hash.as_str())
-    {
+    let (schema, _) = header(golden, "GOLDEN")?;
+    let (their_schema, _) = header(theirs, "THEIRS")?;
+    if schema != their_schema {
         return Err(BilevelError::Malformed(format!(
-            "THEIRS was computed on instance {h}, the golden file's instance is \"{}\"",
-            g.instance_hash
+            "THEIRS has schema '{their_schema}', the golden file '{schema}'"
         )));
     }
-    if let Some(inst) = t.get("instance") {
-        for (key, expected) in [("d_u", g.instance.d_u), ("d_l", g.instance.d_l)] {
-            let got = inst.get(key).and_then(Value::as_u64);
+    let (hash, sections, dims) = if schema == FAMILY_SCHEMA {
+        let hash = golden
+            .get("instance_hash")
+            .and_then(Value::as_str)
+            .ok_or_else(|| BilevelError::Malformed("GOLDEN family file has no instance_hash".into()))?;
+        for key in ["data", "points"] {
+            if golden.get(key).is_none() {
+                return Err(BilevelError::Malformed(format!("GOLDEN family file has no '{key}'")));
+            }
+        }
+        (hash.to_string(), &FAMILY_SECTIONS[..], None)
+    } else {
+        let g: GoldenFile = serde_json::from_value(golden.clone())
+            .map_err(|e| BilevelError::Malformed(format!("GOLDEN is not a valid golden file: {e}")))?;
+        (g.instance_hash, &SECTIONS[..], Some((g.instance.d_u, g.instance.d_l)))
+    };
+    let t = theirs.as_object().expect("checked by header");
+    let mut warnings = Vec::new();
+    match t.get("instance_hash") {
+        Some(h) if h.as_str() != Some(hash.as_str()) => {
+            return Err(BilevelError::Malformed(format!(
+                "THEIRS was computed on instance {h}, the golden file's instance is \"{hash}\""
+            )));
+        }
+        Some(_) => {}
+        None => warnings.push(format!(
+            "THEIRS has no instance_hash: the instance it was computed on is not verified (add \"instance_hash\": \
+             \"{hash}\")"
+        )),
+    }
+    if let (Some(inst), Some((d_u, d_l))) = (t.get("instance"), dims) {
+        for (key, expected) in [("d_u", d_u), ("d_l", d_l)] {
+            let Some(v) = inst.get(key) else { continue };
+            let got = v.as_u64();
             if got != Some(expected as u64) {
                 return Err(BilevelError::DimensionMismatch {
                     what: format!("THEIRS instance.{key}"),
@@ -229,24 +304,35 @@ pub fn check(golden: &Value, theirs: &Value, tol: &Tolerances) -> Result<Report>
             }
         }
     }
+    for key in t.keys() {
+        if !sections.contains(&key.as_str()) && !HEADER_KEYS.contains(&key.as_str()) {
+            warnings.push(format!("unknown key '{key}' in THEIRS (ignored)"));
+        }
+    }
     let mut report = Report {
         compared: Vec::new(),
         skipped: Vec::new(),
         fields: Vec::new(),
+        warnings,
     };
-    for section in SECTIONS {
+    for &section in sections {
         let Some(tv) = t.get(section) else {
             report.skipped.push(section.into());
             continue;
         };
         let gv = &golden[section];
-        compare(gv, tv, section, tol.of(section), &mut report.fields)?;
+        let mut cx = Cx {
+            tol: tol.of(section),
+            out: &mut report.fields,
+            warnings: &mut report.warnings,
+        };
+        cx.compare(gv, tv, section)?;
         report.compared.push(section.into());
     }
-    if report.compared.is_empty() {
+    if report.fields.is_empty() {
         return Err(BilevelError::Malformed(format!(
-            "THEIRS contains none of the sections {}",
-            SECTIONS.join(", ")
+            "THEIRS contains no field to compare (sections: {}; field names as in the golden file)",
+            sections.join(", ")
         )));
     }
     report
@@ -274,53 +360,91 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn compare(g: &Value, t: &Value, path: &str, tol: f64, out: &mut Vec<FieldError>) -> Result<()> {
-    if is_numeric(g) {
-        let mut pairs = Vec::new();
-        flatten(g, t, path, &mut pairs)?;
-        out.push(field_error(path, &pairs, tol));
-        return Ok(());
-    }
-    match g {
-        Value::Object(gm) => {
-            let tm = t.as_object().ok_or_else(|| {
-                BilevelError::Malformed(format!("THEIRS {path}: expected an object, found {}", kind(t)))
-            })?;
-            for (k, gv) in gm {
-                let tv = tm
-                    .get(k)
-                    .ok_or_else(|| BilevelError::Malformed(format!("THEIRS: missing field {path}.{k}")))?;
-                compare(gv, tv, &format!("{path}.{k}"), tol, out)?;
-            }
-            Ok(())
+/// The comparison state of one section.
+struct Cx<'a> {
+    tol: f64,
+    out: &'a mut Vec<FieldError>,
+    warnings: &'a mut Vec<String>,
+}
+
+impl Cx<'_> {
+    fn compare(&mut self, g: &Value, t: &Value, path: &str) -> Result<()> {
+        if is_numeric(g) {
+            let mut pairs = Vec::new();
+            flatten(g, t, path, &mut pairs)?;
+            self.out.push(field_error(path, &pairs, self.tol));
+            return Ok(());
         }
-        Value::Array(ga) => {
-            let ta = t.as_array().ok_or_else(|| {
-                BilevelError::Malformed(format!("THEIRS {path}: expected an array, found {}", kind(t)))
-            })?;
-            if ta.len() != ga.len() {
-                return Err(BilevelError::DimensionMismatch {
-                    what: format!("THEIRS {path} (number of entries)"),
-                    expected: ga.len(),
-                    got: ta.len(),
+        match g {
+            Value::Object(gm) => {
+                let tm = t.as_object().ok_or_else(|| {
+                    BilevelError::Malformed(format!("THEIRS {path}: expected an object, found {}", kind(t)))
+                })?;
+                // Only what THEIRS provides is compared; inputs it omits are taken from the golden file.
+                for (k, tv) in tm {
+                    if INFORMATIVE.contains(&k.as_str()) {
+                        continue;
+                    }
+                    match gm.get(k) {
+                        Some(gv) => self.compare(gv, tv, &format!("{path}.{k}"))?,
+                        None => self
+                            .warnings
+                            .push(format!("unknown key {path}.{k} in THEIRS (ignored)")),
+                    }
+                }
+                Ok(())
+            }
+            Value::Array(ga) => {
+                let ta = t.as_array().ok_or_else(|| {
+                    BilevelError::Malformed(format!("THEIRS {path}: expected an array, found {}", kind(t)))
+                })?;
+                // Trajectories may be given for some algorithms only, matched by name.
+                let by_name = ta.iter().all(|x| x.get("algorithm").and_then(Value::as_str).is_some())
+                    && ga.iter().all(|x| x.get("algorithm").and_then(Value::as_str).is_some());
+                if by_name && !ta.is_empty() {
+                    for tv in ta {
+                        let name = tv["algorithm"].as_str().expect("checked above");
+                        let (i, gv) = ga
+                            .iter()
+                            .enumerate()
+                            .find(|(_, x)| x["algorithm"].as_str() == Some(name))
+                            .ok_or_else(|| {
+                                BilevelError::Malformed(format!(
+                                    "THEIRS {path}: the golden file has no entry for algorithm '{name}'"
+                                ))
+                            })?;
+                        self.compare(gv, tv, &format!("{path}[{i}]"))?;
+                    }
+                    return Ok(());
+                }
+                if ta.len() != ga.len() {
+                    return Err(BilevelError::DimensionMismatch {
+                        what: format!("THEIRS {path} (number of entries; use null for an entry you skip)"),
+                        expected: ga.len(),
+                        got: ta.len(),
+                    });
+                }
+                for (i, (gv, tv)) in ga.iter().zip(ta).enumerate() {
+                    // `null` skips an entry of an array of objects (e.g. a point THEIRS did not compute).
+                    if tv.is_null() && gv.is_object() {
+                        continue;
+                    }
+                    self.compare(gv, tv, &format!("{path}[{i}]"))?;
+                }
+                Ok(())
+            }
+            _ => {
+                let err = if g == t { 0.0 } else { f64::INFINITY };
+                self.out.push(FieldError {
+                    field: path.into(),
+                    worst: path.into(),
+                    err,
+                    tol: self.tol,
+                    golden: g.to_string(),
+                    theirs: t.to_string(),
                 });
+                Ok(())
             }
-            for (i, (gv, tv)) in ga.iter().zip(ta).enumerate() {
-                compare(gv, tv, &format!("{path}[{i}]"), tol, out)?;
-            }
-            Ok(())
-        }
-        _ => {
-            let err = if g == t { 0.0 } else { f64::INFINITY };
-            out.push(FieldError {
-                field: path.into(),
-                worst: path.into(),
-                err,
-                tol,
-                golden: g.to_string(),
-                theirs: t.to_string(),
-            });
-            Ok(())
         }
     }
 }

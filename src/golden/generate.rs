@@ -2,7 +2,7 @@
 //! every value of the schema computed with the crate's own code on the instance **as written out**.
 
 use super::schema::{
-    CgCase, GoldenFile, Instance, ItdCase, ItdStep, NeumannCase, PointValues, SCHEMA, SCHEMA_VERSION,
+    CgCase, ConstantsOut, GoldenFile, Instance, ItdCase, ItdStep, NeumannCase, PointValues, SCHEMA, SCHEMA_VERSION,
     StochasticTrajectory, TapeEntry, Trajectory, rows, vec,
 };
 use super::tape::{Recording, neumann_depths};
@@ -16,6 +16,7 @@ use crate::solver::{self, Iterate, Observer, Schedule};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 /// Outer iterations of the deterministic trajectories.
@@ -53,6 +54,27 @@ pub fn builtins() -> Result<Vec<Builtin>> {
     };
     let qb = spec_box.build()?;
     let meta = families::build("meta_learning", 0)?;
+    // The instance of the TTSA strongly convex claims (theory/claims.toml, `ttsa-sc-quadratic`), for `bilevel judge`.
+    let spec_ttsa = QuadraticSpec {
+        d_u: 2,
+        d_l: 3,
+        kappa: 2.0,
+        mu_f: 1.0,
+        seed: 1,
+        ..Default::default()
+    };
+    let qt = spec_ttsa.build()?;
+    // A ball on which the constraint is active (theta* on the sphere) and theta^0 = P(1) is projected.
+    let q_ball = QuadraticSpec {
+        d_u: 3,
+        d_l: 4,
+        kappa: 5.0,
+        seed: 2,
+        ..Default::default()
+    }
+    .build()?;
+    let ball = Domain::new_ball(vec![0.0; 3], 0.5)?;
+    let wide_ball = Domain::new_ball(vec![0.0; 3], 3.0)?;
     Ok(vec![
         Builtin {
             name: "quadratic_3x5",
@@ -74,6 +96,30 @@ pub fn builtins() -> Result<Vec<Builtin>> {
                          (theta-only terms of f_l dropped: they change neither phi* nor F)"
                 .into(),
             instance: extract(meta.as_ref())?,
+            stochastic_iters: 10,
+        },
+        Builtin {
+            name: "quadratic_2x3_ttsa",
+            provenance: "families::quadratic::QuadraticSpec { d_u: 2, d_l: 3, kappa: 2, mu_f: 1, seed: 1 }: the \
+                         family of the claims ttsa-sc/* (run ttsa-sc-quadratic)"
+                .into(),
+            instance: Instance::from_quadratic(&qt, 0.0, 0.0, Domain::Unbounded),
+            stochastic_iters: 10,
+        },
+        Builtin {
+            name: "quadratic_3x4_ball",
+            provenance: "families::quadratic::QuadraticSpec { d_u: 3, d_l: 4, kappa: 5, seed: 2 } on the ball \
+                         |theta| <= 0.5 (active at theta*)"
+                .into(),
+            instance: Instance::from_quadratic(&q_ball, 0.0, 0.0, ball),
+            stochastic_iters: 10,
+        },
+        Builtin {
+            name: "quadratic_3x4_ball_inactive",
+            provenance: "the instance of quadratic_3x4_ball on the ball |theta| <= 3 (inactive at theta*; \
+                         theta^0 = 1 is inside)"
+                .into(),
+            instance: Instance::from_quadratic(&q_ball, 0.0, 0.0, wide_ball),
             stochastic_iters: 10,
         },
     ])
@@ -282,6 +328,12 @@ pub fn generate(name: &str, provenance: &str, inst: &Instance, stochastic_iters:
         provenance: provenance.into(),
         instance: inst.clone(),
         instance_hash: inst.hash(),
+        constants: Some(ConstantsOut {
+            mu_l: k.mu_l,
+            l_l: k.l_l,
+            mu_f: k.mu_f,
+            l_f: k.l_f,
+        }),
         theta_star: vec(&theta_star),
         points,
         cg: cg_cases,
@@ -296,6 +348,132 @@ fn context(algo: &str, e: BilevelError) -> BilevelError {
     BilevelError::Unsupported(format!("golden trajectory of {algo}: {e}"))
 }
 
+/// Every parameter `algorithms::build(algo, p, K)` uses, written out (per-iteration arrays for $k = 0..K-1$). The
+/// formulas restate `algorithms::build`; the test `trajectories_reproduce_from_the_documented_pseudo_code` replays
+/// every trajectory from these values alone, so a divergence fails it.
+fn params(p: &dyn Bilevel, algo: &str, iters: usize, calls: &[super::tape::Call], starts: &[usize]) -> Map {
+    let k = p.constants();
+    let (l_l, mu_l, l_f) = (k.l_l, k.mu_l, k.l_f.max(1e-12));
+    let kappa = l_l / mu_l;
+    let each = |f: &dyn Fn(usize) -> f64| -> Value { (0..iters).map(f).collect::<Vec<f64>>().into() };
+    let sched = |s: Schedule| each(&|i| s.at(i));
+    let growth = NeumannGrowth::for_constants(mu_l, l_l);
+    let terms: Value = (0..iters).map(|i| growth.at(i).terms).collect::<Vec<usize>>().into();
+    let unroll = ((kappa * 100f64.ln()).ceil() as usize).clamp(1, 500);
+    let l_sample = k.l_l_sample.unwrap_or(l_l).max(l_l);
+    let (ttsa_alpha, ttsa_beta) = match k.mu_f {
+        Some(mu_f) => (
+            Schedule::decay(2.0 / mu_f, 2.0 / mu_f * 2.0 * l_f, 1.0),
+            Schedule::decay(1.0 / l_l, 1.0, 2.0 / 3.0),
+        ),
+        None => (
+            Schedule::horizon(0.5 / l_f, iters, 0.6),
+            Schedule::horizon(1.0 / l_l, iters, 0.4),
+        ),
+    };
+    let alpha = sched(Schedule::constant(0.5 / l_f));
+    let beta = sched(Schedule::constant(1.0 / l_l));
+    let v = match algo {
+        "alternating" | "alternating-multi" => json!({
+            "alpha": alpha, "beta": beta, "inner_steps": if algo == "alternating" { 1 } else { 10 },
+        }),
+        "ba" => json!({"alpha": alpha, "beta": beta, "inner_steps": 10}),
+        "bsa" => json!({
+            "alpha": sched(Schedule::horizon(0.5 / l_f, iters, 0.5)), "beta": beta,
+            "inner_steps": (0..iters).map(|i| ((i + 1) as f64).sqrt().ceil().max(1.0) as usize).collect::<Vec<_>>(),
+            "neumann_eta": growth.eta, "neumann_terms": terms,
+        }),
+        "aid-bio" => json!({
+            "alpha": alpha, "beta": beta, "inner_steps": 10,
+            "cg_max_iter": p.dims().d_l.max(1), "cg_tol": crate::hypergrad::cg::CgOptions::default().tol,
+        }),
+        "stocbio" => json!({
+            "alpha": alpha, "beta": beta, "inner_steps": 10, "batch": 4,
+            "neumann_eta": growth.eta, "neumann_terms": terms,
+        }),
+        "ttsa" | "momentum" => {
+            let mut m = json!({
+                "alpha": sched(ttsa_alpha), "beta": sched(ttsa_beta),
+                "neumann_eta": growth.eta, "neumann_terms": terms,
+            });
+            if algo == "momentum" {
+                m["momentum"] = 0.5.into();
+            }
+            m
+        }
+        "stable" | "stable-alg6-literal" => json!({
+            "alpha": sched(Schedule::constant(0.2 / l_f)), "beta": sched(Schedule::constant(0.5 / l_l)),
+            "tau": 0.5, "mu": mu_l,
+        }),
+        "sustain" => {
+            let a0 = 0.5 / l_f;
+            json!({
+                "alpha": sched(Schedule::decay(a0, 1.0, 1.0 / 3.0)), "c_beta": 1.0 / (l_l * a0),
+                "c_eta": 1.0 / (a0 * a0), "neumann_eta": growth.eta, "neumann_terms": terms,
+            })
+        }
+        "penalty" | "primal-dual" => {
+            let (a1, a2, rho) = (1e-3, 1e-3, 10.0);
+            let mut m = json!({
+                "alpha": sched(Schedule::constant(0.5 / (l_f + rho * l_l))), "gamma_z": 1.0 / (l_l + a1),
+                "inner_steps": 5, "a1": a1, "a2": a2, "rho": rho,
+            });
+            if algo == "primal-dual" {
+                m["dual_step"] = 1.0.into();
+            }
+            m
+        }
+        "itd-bio" => json!({"alpha": alpha, "beta": 1.0 / l_sample, "T": unroll}),
+        "pzobo" => {
+            let a = match k.mu_f {
+                Some(mu_f) => Schedule::decay(2.0 / mu_f, 4.0 * l_f / mu_f, 1.0),
+                None => Schedule::horizon(0.5 / l_f, iters, 0.5),
+            };
+            let (delta, q) = (1e-3, p.dims().d_u);
+            json!({
+                "alpha": sched(a), "beta": 1.0 / l_sample, "T": unroll, "delta": delta, "Q": q,
+                "directions": pzobo_directions(calls, starts, unroll, q, delta),
+            })
+        }
+        "vrbo" => {
+            let q = (iters.max(1) as f64).sqrt().ceil() as usize;
+            json!({
+                "alpha": sched(Schedule::constant(0.2 / l_f)), "beta": 0.5 / l_l, "q": q, "S": q * q, "b": q,
+                "m": 1, "neumann_eta": 1.0 / l_l,
+                "neumann_terms": ((kappa * 1e4f64.ln()).ceil() as usize).clamp(1, 1000),
+                "refresh": (0..iters).map(|i| i % q == 0).collect::<Vec<bool>>(),
+            })
+        }
+        _ => json!({}),
+    };
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("params are objects"),
+    }
+}
+
+/// PZOBO's directions $u_{k,q}$ read off the $\theta$ argument of the first inner-loop call of each perturbed
+/// unroll: iteration $k$ makes $T$ calls `grad_phi_fl` at $\theta^k$, then $\nabla_\theta f_u$, $\nabla_\phi f_u$,
+/// then $T$ calls at $\theta^k + \delta u_{k,q}$ for $q = 1..Q$. $u = (\vartheta - \theta^k)/\delta$ is exact to
+/// about $10^{-13}$ relative (one rounding of $\theta^k + \delta u$, divided by $\delta = 10^{-3}$).
+fn pzobo_directions(calls: &[super::tape::Call], starts: &[usize], t: usize, q: usize, delta: f64) -> Value {
+    let mut out = Vec::new();
+    for w in starts.windows(2) {
+        let c = &calls[w[0]..w[1]];
+        let theta = &c[0].theta;
+        let dirs: Vec<Vec<f64>> = (0..q)
+            .map(|j| {
+                let first = &c[t + 2 + j * t].theta;
+                first.iter().zip(theta).map(|(a, b)| (a - b) / delta).collect()
+            })
+            .collect();
+        out.push(dirs);
+    }
+    json!(out)
+}
+
+type Map = serde_json::Map<String, Value>;
+
 fn trajectory(p: &Arc<dyn Bilevel>, algo: &str, theta0: &Vector, phi0: &Vector) -> Result<Trajectory> {
     let rec = Recording::new(Arc::clone(p), Arc::clone(p));
     let mut solver = algorithms::build(algo, p.as_ref(), TRAJECTORY_ITERS)?;
@@ -307,8 +485,9 @@ fn trajectory(p: &Arc<dyn Bilevel>, algo: &str, theta0: &Vector, phi0: &Vector) 
         starts: Vec::new(),
     };
     solver::run(solver.as_mut(), &mut o, theta0, phi0, TRAJECTORY_ITERS, &mut marks)?;
+    let calls = rec.calls();
     let depths = if GHADIMI_WANG.contains(&algo) {
-        neumann_depths(&rec.calls())
+        neumann_depths(&calls)
     } else {
         Vec::new()
     };
@@ -319,6 +498,7 @@ fn trajectory(p: &Arc<dyn Bilevel>, algo: &str, theta0: &Vector, phi0: &Vector) 
         theta: marks.theta,
         phi: marks.phi,
         neumann_depths: depths,
+        params: params(p.as_ref(), algo, TRAJECTORY_ITERS, &calls, &marks.starts),
     })
 }
 

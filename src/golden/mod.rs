@@ -4,11 +4,17 @@
 //! bilevel instance written out in full with its hash, exact $\phi^\star$, $F$, $\nabla F$ and
 //! $J = d\phi^\star/d\theta$ at listed points (eqs (13)–(17)), CG iterates (Alg 7), Neumann partial sums (24) and
 //! the expectations of the stochastic Neumann estimators, ITD forward and reverse for $T = 1,\dots,n$ (30)–(32),
-//! deterministic trajectories of every algorithm, and a stochastic TTSA trajectory with its noise tape.
+//! deterministic trajectories of every algorithm with every parameter they used (schema 2: reproducible from the
+//! file and the documented pseudo-code alone, test `tests/golden_replay.rs`), and a stochastic TTSA trajectory with
+//! its noise tape. Family files ([`family`]) cover the hyperparameter family (4) and the weakly convex family
+//! (prox (37), Moreau measure (38)) by their data and formulas. Rates of another implementation's own stochastic
+//! runs are judged by [`crate::claims::judge`] (`bilevel judge`).
 //!
 //! - [`generate`]: the built-in instances and the generator (`bilevel golden --out DIR`, or
 //!   `--instance FILE` for a user's own instance).
-//! - [`check`]: field-by-field comparison with stated tolerances (`bilevel check GOLDEN THEIRS`).
+//! - [`check`]: field-by-field comparison with stated tolerances (`bilevel check GOLDEN THEIRS`); THEIRS gives only
+//!   the outputs it wants compared.
+//! - [`family`]: the family files beyond quadratics.
 //! - [`tape`]: the recording wrapper behind the noise tape.
 //! - [`schema`]: the serde types.
 //!
@@ -37,6 +43,7 @@
 //! ```
 
 pub mod check;
+pub mod family;
 pub mod generate;
 pub mod schema;
 pub mod tape;
@@ -49,8 +56,16 @@ use std::path::Path;
 /// matrix is one row per line) and short objects on one line. Numbers are written in the shortest form that reads
 /// back to the same f64.
 pub fn to_json(file: &schema::GoldenFile) -> String {
-    let pretty = serde_json::to_string_pretty(file).expect("golden files are serialisable");
-    let mut s = collapse(&pretty);
+    layout(&serde_json::to_string_pretty(file).expect("golden files are serialisable"))
+}
+
+/// [`to_json`] for any JSON value (the family files of [`family`]; object keys in alphabetical order).
+pub fn to_json_value(file: &Value) -> String {
+    layout(&serde_json::to_string_pretty(file).expect("JSON values are serialisable"))
+}
+
+fn layout(pretty: &str) -> String {
+    let mut s = collapse(pretty);
     s.push('\n');
     s
 }
@@ -105,13 +120,27 @@ pub fn read_instance(path: &Path) -> Result<schema::Instance> {
     Ok(inst)
 }
 
-/// Write `files` into `dir` as `NAME.json` (creating `dir`); returns the paths written.
+/// Write `files` into `dir` as `NAME.json` in the schema's field order (creating `dir`); returns the paths written.
 pub fn write_all(files: &[schema::GoldenFile], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let named: Vec<(&str, String)> = files.iter().map(|f| (f.name.as_str(), to_json(f))).collect();
+    write_texts(&named, dir)
+}
+
+/// Write JSON objects with a `name` field into `dir` as `NAME.json` (creating `dir`); returns the paths written.
+pub fn write_values(files: &[Value], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let named: Vec<(&str, String)> = files
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap_or("golden"), to_json_value(f)))
+        .collect();
+    write_texts(&named, dir)
+}
+
+fn write_texts(files: &[(&str, String)], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| BilevelError::io("create", dir, &e))?;
     let mut out = Vec::new();
-    for f in files {
-        let path = dir.join(format!("{}.json", f.name));
-        std::fs::write(&path, to_json(f)).map_err(|e| BilevelError::io("write", &path, &e))?;
+    for (name, text) in files {
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, text).map_err(|e| BilevelError::io("write", &path, &e))?;
         out.push(path);
     }
     Ok(out)

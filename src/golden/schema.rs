@@ -12,8 +12,25 @@ use serde::{Deserialize, Serialize};
 
 /// The value of the `schema` field.
 pub const SCHEMA: &str = "bilevel-golden";
-/// The schema version this crate writes and reads. A change of meaning of any field bumps it.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version this crate writes. A change of meaning of any field bumps it; the reader also accepts
+/// version 1 (version 2 added `constants` and each trajectory's `params`; no field changed meaning).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The constants every default parameter is derived from (`algorithms::build`), as the crate computes them for the
+/// instance: $\mu_l = \lambda_{\min}(H)$, $L_l = \lambda_{\max}(H)$, $\mu_F = \lambda_{\min}(A_F)$,
+/// $L_F = \lambda_{\max}(A_F)$ with $A_F$ the Hessian of $F$.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConstantsOut {
+    /// $\mu_l$.
+    pub mu_l: f64,
+    /// $L_l$.
+    pub l_l: f64,
+    /// $\mu_F$ (`null` if $F$ is not strongly convex).
+    pub mu_f: Option<f64>,
+    /// $L_F$.
+    pub l_f: f64,
+}
 
 /// A quadratic bilevel instance written out in full:
 /// $$f_l(\theta,\phi) = \tfrac12\phi^\top H\phi + \theta^\top M\phi + b_l^\top\phi + c_l,\qquad
@@ -305,6 +322,10 @@ pub struct Trajectory {
     pub phi: Vec<Vec<f64>>,
     /// Ghadimi–Wang depths $p$, one per Neumann estimate in call order (empty for other methods).
     pub neumann_depths: Vec<usize>,
+    /// Every parameter the run used (schema 2): per-iteration arrays (`alpha[k]`, …) and constants, by algorithm
+    /// as listed in `docs/golden-format.md`. Empty in version-1 files.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub params: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One oracle call of a stochastic run: what was asked and the noise that was added.
@@ -368,6 +389,9 @@ pub struct GoldenFile {
     pub instance: Instance,
     /// [`Instance::hash`].
     pub instance_hash: String,
+    /// The instance's constants (schema 2; absent in version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constants: Option<ConstantsOut>,
     /// $\theta^\star = \arg\min_\Theta F$.
     pub theta_star: Vec<f64>,
     /// Exact values at listed points.

@@ -20,6 +20,8 @@ pub struct Call {
     pub sample: Sample,
     /// Output minus the exact output.
     pub noise: Vec<f64>,
+    /// The $\theta$ argument of the call (PZOBO's directions are read off it).
+    pub theta: Vec<f64>,
 }
 
 /// Logs every oracle call of `noisy`, with the noise relative to `exact` (see the module docs).
@@ -54,21 +56,28 @@ impl Recording {
         self.len() == 0
     }
 
-    fn push(&self, kind: &'static str, sample: Sample, noise: Vec<f64>) {
-        self.log.lock().expect("tape lock").push(Call { kind, sample, noise });
+    fn push(&self, kind: &'static str, sample: Sample, theta: &Vector, noise: Vec<f64>) {
+        let theta = theta.iter().copied().collect();
+        self.log.lock().expect("tape lock").push(Call {
+            kind,
+            sample,
+            noise,
+            theta,
+        });
     }
 
     fn vector_call(
         &self,
         kind: &'static str,
         s: Sample,
+        theta: &Vector,
         out: &mut Vector,
         f: impl Fn(&dyn Bilevel, Sample, &mut Vector),
     ) {
         f(self.noisy.as_ref(), s, out);
         let mut exact = out.clone();
         f(self.exact.as_ref(), Sample::Exact, &mut exact);
-        self.push(kind, s, (&*out - exact).iter().copied().collect());
+        self.push(kind, s, theta, (&*out - exact).iter().copied().collect());
     }
 }
 
@@ -104,34 +113,38 @@ impl Bilevel for Recording {
     }
     fn f_u(&self, s: Sample, theta: &Vector, phi: &Vector) -> f64 {
         let v = self.noisy.f_u(s, theta, phi);
-        self.push("f_u", s, vec![v - self.exact.f_u(Sample::Exact, theta, phi)]);
+        self.push("f_u", s, theta, vec![v - self.exact.f_u(Sample::Exact, theta, phi)]);
         v
     }
     fn f_l(&self, s: Sample, theta: &Vector, phi: &Vector) -> f64 {
         let v = self.noisy.f_l(s, theta, phi);
-        self.push("f_l", s, vec![v - self.exact.f_l(Sample::Exact, theta, phi)]);
+        self.push("f_l", s, theta, vec![v - self.exact.f_l(Sample::Exact, theta, phi)]);
         v
     }
     fn grad_theta_fu(&self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) {
-        self.vector_call("grad_theta_fu", s, out, |p, s, o| p.grad_theta_fu(s, theta, phi, o));
+        self.vector_call("grad_theta_fu", s, theta, out, |p, s, o| {
+            p.grad_theta_fu(s, theta, phi, o)
+        });
     }
     fn grad_phi_fu(&self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) {
-        self.vector_call("grad_phi_fu", s, out, |p, s, o| p.grad_phi_fu(s, theta, phi, o));
+        self.vector_call("grad_phi_fu", s, theta, out, |p, s, o| p.grad_phi_fu(s, theta, phi, o));
     }
     fn grad_phi_fl(&self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) {
-        self.vector_call("grad_phi_fl", s, out, |p, s, o| p.grad_phi_fl(s, theta, phi, o));
+        self.vector_call("grad_phi_fl", s, theta, out, |p, s, o| p.grad_phi_fl(s, theta, phi, o));
     }
     fn grad_theta_fl(&self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) {
-        self.vector_call("grad_theta_fl", s, out, |p, s, o| p.grad_theta_fl(s, theta, phi, o));
+        self.vector_call("grad_theta_fl", s, theta, out, |p, s, o| {
+            p.grad_theta_fl(s, theta, phi, o)
+        });
     }
     fn hvp_fl(&self, s: Sample, theta: &Vector, phi: &Vector, v: &Vector, out: &mut Vector) {
-        self.vector_call("hvp_fl", s, out, |p, s, o| p.hvp_fl(s, theta, phi, v, o));
+        self.vector_call("hvp_fl", s, theta, out, |p, s, o| p.hvp_fl(s, theta, phi, v, o));
     }
     fn cross_fl(&self, s: Sample, theta: &Vector, phi: &Vector, w: &Vector, out: &mut Vector) {
-        self.vector_call("cross_fl", s, out, |p, s, o| p.cross_fl(s, theta, phi, w, o));
+        self.vector_call("cross_fl", s, theta, out, |p, s, o| p.cross_fl(s, theta, phi, w, o));
     }
     fn cross_t_fl(&self, s: Sample, theta: &Vector, phi: &Vector, u: &Vector, out: &mut Vector) {
-        self.vector_call("cross_t_fl", s, out, |p, s, o| p.cross_t_fl(s, theta, phi, u, o));
+        self.vector_call("cross_t_fl", s, theta, out, |p, s, o| p.cross_t_fl(s, theta, phi, u, o));
     }
     fn phi_star(&self, theta: &Vector) -> Vector {
         self.exact.phi_star(theta)
