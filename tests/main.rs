@@ -9,4 +9,5 @@ mod families;
 mod golden;
 mod hypergrad;
 mod problem_model;
+mod robustness;
 mod stats;
