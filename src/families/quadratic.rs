@@ -170,8 +170,13 @@ impl Quadratic {
         check_matrix("Q", &q, d_l, d_l)?;
         check_symmetric("P", &p)?;
         check_symmetric("Q", &q)?;
-        if !(mu_f.is_finite() && mu_f > 0.0) {
-            return Err(BilevelError::invalid("mu_f", mu_f, "must be finite and > 0"));
+        // mu_f = -inf means "no shift" (golden instances keep P as given); +inf or NaN cannot be a bound.
+        if mu_f.is_nan() || mu_f == f64::INFINITY {
+            return Err(BilevelError::invalid(
+                "mu_f",
+                mu_f,
+                "must be a number < +inf (-inf: do not shift P)",
+            ));
         }
         check_vector("p_u", &p_u, d_u)?;
         check_vector("q_u", &q_u, d_l)?;
