@@ -292,10 +292,11 @@ proptest! {
     /// Families, the checked closed forms and the Oracle: random lengths and values give a value or a typed error.
     #[test]
     fn closed_forms_and_oracle_never_panic(fam in 0usize..8, seed in 0u64..4, du in 0usize..14, dl in 0usize..14,
-                                           x in any_value()) {
+                                           x in any_value(), right in any::<bool>()) {
         let name = families::names()[fam];
         let p = families::build(name, seed).unwrap();
         let d = p.dims();
+        let (du, dl) = if right { (d.d_u, d.d_l) } else { (du, dl) };
         let (t, f) = (vec_of(du, x), vec_of(dl, x));
         let sized = du == d.d_u && dl == d.d_l && x.is_finite();
         let r = p.try_phi_star(&t);
@@ -561,5 +562,49 @@ proptest! {
             let r = Noisy::new(p.clone(), levels);
             prop_assert!(r.is_ok() == (noise.is_finite() && noise >= 0.0));
         }
+    }
+}
+
+// ---------------------------------------------------------------- hypergradient estimators (proptest)
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Every estimator with random parameters, point sizes and workspace sizes: a value or a typed error.
+    #[test]
+    fn estimators_never_panic(fam in 0usize..8, du in 0usize..13, dl in 0usize..13, wu in 0usize..13,
+                              wl in 0usize..13, x in any_value(), step in any_value(), terms in 0usize..12,
+                              delta in any_value(), right in any::<bool>()) {
+        use bilevel::hypergrad::hessian_free::{self, Difference, HessianFreeParams, SmoothingWorkspace};
+        use bilevel::hypergrad::itd::{self, ItdParams, ItdSamples};
+        use bilevel::hypergrad::neumann::NeumannParams;
+        let p = families::build(families::names()[fam], 0).unwrap();
+        let mut o = Oracle::new(p.as_ref(), 1);
+        // Half the cases use the problem's own sizes, so the estimators run past their checks.
+        let (du, dl, wu, wl) = if right { let d = p.dims(); (d.d_u, d.d_l, d.d_u, d.d_l) } else { (du, dl, wu, wl) };
+        let (t, f) = (vec_of(du, x), vec_of(dl, x));
+        let eta = step.abs() * 1e-3;
+        let np = NeumannParams { eta, terms };
+        for method in [
+            InverseMethod::Neumann(np),
+            InverseMethod::GhadimiWang(np),
+            InverseMethod::Stocbio(np),
+            InverseMethod::Dense,
+            InverseMethod::Cg(Default::default()),
+        ] {
+            let mut ws = hypergrad::Workspace::new(wu, wl);
+            let mut out = Vector::zeros(wu);
+            let _ = hypergrad::estimate(&mut o, &method, &t, &f, &mut ws, &mut out);
+        }
+        let ip = ItdParams { beta: eta, steps: terms };
+        let s = ItdSamples::EXACT;
+        let _ = itd::forward(&mut o, &t, &f, &ip, s);
+        let _ = itd::reverse(&mut o, &t, &f, &ip, s, Some(terms / 2));
+        let _ = itd::trajectory(&mut o, Sample::Exact, &t, &f, &ip);
+        let hp = HessianFreeParams { itd: ip, delta };
+        let _ = hessian_free::finite_difference(&mut o, &t, &f, &hp, Difference::Central, s);
+        let mut ws = SmoothingWorkspace::new(wu, wl);
+        let mut out = Vector::zeros(wu);
+        let _ = hessian_free::gaussian_smoothing_into(&mut o, &t, &f, &hp, terms, s, &mut ws, &mut out);
     }
 }
