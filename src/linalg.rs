@@ -66,13 +66,25 @@ pub fn symmetrize(m: &Matrix) -> Matrix {
     (m + m.transpose()) * 0.5
 }
 
-/// Error unless `m` is square, finite, symmetric (relative tolerance 1e-10) and positive definite.
-pub fn check_spd(what: &str, m: &Matrix) -> Result<()> {
+/// Error unless `m` is square, finite and symmetric: $\max_{ij}|m_{ij} - m_{ji}| \le 10^{-10}\max(1, \max|m|)$
+/// (round-off of a matrix written out in decimal passes; a genuinely non-symmetric matrix does not).
+pub fn check_symmetric(what: &str, m: &Matrix) -> Result<()> {
     check_matrix(what, m, m.nrows(), m.nrows())?;
     let scale = m.amax().max(1.0);
-    if (m - m.transpose()).amax() > 1e-10 * scale {
-        return Err(BilevelError::invalid(what, "non-symmetric matrix", "must be symmetric"));
+    let asym = (m - m.transpose()).amax();
+    if asym > 1e-10 * scale {
+        return Err(BilevelError::invalid(
+            what,
+            format!("a non-symmetric matrix (max |m_ij - m_ji| = {asym:e})"),
+            "must be symmetric; only the symmetric part of a quadratic form is identifiable, so pass (m + m^T)/2",
+        ));
     }
+    Ok(())
+}
+
+/// Error unless `m` is square, finite, symmetric ([`check_symmetric`]) and positive definite.
+pub fn check_spd(what: &str, m: &Matrix) -> Result<()> {
+    check_symmetric(what, m)?;
     let (lo, _) = sym_eig_range(m);
     if lo <= 0.0 {
         return Err(BilevelError::NotPositiveDefinite {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 fn uniform_in(domain: &Domain, d: usize, r: &mut ChaCha8Rng) -> Vector {
     match domain {
-        Domain::Box { lo, hi } => Vector::from_fn(d, |i, _| lo[i] + (hi[i] - lo[i]) * r.random::<f64>()),
+        Domain::Box(b) => Vector::from_fn(d, |i, _| b.lo()[i] + (b.hi()[i] - b.lo()[i]) * r.random::<f64>()),
         _ => random_vector(r, d, 1.5),
     }
 }

@@ -15,4 +15,5 @@ mod hypergrad;
 mod noise_model;
 mod plots;
 mod problem_model;
+mod robustness;
 mod stats;

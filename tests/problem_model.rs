@@ -30,7 +30,7 @@ fn all() -> Vec<Arc<dyn Bilevel>> {
 fn sample_theta(p: &dyn Bilevel, r: &mut ChaCha8Rng) -> Vector {
     let d_u = p.dims().d_u;
     match p.domain() {
-        Domain::Box { lo, hi } => Vector::from_fn(d_u, |i, _| lo[i] + (hi[i] - lo[i]) * r.random::<f64>()),
+        Domain::Box(b) => Vector::from_fn(d_u, |i, _| b.lo()[i] + (b.hi()[i] - b.lo()[i]) * r.random::<f64>()),
         d => {
             let mut t = random_vector(r, d_u, 1.5);
             d.project(&mut t);

@@ -13,7 +13,8 @@
 //! | `vrbo` | [`vrbo`] | — (variance reduction) | Yang, Ji & Liang 2021 |
 //!
 //! [`build`] makes each with default parameters derived from a family's declared constants (for demos and the
-//! CLI); the theory claims set their own schedules explicitly.
+//! CLI); the theory claims set their own schedules explicitly. [`support::LIMITATIONS`] lists the (algorithm,
+//! family) pairs these defaults do not solve, with the reason.
 
 pub mod alternating;
 pub mod common;
@@ -21,6 +22,7 @@ pub mod double_loop;
 pub mod itd_bio;
 pub mod pzobo;
 pub mod stable;
+pub mod support;
 pub mod sustain;
 pub mod ttsa;
 pub mod value_function;
@@ -31,6 +33,7 @@ use crate::hypergrad::cg::CgOptions;
 use crate::problem::Bilevel;
 use crate::solver::{Schedule, Solver};
 use common::NeumannGrowth;
+pub use support::{LIMITATIONS, Limitation, limitation};
 
 /// Registered algorithm names with a one-line summary, in the order `bilevel list` prints them.
 pub const ALGORITHMS: &[(&str, &str)] = &[
@@ -94,6 +97,36 @@ pub const ALGORITHMS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Error unless the constants that set the default steps are usable: $0 < \mu_l \le L_l < \infty$,
+/// $0 < L_F < \infty$, and a per-sample constant, if declared, finite and $\ge L_l$.
+fn check_constants(k: &crate::problem::Constants) -> Result<()> {
+    let positive = |name: &str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(BilevelError::invalid(
+                name,
+                v,
+                "the default step sizes need this constant finite and > 0; build the solver with explicit steps",
+            ))
+        }
+    };
+    positive("constants.mu_l", k.mu_l)?;
+    positive("constants.l_l", k.l_l)?;
+    positive("constants.l_f", k.l_f)?;
+    if k.mu_l > k.l_l {
+        return Err(BilevelError::invalid(
+            "constants.mu_l",
+            k.mu_l,
+            "must be <= constants.l_l (strong convexity cannot exceed smoothness)",
+        ));
+    }
+    if let Some(s) = k.l_l_sample {
+        positive("constants.l_l_sample", s)?;
+    }
+    Ok(())
+}
+
 /// Registered algorithm names.
 pub fn names() -> Vec<&'static str> {
     ALGORITHMS.iter().map(|(n, _)| n).copied().collect()
@@ -101,26 +134,43 @@ pub fn names() -> Vec<&'static str> {
 
 /// Build algorithm `name` with default parameters for problem `p` and horizon `iters`.
 ///
-/// Defaults: $\beta = 1/L_l$ for lower-level steps, $\alpha = 1/(2L_F)$ for constant upper steps; TTSA on a strongly
+/// Errors: an unknown name; a horizon `iters = 0`; constants that cannot set a step (non-finite or $\le 0$
+/// $\mu_l$, $L_l$, $L_F$, or $\mu_l > L_l$). Which (algorithm, family) pairs these defaults do not solve is
+/// declared in [`support::LIMITATIONS`] (checked both ways by `tests/robustness.rs`).
+///
+/// Every lower-level step is taken at a drawn sample, so the defaults use the per-sample constant
+/// $L_s = \max(L_l, L_{\text{sample}})$ ([`crate::problem::Constants::l_l_sample`]; $L_s = L_l$ when samples carry only
+/// additive noise) and $\kappa = L_s/\mu_l$. Defaults: $\beta = 1/L_s$ for lower-level steps, $\alpha = 1/(2L_F)$
+/// for constant upper steps, Neumann scale $\eta = 1/L_s$ with $N_k = \lceil\kappa\ln(k+2)\rceil$; TTSA on a strongly
 /// convex $F$ uses $\alpha_k = c_\alpha/(k+k_\alpha)$ with $c_\alpha = 2/\mu_F$ (references §6: $c_\alpha\gtrsim 2/\mu_F$
-/// or the rate degrades), $\alpha_0 = 1/(2L_F)$, and $\beta_k = (1/L_l)/(k+1)^{2/3}$; otherwise the horizon-dependent
-/// $\alpha = K^{-3/5}/(2L_F)$, $\beta = K^{-2/5}/L_l$. BSA uses $\alpha = K^{-1/2}/(2L_F)$ as in its theorem.
-/// ITD-BiO and PZOBO unroll $T = \lceil\kappa\ln 100\rceil$ steps (capped at 500) of size $1/L_l$, so that
+/// or the rate degrades), $\alpha_0 = 1/(2L_F)$, and $\beta_k = (1/L_s)/(k+1)^{2/3}$; otherwise the horizon-dependent
+/// $\alpha = K^{-3/5}/(2L_F)$, $\beta = K^{-2/5}/L_s$. BSA uses $\alpha = K^{-1/2}/(2L_F)$ as in its theorem.
+/// ITD-BiO and PZOBO unroll $T = \lceil\kappa\ln 100\rceil$ steps (capped at 500) of size $1/L_s$, so that
 /// $q^T\le(1-1/\kappa)^T\le 1/100$; PZOBO uses $\delta = 10^{-3}$, $Q = d_u$ directions and, because its directions
 /// make every step a stochastic gradient, $\alpha_k = c/(k+k_0)$ with $c = 2/\mu_F$, $\alpha_0 = 1/(2L_F)$ when $F$ is
 /// strongly convex, else $\alpha = K^{-1/2}/(2L_F)$. VRBO uses
-/// $q = b = \lceil\sqrt K\rceil$, $S = qb$, $m = 1$, $\alpha = 1/(5L_F)$, $\beta = 1/(2L_l)$ and a stocBiO Neumann
-/// length $N = \lceil\kappa\ln 10^4\rceil$ (capped at 1000) with $\eta = 1/L_l$: relative truncation bias $\le10^{-4}$.
+/// $q = b = \lceil\sqrt K\rceil$, $S = qb$, $m = 1$, $\alpha = 1/(5L_F)$, $\beta = 1/(2L_s)$ and a stocBiO Neumann
+/// length $N = \lceil\kappa\ln 10^4\rceil$ (capped at 1000) with $\eta = 1/L_s$: relative truncation bias $\le10^{-4}$.
 pub fn build(name: &str, p: &dyn Bilevel, iters: usize) -> Result<Box<dyn Solver>> {
+    if iters == 0 {
+        return Err(BilevelError::invalid(
+            "iters",
+            0,
+            "the horizon K must be >= 1 (horizon-dependent steps scale with K)",
+        ));
+    }
     let k = p.constants();
-    let (l_l, mu_l, l_f) = (k.l_l, k.mu_l, k.l_f.max(1e-12));
-    let alpha = Schedule::constant(0.5 / l_f);
-    let beta = Schedule::constant(1.0 / l_l);
-    let growth = NeumannGrowth::for_constants(mu_l, l_l);
-    let kappa = l_l / mu_l;
-    let unroll = ((kappa * 100f64.ln()).ceil() as usize).clamp(1, 500);
-    // ITD-BiO and PZOBO unroll T steps on one drawn minibatch: the step must contract for that sample's Hessian.
+    check_constants(&k)?;
+    let (l_l, mu_l, l_f) = (k.l_l, k.mu_l, k.l_f);
+    // Every lower-level step, Neumann scale and unrolled step is taken at one drawn sample (a minibatch of a
+    // finite-sum family), whose Hessian can exceed L_l: stepping by 1/L_l then expands along its top eigenvector
+    // (ba, aid-bio and alternating-multi diverged on data_cleaning). So they all use L_sample >= L_l.
     let l_sample = k.l_l_sample.unwrap_or(l_l).max(l_l);
+    let alpha = Schedule::constant(0.5 / l_f);
+    let beta = Schedule::constant(1.0 / l_sample);
+    let growth = NeumannGrowth::for_constants(mu_l, l_sample);
+    let kappa = l_sample / mu_l;
+    let unroll = ((kappa * 100f64.ln()).ceil() as usize).clamp(1, 500);
     let cg = CgOptions {
         max_iter: p.dims().d_l.max(1),
         ..CgOptions::default()
@@ -130,12 +180,12 @@ pub fn build(name: &str, p: &dyn Bilevel, iters: usize) -> Result<Box<dyn Solver
             let c_alpha = 2.0 / mu_f;
             (
                 Schedule::decay(c_alpha, c_alpha * 2.0 * l_f, 1.0),
-                Schedule::decay(1.0 / l_l, 1.0, 2.0 / 3.0),
+                Schedule::decay(1.0 / l_sample, 1.0, 2.0 / 3.0),
             )
         }
         None => (
             Schedule::horizon(0.5 / l_f, iters, 0.6),
-            Schedule::horizon(1.0 / l_l, iters, 0.4),
+            Schedule::horizon(1.0 / l_sample, iters, 0.4),
         ),
     };
     use alternating::Alternating;
@@ -161,7 +211,12 @@ pub fn build(name: &str, p: &dyn Bilevel, iters: usize) -> Result<Box<dyn Solver
             Box::new(t)
         }
         "stable" | "stable-alg6-literal" => {
-            let mut s = stable::Stable::new(Schedule::constant(0.2 / l_f), Schedule::constant(0.5 / l_l), 0.5, mu_l);
+            let mut s = stable::Stable::new(
+                Schedule::constant(0.2 / l_f),
+                Schedule::constant(0.5 / l_sample),
+                0.5,
+                mu_l,
+            );
             s.literal_alg6 = name == "stable-alg6-literal";
             Box::new(s)
         }
@@ -169,15 +224,15 @@ pub fn build(name: &str, p: &dyn Bilevel, iters: usize) -> Result<Box<dyn Solver
             let a0 = 0.5 / l_f;
             Box::new(sustain::Sustain::new(
                 Schedule::decay(a0, 1.0, 1.0 / 3.0),
-                1.0 / (l_l * a0),
+                1.0 / (l_sample * a0),
                 1.0 / (a0 * a0),
                 growth,
             ))
         }
         "penalty" | "primal-dual" => {
             let (a1, a2, rho) = (1e-3, 1e-3, 10.0);
-            let step = Schedule::constant(0.5 / (l_f + rho * l_l));
-            let gz = 1.0 / (l_l + a1);
+            let step = Schedule::constant(0.5 / (l_f + rho * l_sample));
+            let gz = 1.0 / (l_sample + a1);
             Box::new(if name == "penalty" {
                 value_function::ValueFunction::penalty(step, gz, 5, a1, a2, rho)
             } else {
@@ -198,12 +253,15 @@ pub fn build(name: &str, p: &dyn Bilevel, iters: usize) -> Result<Box<dyn Solver
             let terms = ((kappa * 1e4f64.ln()).ceil() as usize).clamp(1, 1000);
             Box::new(vrbo::Vrbo::new(
                 Schedule::constant(0.2 / l_f),
-                0.5 / l_l,
+                0.5 / l_sample,
                 q,
                 q * q,
                 q,
                 1,
-                crate::hypergrad::neumann::NeumannParams { eta: 1.0 / l_l, terms },
+                crate::hypergrad::neumann::NeumannParams {
+                    eta: 1.0 / l_sample,
+                    terms,
+                },
             ))
         }
         _ => {

@@ -102,6 +102,10 @@ impl QuadraticSpec {
 }
 
 /// The strongly convex quadratic bilevel family (module docs give the formulas).
+///
+/// The public fields are a read-only view of the instance: $J$, $\phi_0$, $A_F$, $g_F$, $c_F$, $\theta^\star$ and the
+/// constants are derived from the others by [`Quadratic::from_parts`], so to change a matrix build a new instance
+/// with `from_parts` (which re-checks everything) instead of editing a field.
 #[derive(Debug, Clone)]
 pub struct Quadratic {
     dims: Dims,
@@ -137,8 +141,11 @@ pub struct Quadratic {
 }
 
 impl Quadratic {
-    /// Build from explicit matrices (e.g. a user's instance). Checks sizes, symmetry, $H\succ0$, $Q\succeq0$, and
-    /// shifts $P$ by a multiple of $I$ if needed so that $\lambda_{\min}(A_F)\ge\mu_F$.
+    /// Build from explicit matrices (e.g. a user's instance). Checks sizes, finiteness, $H\succ0$, $Q\succeq0$, and
+    /// that $H$, $P$ and $Q$ are symmetric (relative tolerance $10^{-10}$): a non-symmetric $P$ or $Q$ is a typed
+    /// error, never silently symmetrised, because $\nabla_\theta f_u = P\theta + \dots$ holds only for a symmetric
+    /// $P$. Shifts $P$ by a multiple of $I$ if needed so that $\lambda_{\min}(A_F)\ge\mu_F$ (reported in
+    /// [`Quadratic::p`]).
     #[allow(clippy::too_many_arguments)]
     pub fn from_parts(
         h: Matrix,
@@ -152,7 +159,7 @@ impl Quadratic {
         mu_f: f64,
         domain: Domain,
     ) -> Result<Self> {
-        use crate::linalg::{check_matrix, check_spd, check_vector};
+        use crate::linalg::{check_matrix, check_spd, check_symmetric, check_vector};
         let d_l = h.nrows();
         let d_u = m.nrows();
         check_spd("H", &h)?;
@@ -161,6 +168,16 @@ impl Quadratic {
         check_matrix("P", &p, d_u, d_u)?;
         check_matrix("N", &n, d_u, d_l)?;
         check_matrix("Q", &q, d_l, d_l)?;
+        check_symmetric("P", &p)?;
+        check_symmetric("Q", &q)?;
+        // mu_f = -inf means "no shift" (golden instances keep P as given); +inf or NaN cannot be a bound.
+        if mu_f.is_nan() || mu_f == f64::INFINITY {
+            return Err(BilevelError::invalid(
+                "mu_f",
+                mu_f,
+                "must be a number < +inf (-inf: do not shift P)",
+            ));
+        }
         check_vector("p_u", &p_u, d_u)?;
         check_vector("q_u", &q_u, d_l)?;
         domain.check_dim(d_u)?;

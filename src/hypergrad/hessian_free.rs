@@ -211,7 +211,11 @@ pub fn gaussian_smoothing_into(
     }
     let d = o.dims();
     crate::linalg::check_len("output of gaussian_smoothing", out, d.d_u)?;
-    if ws.phi_t.len() != d.d_l || ws.u.len() != d.d_u {
+    // A workspace of other sizes (e.g. built by the caller for another problem) is rebuilt, not trusted.
+    let sized = [&ws.phi_t, &ws.grad, &ws.gp, &ws.plus].iter().all(|v| v.len() == d.d_l)
+        && ws.u.len() == d.d_u
+        && ws.shifted.len() == d.d_u;
+    if !sized {
         *ws = SmoothingWorkspace::new(d.d_u, d.d_l);
     }
     let s = samples.lower;

@@ -18,11 +18,13 @@
 //!   (its "IG" is $J^\top \in \mathbb{R}^{d_u\times d_l}$); (15) holds in this convention as
 //!   $[\nabla^2_{\theta\phi} f_l]^\top + \nabla^2_{\phi\phi} f_l\\, J = 0$.
 
+mod checked;
 mod domain;
 mod noise;
 mod oracle;
 
-pub use domain::Domain;
+pub use checked::Checked;
+pub use domain::{BallSet, BoxSet, Domain};
 pub use noise::{NoiseLevels, Noisy};
 pub use oracle::{Counts, Oracle};
 
@@ -99,8 +101,10 @@ pub struct Dims {
 
 /// A bilevel problem: oracles of $f_u$, $f_l$ and what the family knows in closed form.
 ///
-/// The oracle methods are the unchecked core: they assume correctly sized arguments and are meant to be called
-/// through an [`Oracle`], which checks sizes and counts calls. Output arguments are overwritten.
+/// The oracle methods are the unchecked core: they assume correctly sized arguments (a wrong size may panic inside
+/// nalgebra) and are meant to be called through an [`Oracle`], which checks sizes and counts calls, or through the
+/// `try_` methods of [`Checked`] (implemented for every `Bilevel`), which return typed errors. Output arguments are
+/// overwritten.
 pub trait Bilevel: Send + Sync {
     /// Short registry name, e.g. `quadratic`.
     fn name(&self) -> &str;

@@ -58,11 +58,31 @@ pub trait Observer {
     fn observe(&mut self, o: &Oracle, state: &Iterate) -> Result<()>;
 }
 
-/// Iterates whose size exceeds this are declared diverged: far beyond any family's scale.
-pub const DIVERGENCE_THRESHOLD: f64 = 1e12;
+/// Divergence factor $C$ of [`divergence_limit`]: an iterate $C$ times larger than everything at the start has left
+/// any region where a family's constants hold (`theory/robustness.md`).
+pub const DIVERGENCE_FACTOR: f64 = 1e6;
+
+/// The size beyond which [`run`] declares a run diverged, relative to its start:
+/// $C\,(\max(\\|\theta^0\\|_\infty, \\|\phi^0\\|_\infty, \\|\phi^\star(\theta^0)\\|_\infty) + 1)$ with
+/// $C$ = [`DIVERGENCE_FACTOR`]. The lower-level solution $\phi^\star(\theta^0)$ sets the scale of $\phi$, so a lower
+/// level that runs away from it is caught even while $\theta$ stays put; the $+1$ is the scale of a start at 0.
+/// Error if $\phi^\star(\theta^0)$ is not finite.
+pub fn divergence_limit(o: &Oracle, theta0: &Vector, phi0: &Vector) -> Result<f64> {
+    use crate::problem::Checked;
+    let star = o.problem().try_phi_star(theta0)?;
+    let scale = theta0.amax().max(phi0.amax()).max(star.amax());
+    if !scale.is_finite() {
+        return Err(BilevelError::NonFinite {
+            what: "phi*(theta0)".into(),
+        });
+    }
+    Ok(DIVERGENCE_FACTOR * (scale + 1.0))
+}
 
 /// Run `solver` for `iters` outer iterations from $(\theta^0,\phi^0)$, projecting nothing itself (algorithms that
-/// project do so in `step`), checking for divergence after each step.
+/// project do so in `step`). After each step the run is declared diverged ([`BilevelError::Diverged`]) if an
+/// iterate of either level is non-finite or exceeds [`divergence_limit`], a bound relative to the start.
+/// Test: `tests/robustness.rs` (`divergence_is_relative_to_the_start`).
 pub fn run(
     solver: &mut dyn Solver,
     o: &mut Oracle,
@@ -74,16 +94,29 @@ pub fn run(
     let d = o.dims();
     check_vector("theta0", theta0, d.d_u)?;
     check_vector("phi0", phi0, d.d_l)?;
+    let limit = divergence_limit(o, theta0, phi0)?;
     let mut state = Iterate::start(theta0.clone(), phi0.clone());
     solver.init(o, &state)?;
     observer.observe(o, &state)?;
     for _ in 0..iters {
         state = solver.step(o, state)?;
-        let big = state.theta.amax().max(state.phi.amax());
-        if !big.is_finite() || big > DIVERGENCE_THRESHOLD {
+        let (t, p) = (state.theta.amax(), state.phi.amax());
+        // amax ignores NaN in comparisons, so test finiteness of every entry.
+        let finite = state.theta.iter().chain(state.phi.iter()).all(|x| x.is_finite());
+        if !finite || t > limit || p > limit {
+            let level = if !finite {
+                "a non-finite iterate".to_string()
+            } else if t > limit {
+                format!("upper level: max |theta| = {t:.3e}")
+            } else {
+                format!("lower level: max |phi| = {p:.3e}")
+            };
             return Err(BilevelError::Diverged {
                 iter: state.k,
-                what: format!("max |theta|, |phi| = {big:e}; reduce the step sizes"),
+                what: format!(
+                    "{level} exceeds {limit:.3e} = {DIVERGENCE_FACTOR:e} x (start scale + 1); the step sizes are too \
+                     large for this problem"
+                ),
             });
         }
         observer.observe(o, &state)?;

@@ -68,9 +68,13 @@ impl Metric {
         }
     }
 
-    /// Evaluate at `state`.
+    /// Evaluate at `state`; error unless its points are finite and sized for `o`'s problem.
     pub fn eval(&self, o: &Oracle, state: &Iterate) -> Result<f64> {
         let p = o.problem();
+        let d = p.dims();
+        crate::linalg::check_vector("theta", &state.theta, d.d_u)?;
+        crate::linalg::check_vector("theta_prev", &state.theta_prev, d.d_u)?;
+        crate::linalg::check_vector("phi", &state.phi, d.d_l)?;
         let need_star = || {
             p.theta_star().ok_or_else(|| {
                 BilevelError::Unsupported(format!(
