@@ -13,8 +13,6 @@ use cli::{CliResult, Failure};
 use serde_json::json;
 use std::process::ExitCode;
 
-
-
 #[derive(Parser)]
 #[command(
     name = "bilevel",
@@ -272,9 +270,12 @@ fn list(as_json: bool) -> CliResult {
             )
             .collect();
         emitln(
-            &serde_json::to_string_pretty(
-                &json!({ "families": families, "algorithms": algorithms, "claims": claim_ids }),
-            )
+            &serde_json::to_string_pretty(&json!({
+                "families": families,
+                "algorithms": algorithms,
+                "limitations": algorithms::LIMITATIONS,
+                "claims": claim_ids,
+            }))
             .expect("serialisable"),
         )?;
         return Ok(());
@@ -317,6 +318,14 @@ fn list(as_json: bool) -> CliResult {
     s += &format!("\n{:<22} summary\n", "algorithm");
     for (n, summary) in algorithms::ALGORITHMS {
         s += &format!("{n:<22} {summary}\n");
+    }
+    s += "\nknown limitations (pairs whose defaults do not converge; `run` warns before running them):\n";
+    for l in algorithms::LIMITATIONS {
+        let when = match l.when {
+            algorithms::support::When::Always => "always",
+            algorithms::support::When::WithNoise => "with noise",
+        };
+        s += &format!("{:<18} {:<16} {:<10} {}\n", l.algorithm, l.family, when, l.explanation);
     }
     s += &format!("\n{:<56} {:<8} title\n", "claim", "kind");
     for c in &reg.claim {

@@ -742,10 +742,11 @@ fn cli_check_with_only_grad_f() {
 fn ball_instances_are_active_and_inactive() {
     for (name, active) in [("quadratic_3x4_ball", true), ("quadratic_3x4_ball_inactive", false)] {
         let g = load(name);
-        let Domain::Ball { center, radius } = &g.instance.domain else {
+        let Domain::Ball(ball) = &g.instance.domain else {
             panic!("{name} is not on a ball")
         };
-        let t = vecf(&g.theta_star) - vecf(center);
+        let (center, radius) = (ball.center().to_vec(), ball.radius());
+        let t = vecf(&g.theta_star) - vecf(&center);
         let plain = Plain::new(&g.instance);
         let grad = plain.grad_f(&vecf(&g.theta_star));
         if active {

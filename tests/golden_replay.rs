@@ -72,15 +72,16 @@ impl Inst {
     fn project(&self, t: &mut Vector) {
         match &self.domain {
             Domain::Unbounded => {}
-            Domain::Box { lo, hi } => {
+            Domain::Box(b) => {
+                let (lo, hi) = (b.lo(), b.hi());
                 for i in 0..t.len() {
                     t[i] = t[i].max(lo[i]).min(hi[i]);
                 }
             }
-            Domain::Ball { center, radius } => {
-                let c = vecf(center);
+            Domain::Ball(b) => {
+                let (c, radius) = (vecf(b.center()), b.radius());
                 let dist = (&*t - &c).norm();
-                if dist > *radius {
+                if dist > radius {
                     *t = &c + (&*t - &c) * (radius / dist);
                 }
             }

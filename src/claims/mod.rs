@@ -30,9 +30,9 @@
 //! ```
 
 mod deterministic;
+pub mod judge;
 #[cfg(feature = "plots")]
 mod plot;
-pub mod judge;
 mod report;
 mod run;
 mod spec;

@@ -78,7 +78,9 @@ pub fn judge(a: &Args) -> CliResult {
         emitln(&format!("verdict: fail ({})", r.rule_verdict))?;
         return Err(Failure {
             error: BilevelError::Unsupported(format!("the data fail the rule ({})", r.rule_verdict)),
-            hint: Some("a fail is a verdict on the data, not a malfunction: see docs/judge.md for what each rule means".into()),
+            hint: Some(
+                "a fail is a verdict on the data, not a malfunction: see docs/judge.md for what each rule means".into(),
+            ),
             code: 1,
         });
     }

@@ -265,8 +265,21 @@ pub fn run(a: &RunArgs) -> CliResult {
     }
     let spec = algo_spec(&name, file.algorithm.as_ref(), a)?;
     let tunable = TUNABLE.split(", ").any(|t| t == name);
+    // A pair whose defaults are known not to converge (algorithms::LIMITATIONS): say so before running.
+    let limitation = if spec.is_none() {
+        algorithms::limitation(&name, &label, noisy)
+    } else {
+        None
+    };
+    if let Some(l) = limitation {
+        eprintln!(
+            "warning: {name} on {label} with its defaults is a known limitation: {}",
+            l.explanation
+        );
+    }
     let steps_hint = |e: BilevelError| -> Failure {
         match e {
+            e if limitation.is_some() => Failure::with_hint(e, limitation.map_or("", |l| l.explanation)),
             BilevelError::StepCondition(_) | BilevelError::Diverged { .. } if !tunable => Failure::with_hint(
                 e,
                 format!(
