@@ -253,13 +253,27 @@ fn report(as_json: bool, out: Option<&std::path::Path>, seed: u64, only: Option<
             claims::plot(r, dir)?;
         }
     }
+    // Planted bugs caught by tests rather than rates: listed with the whole report (not with --only).
+    let bugs = if only.is_none() {
+        claims::Registry::builtin()?.bug
+    } else {
+        Vec::new()
+    };
     if as_json {
+        let planted: Vec<_> = results
+            .iter()
+            .filter(|r| r.power_for.is_some())
+            .map(|r| json!({"bug": r.bug, "power_test": r.id, "claim": r.power_for, "verdict": r.rule_verdict, "caught": r.ok()}))
+            .chain(bugs.iter().map(|b| json!({"bug": b.bug, "algorithm": b.algorithm, "switch": b.switch, "test": b.caught_by, "why": b.why})))
+            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "seed": seed, "claims": results })).expect("serialisable")
+            serde_json::to_string_pretty(&json!({ "seed": seed, "claims": results, "planted_bugs": planted }))
+                .expect("serialisable")
         );
     } else {
         print!("{}", claims::table(&results, 3, true));
+        print!("\nplanted bugs\n{}", claims::bug_table(&results, &bugs));
         let failed = results.iter().filter(|r| !r.ok()).count();
         println!("\n{} passed, {} failed", results.len() - failed, failed);
     }

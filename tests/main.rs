@@ -9,5 +9,6 @@ mod families;
 mod golden;
 mod hypergrad;
 mod noise_model;
+mod planted_bugs;
 mod problem_model;
 mod stats;
