@@ -57,6 +57,36 @@ fn every_claim_holds_and_every_power_test_fails() {
             }
         }
     }
+    // Direct sample complexity (issue 9 §3): the ε grid starts 100x below the start, S(ε) grows as ε shrinks, and the
+    // counts obey the algorithms' fixed ratios (TTSA: one sample per level per iteration; stocBiO: 10 inner steps).
+    for r in results.iter().filter(|r| r.direct.is_some()) {
+        let d = r.direct.as_ref().unwrap();
+        if let Some(e0) = d.eps.first() {
+            assert!((e0 * 100.0 / d.start_grad_norm_sq - 1.0).abs() < 1e-12, "{}", r.id);
+        }
+        for w in d.samples.windows(2) {
+            assert!(
+                w[1].upper_grad >= w[0].upper_grad && w[1].lower_grad >= w[0].lower_grad,
+                "{}",
+                r.id
+            );
+        }
+        let ratio = match r.id.split('/').next().unwrap() {
+            "ttsa-sc" => Some(1.0),
+            "stocbio" => Some(10.0),
+            _ => None,
+        };
+        if let Some(k) = ratio {
+            for s in &d.samples {
+                // Means of equal integer counts over replicates: equal up to the rounding of the summation.
+                assert!(
+                    (s.lower_grad - k * s.upper_grad).abs() <= 1e-9 * s.lower_grad,
+                    "{}: {s:?}",
+                    r.id
+                );
+            }
+        }
+    }
     // Every planted bug is listed beside what caught it.
     let reg = Registry::builtin().unwrap();
     let bugs = claims::bug_table(&results, &reg.bug);

@@ -12,8 +12,8 @@
 //! claims do not count).
 //!
 //! The $\varepsilon$ grid is honest by construction (theory/README.md, "Honest regimes"): it starts 100× below
-//! $\\|\nabla F(\theta^0)\\|^2$ and ends 1.5× above the smallest mean the runs reach (closer, the first crossing is
-//! decided by the Monte Carlo fluctuation of the floor); if that range spans less than a decade, the grid is empty
+//! $\\|\nabla F(\theta^0)\\|^2$ and ends at the smallest mean the runs reach — 1.5× above it for horizon-dependent
+//! schedules, whose runs end on a floor where the first crossing is decided by Monte Carlo fluctuation; if that range spans less than a factor 2, the grid is empty
 //! and no exponent is reported. Exponents are least-squares slopes of
 //! $\log S$ on $\log(1/\varepsilon)$ (point estimates; no interval), reported next to the table's exponent and to
 //! $p=-1/r$ with $r$ the fitted last-iterate rate of the same runs.
@@ -35,10 +35,11 @@ pub const MAX_REPLICATES: usize = 40;
 /// The honest-regime factor: the $\varepsilon$ grid starts this far below the start's $\\|\nabla F(\theta^0)\\|^2$.
 pub const REGIME_FACTOR: f64 = 100.0;
 
-/// The $\varepsilon$ grid ends this factor above the smallest mean reached.
+/// For horizon-dependent schedules the $\varepsilon$ grid ends this factor above the smallest mean reached (their runs
+/// end on a floor).
 pub const FLOOR_MARGIN: f64 = 1.5;
 /// The $\varepsilon$ grid must span at least this factor (else no exponent is reported).
-pub const MIN_SPAN: f64 = 10.0;
+pub const MIN_SPAN: f64 = 2.0;
 
 /// Samples of each kind (means over replicates).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
@@ -178,8 +179,12 @@ pub fn measure(spec: &ClaimSpec, master_seed: u64, p: &dyn Bilevel) -> Result<Di
         .fold(f64::INFINITY, f64::min);
     let hi = g0 / REGIME_FACTOR;
     // The grid stops FLOOR_MARGIN above the smallest mean: near the floor the first crossing is decided by the
-    // Monte Carlo fluctuation of the mean curve, not by the algorithm. It must span a decade to fit a slope.
-    let lo = FLOOR_MARGIN * smallest;
+    // Monte Carlo fluctuation of the mean curve, not by the algorithm. It must span a factor MIN_SPAN to fit a slope.
+    // An anytime run's smallest mean is its last point, still decreasing (no floor): a hair above it suffices.
+    let lo = match h.mode {
+        HorizonMode::Anytime => (1.0 + 1e-9) * smallest,
+        HorizonMode::PerHorizon => FLOOR_MARGIN * smallest,
+    };
     let eps: Vec<f64> = if lo * MIN_SPAN <= hi {
         let (a, b) = (hi.ln(), lo.ln());
         (0..EPS_POINTS)
