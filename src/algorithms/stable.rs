@@ -36,7 +36,7 @@ pub struct Stable {
     /// Apply the lecture's Alg 6 literally (for the comparison test).
     pub literal_alg6: bool,
     /// Planted bug: drop the correction $-(H^k_{\phi\phi})^{-1}(H^k_{\theta\phi})^\top(\theta^{k+1}-\theta^k)$ from the
-    /// lower step (plain SGD on $\phi$; test `algorithms::stable_no_correction_one_step`).
+    /// lower step (plain SGD on $\phi$; test `planted_bugs::stable_correction_term_by_hand`).
     pub no_correction: bool,
     h_pp: Matrix,
     h_tp: Matrix,

@@ -39,7 +39,7 @@ pub struct Ttsa {
     /// Evaluate the upper step at the stale $\phi^k$ instead of $\phi^{k+1}$ (a plausible bug, for power tests).
     pub stale_phi: bool,
     /// Planted bug: eq (20) with the weights swapped, $h^k \leftarrow (1-\eta)h^{k-1} + \eta\hat\nabla f$ (invisible
-    /// at $\eta = 0.5$; test `algorithms::momentum_swapped_weights_one_step`).
+    /// at $\eta = 0.5$; test `planted_bugs::momentum_weights_match_eq20_by_hand`).
     pub swap_momentum_weights: bool,
     ws: Workspace,
     h: Vector,
