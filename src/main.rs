@@ -125,7 +125,7 @@ enum Command {
         /// Theory exponent of a custom target (r < 0 for a decaying metric).
         #[arg(long, allow_negative_numbers = true, requires_all = ["kind", "tolerance"])]
         exponent: Option<f64>,
-        /// Kind of a custom target: bound, tight or refuted.
+        /// Kind of a custom target: bound, tight, refuted_above or refuted_below.
         #[arg(long, requires = "exponent")]
         kind: Option<String>,
         /// Tolerance of a custom target's decision.
@@ -423,7 +423,7 @@ fn report(
             claims::plot(r, dir)?;
         }
     }
-    shard::print_report(&results, seed, as_json)
+    shard::print_report(&results, seed, as_json, only.is_none())
 }
 
 fn sweep(seeds: u64, only: Option<&str>, as_json: bool, shard: Option<cli::shard::Shard>, progress: bool) -> CliResult {
@@ -483,7 +483,7 @@ fn merge(files: &[std::path::PathBuf], as_json: bool, out: Option<&std::path::Pa
                     claims::plot(r, dir)?;
                 }
             }
-            shard::print_report(&results, head.seed.unwrap_or(0), as_json)
+            shard::print_report(&results, head.seed.unwrap_or(0), as_json, false)
         }
         "sweep" => {
             if out.is_some() {

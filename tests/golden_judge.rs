@@ -47,7 +47,7 @@ fn judge_fits_and_decides_like_the_claims() {
             .ok()
     );
     assert!(
-        judge_tables(&custom(Kind::Refuted, -0.5), 0, &ks, &metric, None, 0.0)
+        judge_tables(&custom(Kind::RefutedBelow, -0.5), 0, &ks, &metric, None, 0.0)
             .unwrap()
             .ok()
     );

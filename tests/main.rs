@@ -13,6 +13,7 @@ mod golden_judge;
 mod golden_replay;
 mod hypergrad;
 mod noise_model;
+mod planted_bugs;
 mod plots;
 mod problem_model;
 mod robustness;

@@ -471,12 +471,17 @@ fn decision_rules_at_and_around_their_boundaries() {
         (Tight, iv(-1.0, 0.0), Inconclusive), // wider than the band
         (Tight, iv(-1.0, -0.76), Fail),       // steeper beyond tolerance
         (Tight, iv(-0.24, 0.0), Fail),        // shallower beyond tolerance
-        // Refuted: the mirror of tight.
-        (Refuted, iv(-0.24, 0.0), Pass),
-        (Refuted, iv(-1.0, -0.76), Pass),
-        (Refuted, iv(-0.8, -0.4), Inconclusive),
-        (Refuted, iv(-0.6, -0.4), Fail),
-        (Refuted, iv(-0.75, -0.25), Fail),
+        // Refuted above (truth slower than -0.5 + 0.25): the negation of a bound; one-sided.
+        (RefutedAbove, iv(-0.24, 0.0), Pass),
+        (RefutedAbove, iv(-1.0, -0.76), Fail), // faster than claimed: never refutes a bound
+        (RefutedAbove, iv(-0.3, -0.2), Inconclusive),
+        (RefutedAbove, iv(-0.6, -0.4), Fail),
+        (RefutedAbove, iv(-0.75, -0.25), Fail),
+        // Refuted below (truth faster than -0.5 - 0.25).
+        (RefutedBelow, iv(-1.0, -0.76), Pass),
+        (RefutedBelow, iv(-0.24, 0.0), Fail), // slower than claimed: not this refutation
+        (RefutedBelow, iv(-0.8, -0.7), Inconclusive),
+        (RefutedBelow, iv(-0.75, -0.25), Fail),
     ];
     for (kind, interval, want) in cases {
         let rule = Rule::new(kind, -0.5, 0.25).unwrap();
@@ -491,8 +496,9 @@ fn decision_rules_at_and_around_their_boundaries() {
     let tol = 1e-15; // 1 − 0.99 is not exact in binary
     assert!((Rule::new(Bound, -0.5, 0.1).unwrap().false_failure_rate(lvl) - 0.005).abs() < tol);
     assert!((Rule::new(Tight, -0.5, 0.1).unwrap().false_failure_rate(lvl) - 0.01).abs() < tol);
-    assert!((Rule::new(Refuted, -0.5, 0.1).unwrap().false_failure_rate(lvl) - 0.005).abs() < tol);
-    assert!((Rule::new(Refuted, -0.5, 0.1).unwrap().false_pass_rate(lvl) - 0.01).abs() < tol);
+    assert!((Rule::new(RefutedAbove, -0.5, 0.1).unwrap().false_failure_rate(lvl) - 0.005).abs() < tol);
+    assert!((Rule::new(RefutedAbove, -0.5, 0.1).unwrap().false_pass_rate(lvl) - 0.005).abs() < tol);
+    assert!((Rule::new(RefutedBelow, -0.5, 0.1).unwrap().false_pass_rate(lvl) - 0.005).abs() < tol);
     for (t, tau) in [(f64::NAN, 0.1), (-0.5, -0.1), (-0.5, f64::INFINITY)] {
         assert!(matches!(
             Rule::new(Tight, t, tau),
@@ -512,7 +518,7 @@ fn rules_on_fitted_data_have_power() {
     };
     let tight = Rule::new(ClaimKind::Tight, -2.0 / 3.0, 0.05).unwrap();
     let bound = Rule::new(ClaimKind::Bound, -2.0 / 3.0, 0.05).unwrap();
-    let refuted = Rule::new(ClaimKind::Refuted, -2.0 / 3.0, 0.05).unwrap();
+    let refuted = Rule::new(ClaimKind::RefutedAbove, -2.0 / 3.0, 0.05).unwrap();
 
     // A correct tight family with enough replicates: the interval (≈ ±0.03) sits inside the band ±0.05.
     let right = rates(-2.0 / 3.0, 200, 0.5, "power/right");
@@ -531,6 +537,10 @@ fn rules_on_fitted_data_have_power() {
     let faster = rates(-1.0, 200, 0.5, "power/faster");
     assert_eq!(bound.judge(&faster), Verdict::Pass, "{faster:?}");
     assert_eq!(tight.judge(&faster), Verdict::Fail, "{faster:?}");
+    // One-sided: a faster decay does not refute a bound (the old two-sided rule said "refuted" here).
+    assert_eq!(refuted.judge(&faster), Verdict::Fail, "{faster:?}");
+    let faster_than_claimed = Rule::new(ClaimKind::RefutedBelow, -2.0 / 3.0, 0.05).unwrap();
+    assert_eq!(faster_than_claimed.judge(&faster), Verdict::Pass, "{faster:?}");
 
     // The same bug with 3 very noisy replicates: the interval is far wider than the band, so the verdict is
     // Inconclusive, not Pass. Power comes from replicates.

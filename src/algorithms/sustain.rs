@@ -28,6 +28,11 @@ pub struct Sustain {
     pub c_eta: f64,
     /// Neumann truncation schedule.
     pub neumann: NeumannGrowth,
+    /// Planted bug: $\eta_k = 0$, plain stochastic directions without the recursive correction.
+    pub no_momentum: bool,
+    /// Planted bug: the correction's evaluation at the previous point uses a fresh sample instead of the one used
+    /// at the new point (the difference $g(x^k;\xi)-g(x^{k-1};\xi')$ then carries the full noise).
+    pub stale_sample: bool,
     ws: Workspace,
     hu: Vector,
     hl: Vector,
@@ -48,6 +53,8 @@ impl Sustain {
             c_beta,
             c_eta,
             neumann,
+            no_momentum: false,
+            stale_sample: false,
             ws: Workspace::new(0, 0),
             hu: Vector::zeros(0),
             hl: Vector::zeros(0),
@@ -98,7 +105,11 @@ impl Solver for Sustain {
     fn step(&mut self, o: &mut Oracle, mut st: Iterate) -> Result<Iterate> {
         let k = st.k;
         let alpha = self.alpha.at(k);
-        let keep = 1.0 - (self.c_eta * alpha * alpha).min(1.0);
+        let keep = if self.no_momentum {
+            0.0
+        } else {
+            1.0 - (self.c_eta * alpha * alpha).min(1.0)
+        };
         let method = InverseMethod::GhadimiWang(self.neumann.at(k));
         // Lower level: one sample, two points.
         let s = o.draw(Level::Lower);
@@ -107,9 +118,15 @@ impl Solver for Sustain {
         let snap = o.snapshot();
         estimate(o, &method, &st.theta, &st.phi, &mut self.ws, &mut self.gu)?;
         if self.started && keep > 0.0 {
-            o.grad_phi_fl(s, &self.prev_theta, &self.prev_phi, &mut self.old_l)?;
             let (ws, old_u, tp, pp) = (&mut self.ws, &mut self.old_u, &self.prev_theta, &self.prev_phi);
-            o.replay(snap, |o| estimate(o, &method, tp, pp, ws, old_u))?;
+            if self.stale_sample {
+                let s_old = o.draw(Level::Lower);
+                o.grad_phi_fl(s_old, tp, pp, &mut self.old_l)?;
+                estimate(o, &method, tp, pp, ws, old_u)?;
+            } else {
+                o.grad_phi_fl(s, tp, pp, &mut self.old_l)?;
+                o.replay(snap, |o| estimate(o, &method, tp, pp, ws, old_u))?;
+            }
             // h ← g(new) + keep·(h − g(old)).
             self.hl -= &self.old_l;
             self.hl *= keep;

@@ -154,7 +154,8 @@ pub fn run_rate(spec: &RateSpec) -> Result<super::ClaimResult> {
     let kind = match spec.kind {
         Kind::Bound => ClaimKind::Bound,
         Kind::Tight => ClaimKind::Tight,
-        Kind::Refuted => ClaimKind::Refuted,
+        Kind::RefutedAbove => ClaimKind::RefutedAbove,
+        Kind::RefutedBelow => ClaimKind::RefutedBelow,
     };
     let rule = Rule::new(kind, q.ln(), spec.tolerance)?;
     let verdict = rule.judge(&Interval {
@@ -184,6 +185,11 @@ pub fn run_rate(spec: &RateSpec) -> Result<super::ClaimResult> {
         means: errs,
         std_errors: vec![0.0; spec.steps],
         samples: None,
+        regime: None,
+        start_value: None,
+        regime_ratio: None,
+        direct: None,
+        pending_exact: false,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

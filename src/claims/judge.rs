@@ -330,7 +330,8 @@ fn rule_kind(k: Kind) -> ClaimKind {
     match k {
         Kind::Bound => ClaimKind::Bound,
         Kind::Tight => ClaimKind::Tight,
-        Kind::Refuted => ClaimKind::Refuted,
+        Kind::RefutedAbove => ClaimKind::RefutedAbove,
+        Kind::RefutedBelow => ClaimKind::RefutedBelow,
     }
 }
 
@@ -388,6 +389,14 @@ pub fn judge_tables(
         means: metric.means(),
         std_errors: metric.std_errors()?,
         samples: used.map(|u| u.means()),
+        regime: None,
+        start_value: None,
+        regime_ratio: None,
+        direct: None,
+        // A tight claim whose interval excludes the theory exponent (issue 9 §4: to be explained by an exact curve).
+        pending_exact: target.kind == Kind::Tight
+            && target.power_for.is_none()
+            && (interval.lo > target.theory_exponent || interval.hi < target.theory_exponent),
         seconds,
     })
 }

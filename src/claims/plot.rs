@@ -118,6 +118,10 @@ fn title(r: &ClaimResult) -> Vec<String> {
 /// # Errors
 /// [`BilevelError::Io`] when the directory or the file cannot be written or plotting fails.
 pub fn plot(r: &ClaimResult, dir: &Path) -> Result<()> {
+    if r.horizons.is_empty() {
+        // A power test whose planted bug diverged: no curve to draw (the table says "diverged").
+        return Ok(());
+    }
     std::fs::create_dir_all(dir).map_err(|e| BilevelError::io("create", dir, &e))?;
     let file = dir.join(format!("{}.svg", r.id.replace('/', "__")));
     let root = SVGBackend::new(&file, (960, 560)).into_drawing_area();

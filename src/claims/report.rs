@@ -1,18 +1,57 @@
 //! The report table (human-readable); the plots are in `plot.rs` (feature `plots`).
 
 use super::run::ClaimResult;
-use super::spec::Kind;
+use super::spec::{BugSpec, Kind};
 use std::fmt::Write as _;
 
-pub(super) fn kind_label(r: &ClaimResult) -> &'static str {
+pub(super) fn kind_label(r: &ClaimResult) -> String {
     if r.power_for.is_some() {
-        return "power";
+        return "power".into();
     }
-    match r.kind {
+    let k = match r.kind {
         Kind::Bound => "bound",
         Kind::Tight => "tight",
-        Kind::Refuted => "refuted",
+        Kind::RefutedAbove => "refuted>",
+        Kind::RefutedBelow => "refuted<",
+    };
+    // `*`: fitted where the start still dominates (ClaimSpec::regime says why it is kept).
+    if r.regime.is_some() { format!("{k}*") } else { k.into() }
+}
+
+/// Every planted bug beside what caught it: the power entries of `results` (the claim whose rule caught the bug and
+/// the rule's verdict) and the registry's `[[bug]]` entries (caught by a test, not by a rate).
+pub fn bug_table(results: &[ClaimResult], bugs: &[BugSpec]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<12} {:<64} {:<44} verdict",
+        "algorithm", "planted bug", "caught by"
+    );
+    for r in results.iter().filter(|r| r.power_for.is_some()) {
+        let algo = r.id.trim_start_matches("power/").split('/').next().unwrap_or("");
+        let _ = writeln!(
+            s,
+            "{:<12} {:<64} {:<44} {}",
+            algo,
+            r.bug.as_deref().unwrap_or("").chars().take(64).collect::<String>(),
+            r.power_for.as_deref().unwrap_or(""),
+            if r.ok() {
+                r.rule_verdict.clone()
+            } else {
+                format!("MISSED ({})", r.rule_verdict)
+            }
+        );
     }
+    for b in bugs {
+        let _ = writeln!(
+            s,
+            "{:<12} {:<64} {:<44} test",
+            b.algorithm,
+            b.bug.chars().take(64).collect::<String>(),
+            b.caught_by
+        );
+    }
+    s
 }
 
 /// The human-readable table: claim, kind, theory exponent, fitted exponent with interval, verdict, replicates,

@@ -2,13 +2,17 @@
 
 use super::spec::{AlgoSpec, ClaimSpec, HorizonMode, Kind, Measure, Statistic, WINDOW_FRACTION};
 use crate::algorithms::{
-    alternating::Alternating, double_loop::DoubleLoop, stable::Stable, sustain::Sustain, ttsa::Ttsa,
+    alternating::Alternating,
+    double_loop::{DoubleLoop, InnerSteps},
+    stable::Stable,
+    sustain::Sustain,
+    ttsa::Ttsa,
 };
 use crate::error::{BilevelError, Result};
 use crate::families;
 use crate::linalg::Vector;
 use crate::problem::{Bilevel, Constants, Noisy, Oracle};
-use crate::solver::{self, Metric, Recorder, Solver};
+use crate::solver::{self, Iterate, Metric, Recorder, Solver};
 use crate::stats::{self, Table};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -59,6 +63,20 @@ pub struct ClaimResult {
     pub std_errors: Vec<f64>,
     /// Mean samples (upper or lower, for complexity claims) at each horizon.
     pub samples: Option<Vec<f64>>,
+    /// The honest-regime exemption of the claim ([`super::ClaimSpec::regime`]).
+    pub regime: Option<String>,
+    /// The metric at the start $(\theta^0,\phi^0)$ (deterministic; `None` for the deterministic rates).
+    pub start_value: Option<f64>,
+    /// For stationarity measures ($\\|\nabla F\\|^2$, the Moreau measure): the metric at the start over the mean
+    /// metric at the largest horizon. The honest-regime rule asks for $\ge 100$: below it the fit sees the start
+    /// (theory/README.md, "Honest regimes").
+    pub regime_ratio: Option<f64>,
+    /// Direct sample complexity of the claim's run, for complexity claims ([`super::direct`]).
+    pub direct: Option<super::direct::DirectComplexity>,
+    /// A tight claim that passes only through its tolerance: the interval excludes the theory exponent. Such a
+    /// verdict awaits the exact finite-$K$ slope (issue 9 §1, §4): it stands only if the exact curve predicts the
+    /// deviation and converges to the theory exponent further out (theory/README.md, "Decision rules").
+    pub pending_exact: bool,
     /// Wall time in seconds.
     pub seconds: f64,
 }
@@ -95,6 +113,8 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             beta,
             neumann,
             stale_phi,
+            momentum,
+            swap_momentum_weights,
         } => {
             let mut t = Ttsa::new(
                 alpha.resolve(k, horizon)?,
@@ -102,6 +122,8 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
                 neumann.resolve(k),
             );
             t.stale_phi = *stale_phi;
+            t.momentum = *momentum;
+            t.swap_momentum_weights = *swap_momentum_weights;
             Box::new(t)
         }
         AlgoSpec::Alternating {
@@ -118,12 +140,19 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             beta,
             c_inner,
             neumann,
-        } => Box::new(DoubleLoop::bsa(
-            alpha.resolve(k, horizon)?,
-            beta.resolve(k, horizon)?,
-            *c_inner,
-            neumann.resolve(k),
-        )),
+            inner_fixed,
+        } => {
+            let mut d = DoubleLoop::bsa(
+                alpha.resolve(k, horizon)?,
+                beta.resolve(k, horizon)?,
+                *c_inner,
+                neumann.resolve(k),
+            );
+            if let Some(t) = inner_fixed {
+                d.inner = InnerSteps::Fixed(*t);
+            }
+            Box::new(d)
+        }
         AlgoSpec::Stocbio {
             alpha,
             beta,
@@ -131,24 +160,29 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             batch_c,
             batch_power,
             neumann,
+            no_inner_minibatch,
         } => {
             let batch = (batch_c * (horizon as f64).powf(*batch_power)).ceil().max(1.0) as usize;
-            Box::new(DoubleLoop::stocbio(
+            let mut d = DoubleLoop::stocbio(
                 alpha.resolve(k, horizon)?,
                 beta.resolve(k, horizon)?,
                 *inner,
                 neumann.resolve(k),
                 batch,
-            ))
+            );
+            d.no_inner_minibatch = *no_inner_minibatch;
+            Box::new(d)
         }
         AlgoSpec::Stable {
             alpha,
             beta,
             tau,
             literal_alg6,
+            no_correction,
         } => {
             let mut s = Stable::new(alpha.resolve(k, horizon)?, beta.resolve(k, horizon)?, *tau, k.mu_l);
             s.literal_alg6 = *literal_alg6;
+            s.no_correction = *no_correction;
             Box::new(s)
         }
         AlgoSpec::Sustain {
@@ -156,15 +190,15 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             beta0_l_l,
             eta_c,
             neumann,
+            no_momentum,
+            stale_sample,
         } => {
             let a = alpha.resolve(k, horizon)?;
             let a0 = a.at(0);
-            Box::new(Sustain::new(
-                a,
-                beta0_l_l / (k.l_l * a0),
-                eta_c / (a0 * a0),
-                neumann.resolve(k),
-            ))
+            let mut s = Sustain::new(a, beta0_l_l / (k.l_l * a0), eta_c / (a0 * a0), neumann.resolve(k));
+            s.no_momentum = *no_momentum;
+            s.stale_sample = *stale_sample;
+            Box::new(s)
         }
     })
 }
@@ -199,15 +233,8 @@ pub fn stationary_point(p: &dyn Bilevel, mut theta: Vector) -> Result<Vector> {
     })
 }
 
-fn replicate(
-    spec: &ClaimSpec,
-    metrics: &[Metric],
-    average: bool,
-    p: &dyn Bilevel,
-    grid: &[usize],
-    mut rng: ChaCha8Rng,
-) -> Result<Replicate> {
-    let k = p.constants();
+/// The start $(\theta^0,\phi^0)$ of a claim's runs (deterministic).
+pub fn start_point(spec: &ClaimSpec, p: &dyn Bilevel) -> Result<(Vector, Vector)> {
     let d = p.dims();
     let mut theta0 = match &spec.problem.theta0 {
         Some(t) => Vector::from_vec(t.clone()),
@@ -222,6 +249,19 @@ fn replicate(
     } else {
         Vector::zeros(d.d_l)
     };
+    Ok((theta0, phi0))
+}
+
+fn replicate(
+    spec: &ClaimSpec,
+    metrics: &[Metric],
+    average: bool,
+    p: &dyn Bilevel,
+    grid: &[usize],
+    mut rng: ChaCha8Rng,
+) -> Result<Replicate> {
+    let k = p.constants();
+    let (theta0, phi0) = start_point(spec, p)?;
     let mut out = Replicate {
         last: vec![Vec::with_capacity(grid.len()); metrics.len()],
         avg: vec![Vec::with_capacity(grid.len()); metrics.len()],
@@ -298,6 +338,19 @@ pub fn run_group(specs: &[&ClaimSpec], master_seed: u64) -> Result<Vec<ClaimResu
     })?;
     let upper = Table::from_rows(&reps.iter().map(|r| r.upper.clone()).collect::<Vec<_>>())?;
     let lower = Table::from_rows(&reps.iter().map(|r| r.lower.clone()).collect::<Vec<_>>())?;
+    // The metrics at the start: deterministic, so evaluated once, with an oracle whose stream is never drawn.
+    let (theta0, phi0) = start_point(first, p.as_ref())?;
+    let o0 = Oracle::new(p.as_ref(), 0);
+    let at_start = Iterate::start(theta0, phi0);
+    let start_values: Vec<f64> = metrics.iter().map(|m| m.eval(&o0, &at_start)).collect::<Result<_>>()?;
+    let direct = if specs
+        .iter()
+        .any(|s| s.measure != Measure::Slope && s.power_for.is_none())
+    {
+        Some(super::direct::measure(first, master_seed, p.as_ref())?)
+    } else {
+        None
+    };
     let seconds = start.elapsed().as_secs_f64();
     specs
         .iter()
@@ -312,7 +365,16 @@ pub fn run_group(specs: &[&ClaimSpec], master_seed: u64) -> Result<Vec<ClaimResu
                 })
                 .collect();
             let metric = Table::from_rows(&rows)?;
-            judge(spec, master_seed, &grid, &metric, &upper, &lower, seconds)
+            let mut r = judge(spec, master_seed, &grid, &metric, &upper, &lower, seconds)?;
+            let at0 = start_values[m];
+            r.start_value = Some(at0);
+            if matches!(spec.metric, Metric::GradNormSq | Metric::MoreauGradSq) {
+                r.regime_ratio = Some(at0 / r.means.last().copied().unwrap_or(f64::NAN));
+            }
+            if spec.measure != Measure::Slope {
+                r.direct = direct.clone();
+            }
+            Ok(r)
         })
         .collect()
 }
@@ -335,7 +397,38 @@ fn judge(
         Measure::ComplexityUpper => Some(upper),
         Measure::Slope => None,
     };
-    super::judge::judge_tables(&target, master_seed, grid, metric, samples, seconds)
+    let mut r = super::judge::judge_tables(&target, master_seed, grid, metric, samples, seconds)?;
+    r.regime = spec.regime.clone();
+    Ok(r)
+}
+
+/// The result of a power test whose planted bug made a replicate diverge (caught; rule verdict `diverged`).
+fn diverged(spec: &ClaimSpec, iter: usize) -> ClaimResult {
+    ClaimResult {
+        id: spec.id.clone(),
+        kind: spec.kind,
+        theory_exponent: spec.theory_exponent,
+        fitted_exponent: f64::INFINITY,
+        interval: [f64::INFINITY, f64::INFINITY],
+        tolerance: spec.tolerance,
+        verdict: "pass".into(),
+        rule_verdict: format!("diverged (iteration {iter})"),
+        power_for: spec.power_for.clone(),
+        quantity: format!("{} ({})", spec.metric.key(), spec.statistic.describe()),
+        replicates: spec.replicates,
+        horizons: Vec::new(),
+        fit_from: 0,
+        means: Vec::new(),
+        std_errors: Vec::new(),
+        samples: None,
+        bug: spec.bug.clone(),
+        regime: spec.regime.clone(),
+        start_value: None,
+        regime_ratio: None,
+        direct: None,
+        pending_exact: false,
+        seconds: 0.0,
+    }
 }
 
 /// Run every claim of `specs`, simulating each shared run once (groups in order of first appearance; each run is
@@ -355,13 +448,20 @@ pub fn run_all(
     for run in order {
         let idx: Vec<usize> = (0..specs.len()).filter(|i| specs[*i].run_name() == run).collect();
         let group: Vec<&ClaimSpec> = idx.iter().map(|i| &specs[*i]).collect();
-        let out = run_group(&group, master_seed).map_err(|e| match e {
-            BilevelError::Diverged { iter, what } => BilevelError::Diverged {
-                iter,
-                what: format!("run {run}: {what}"),
-            },
-            other => other,
-        })?;
+        let out = match run_group(&group, master_seed) {
+            Ok(out) => out,
+            // A planted bug that makes the run diverge is caught: no rate can hold for a divergent metric.
+            Err(BilevelError::Diverged { iter, .. }) if group.iter().all(|s| s.power_for.is_some()) => {
+                group.iter().map(|s| diverged(s, iter)).collect()
+            }
+            Err(BilevelError::Diverged { iter, what }) => {
+                return Err(BilevelError::Diverged {
+                    iter,
+                    what: format!("run {run}: {what}"),
+                });
+            }
+            Err(other) => return Err(other),
+        };
         for (i, r) in idx.into_iter().zip(out) {
             progress(&r);
             results[i] = Some(r);

@@ -15,6 +15,9 @@ pub struct Registry {
     /// The deterministic linear rates (CG, Neumann, ITD).
     #[serde(default)]
     pub rate: Vec<super::deterministic::RateSpec>,
+    /// Planted bugs caught by tests rather than by a rate claim.
+    #[serde(default)]
+    pub bug: Vec<BugSpec>,
 }
 
 /// What kind of statement a claim makes (design.md, "How a rate claim is judged").
@@ -25,8 +28,14 @@ pub enum Kind {
     Bound,
     /// A bound the family is built to attain: the measured exponent matches the theory's.
     Tight,
-    /// A statement of the lecture that is false: the data exclude the stated exponent.
-    Refuted,
+    /// A statement of the lecture that is false on the slow side: the true exponent exceeds the stated one by more
+    /// than the tolerance (decays slower / needs more samples). The negation of a bound.
+    #[serde(rename = "refuted_above")]
+    RefutedAbove,
+    /// A statement of the lecture that is false on the fast side: the true exponent is below the stated one by more
+    /// than the tolerance (decays faster / needs fewer samples).
+    #[serde(rename = "refuted_below")]
+    RefutedBelow,
 }
 
 /// What is fitted.
@@ -201,6 +210,12 @@ pub enum AlgoSpec {
         /// Evaluate the UL step at the stale $\phi^k$ (a planted bug).
         #[serde(default)]
         stale_phi: bool,
+        /// Eq (20) momentum: the weight $\eta$ on the old direction (`None`: plain TTSA).
+        #[serde(default)]
+        momentum: Option<f64>,
+        /// Swap eq (20)'s weights, $h \leftarrow (1-\eta)h + \eta\hat\nabla f$ (a planted bug).
+        #[serde(default)]
+        swap_momentum_weights: bool,
     },
     /// [`crate::algorithms::alternating::Alternating`] (drops the implicit gradient).
     Alternating {
@@ -223,6 +238,9 @@ pub enum AlgoSpec {
         /// Neumann truncation.
         #[serde(default)]
         neumann: NeumannSpec,
+        /// A fixed inner-loop length instead of $\lceil c\sqrt{k+1}\rceil$ (the planted bug is `1`).
+        #[serde(default)]
+        inner_fixed: Option<usize>,
     },
     /// [`crate::algorithms::double_loop::DoubleLoop::stocbio`], minibatch $B_K = \lceil b K^{a}\rceil$.
     Stocbio {
@@ -240,6 +258,9 @@ pub enum AlgoSpec {
         /// Neumann truncation.
         #[serde(default)]
         neumann: NeumannSpec,
+        /// Inner SGD steps with one sample instead of the minibatch (a planted bug).
+        #[serde(default)]
+        no_inner_minibatch: bool,
     },
     /// [`crate::algorithms::stable::Stable`].
     Stable {
@@ -252,6 +273,9 @@ pub enum AlgoSpec {
         /// Alg 6 as printed (a planted bug).
         #[serde(default)]
         literal_alg6: bool,
+        /// Drop the lower step's correction term (a planted bug).
+        #[serde(default)]
+        no_correction: bool,
     },
     /// [`crate::algorithms::sustain::Sustain`].
     Sustain {
@@ -264,6 +288,12 @@ pub enum AlgoSpec {
         /// Neumann truncation.
         #[serde(default)]
         neumann: NeumannSpec,
+        /// $\eta = 0$: no recursive correction (a planted bug).
+        #[serde(default)]
+        no_momentum: bool,
+        /// The correction's old-point evaluation at a different sample (a planted bug).
+        #[serde(default)]
+        stale_sample: bool,
     },
 }
 
@@ -313,7 +343,7 @@ pub struct ClaimSpec {
     pub source: String,
     /// The note in `theory/` that states the theorem, the assumptions and the result.
     pub note: String,
-    /// Bound, tight or refuted.
+    /// Bound, tight or refuted (one-sided: above or below).
     pub kind: Kind,
     /// The theory's exponent ($r<0$ for a decaying metric; $p>0$ for a sample complexity $\varepsilon^{-p}$).
     pub theory_exponent: f64,
@@ -341,6 +371,27 @@ pub struct ClaimSpec {
     /// The planted bug, in words.
     #[serde(default)]
     pub bug: Option<String>,
+    /// Set when a claim on a stationarity measure is fitted where the start still dominates (the honest-regime
+    /// ratio of [`super::ClaimResult::regime_ratio`] is below 100): why the claim is kept and what it then shows.
+    /// The report marks such claims (`*` after the kind).
+    #[serde(default)]
+    pub regime: Option<String>,
+}
+
+/// A planted bug that no rate claim can see, with the test that catches it (`[[bug]]` in the registry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BugSpec {
+    /// The algorithm (registry name).
+    pub algorithm: String,
+    /// The switch that plants it (e.g. `Stable.no_correction`).
+    pub switch: String,
+    /// The bug, in words.
+    pub bug: String,
+    /// The test that catches it (`module::test_name`), or the exact branch's consistency check.
+    pub caught_by: String,
+    /// Why no rate claim sees it, with the measured numbers.
+    pub why: String,
 }
 
 impl ClaimSpec {

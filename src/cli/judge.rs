@@ -43,7 +43,11 @@ fn target(a: &Args) -> Result<Target, BilevelError> {
             Target::from_claim(c)
         }
         (None, Some(exponent)) => {
-            let kind: Kind = parse("kind", a.kind.as_deref().unwrap_or(""), "bound, tight, refuted")?;
+            let kind: Kind = parse(
+                "kind",
+                a.kind.as_deref().unwrap_or(""),
+                "bound, tight, refuted_above, refuted_below",
+            )?;
             let measure: Measure = parse("measure", &a.measure, "slope, complexity_upper, complexity_lower")?;
             let tolerance = a.tolerance.unwrap_or(f64::NAN);
             Target::custom(kind, exponent, tolerance, measure, a.tail)

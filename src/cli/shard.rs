@@ -296,14 +296,32 @@ pub fn report_results(n: usize, units: &[UnitResult]) -> Vec<ClaimResult> {
 }
 
 /// Print the report (table or JSON); error (exit 1) if a claim failed.
-pub fn print_report(results: &[ClaimResult], seed: u64, as_json: bool) -> CliResult {
+///
+/// Every planted bug is listed beside what caught it: the power entries of `results` and, with `all_bugs` (the whole
+/// registry was run, not an `--only` subset), the registry's `[[bug]]` entries caught by tests rather than rates.
+pub fn print_report(results: &[ClaimResult], seed: u64, as_json: bool, all_bugs: bool) -> CliResult {
+    let bugs = if all_bugs {
+        claims::Registry::builtin()?.bug
+    } else {
+        Vec::new()
+    };
     if as_json {
-        emitln(&serde_json::to_string_pretty(&json!({ "seed": seed, "claims": results })).expect("serialisable"))?;
+        let planted: Vec<_> = results
+            .iter()
+            .filter(|r| r.power_for.is_some())
+            .map(|r| json!({"bug": r.bug, "power_test": r.id, "claim": r.power_for, "verdict": r.rule_verdict, "caught": r.ok()}))
+            .chain(bugs.iter().map(|b| json!({"bug": b.bug, "algorithm": b.algorithm, "switch": b.switch, "test": b.caught_by, "why": b.why})))
+            .collect();
+        emitln(
+            &serde_json::to_string_pretty(&json!({ "seed": seed, "claims": results, "planted_bugs": planted }))
+                .expect("serialisable"),
+        )?;
     } else {
         let failed = results.iter().filter(|r| !r.ok()).count();
         emit(&format!(
-            "{}\n{} passed, {} failed\n\n{}",
+            "{}\nplanted bugs\n{}\n{} passed, {} failed\n\n{}",
             claims::table(results, 3, true),
+            claims::bug_table(results, &bugs),
             results.len() - failed,
             failed,
             VERDICT_LEGEND

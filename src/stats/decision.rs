@@ -16,26 +16,34 @@
 //! |---|---|---|---|
 //! | [`ClaimKind::Bound`] | $s^\star \le r$ | $u \le r+\tau$ | $\ell > r+\tau$ |
 //! | [`ClaimKind::Tight`] | $s^\star = r$ | $r-\tau \le \ell$ and $u \le r+\tau$ | $u < r-\tau$ or $\ell > r+\tau$ |
-//! | [`ClaimKind::Refuted`] | lecture's $r$ is wrong | $u < r-\tau$ or $\ell > r+\tau$ | $r-\tau \le \ell$ and $u \le r+\tau$ |
+//! | [`ClaimKind::RefutedAbove`] | lecture's $r$ is wrong, truth is slower: $s^\star > r+\tau$ | $\ell > r+\tau$ | $u \le r+\tau$ |
+//! | [`ClaimKind::RefutedBelow`] | lecture's $r$ is wrong, truth is faster: $s^\star < r-\tau$ | $u < r-\tau$ | $\ell \ge r-\tau$ |
 //!
 //! *Why these.* Passing requires positive evidence: the whole interval must sit where the claim allows (for
 //! tight claims this is the interval-inclusion form of the two one-sided tests of equivalence, TOST). Failing
 //! requires the whole interval to sit where the claim forbids. So both wrong verdicts are controlled by the
 //! interval's level, and $\tau$ (written next to the claim and justified by log factors, the $\alpha/\beta$
 //! coupling correction, finite-$K$ curvature; design.md step 4) absorbs the fit's systematic bias, which the
-//! bootstrap cannot see. Refuted is the mirror image of tight.
+//! bootstrap cannot see.
+//!
+//! *Refutations are one-sided.* A refutation states on which side of the lecture's exponent the truth lies.
+//! [`ClaimKind::RefutedAbove`] is the exact negation of a bound ("the lecture's bound is false"): a decay that is
+//! *faster* than the lecture says never refutes a bound, and a two-sided rule would have counted it as one.
+//! [`ClaimKind::RefutedBelow`] refutes a claimed lower rate (the truth is better than stated).
 //!
 //! # Nominal error rates (if the interval has its nominal coverage and $\tau$ covers the bias)
 //! Write $\alpha = 1 - \text{level}$; each end of the interval misses $s^\star$ with probability $\alpha/2$. "Holds"
 //! and "false" are meant up to the tolerance: for a bound, holds = $s^\star \le r+\tau$, false = $s^\star > r+\tau$;
-//! for tight, holds = $|s^\star - r| \le \tau$, false = $|s^\star - r| > \tau$; refuted is the reverse of tight.
+//! for tight, holds = $|s^\star - r| \le \tau$, false = $|s^\star - r| > \tau$; refuted-above holds when
+//! $s^\star > r+\tau$, refuted-below when $s^\star < r-\tau$.
 //!
 //! | kind | false failure: Fail although the claim holds | false pass: Pass although it is false |
 //! |---|---|---|
 //! | Bound | $\le \alpha/2$ (Fail needs $\ell > r+\tau \ge s^\star$) | $\le \alpha/2$ ($u \le r+\tau < s^\star$) |
 //! | Tight | $\le \alpha$ (either end can miss; $=\alpha$ only when $\tau = 0$ and $s^\star = r$; $\approx\alpha/2$ when $s^\star$ is at an edge of the band) | $\le \alpha/2$ |
-//! | Refuted | $\le \alpha/2$ | $\le \alpha$ |
+//! | RefutedAbove, RefutedBelow | $\le \alpha/2$ | $\le \alpha/2$ |
 //!
+//! (For the refutations, "holds" = the truth lies beyond the band on the stated side.)
 //! With the default level 0.99: bound 0.5 %, tight 1 %, refuted 0.5 %. *Measured* (the expanded interval of
 //! [`super::bootstrap`] on a synthetic power law with lognormal noise, 1000 experiments, $\tau = 0$, $s^\star = r$):
 //! each end missed $s^\star$ in 0.7–0.8 % of experiments at $R = 40$ and $R = 200$ (1.0–1.2 % at $R = 10$), so a
@@ -59,8 +67,12 @@ pub enum ClaimKind {
     Bound,
     /// The family attains the bound: $s^\star = r$ within tolerance.
     Tight,
-    /// The lecture's exponent $r$ is false: $s^\star$ differs from $r$ by more than the tolerance.
-    Refuted,
+    /// The lecture's exponent $r$ is false on the slow side: $s^\star > r+\tau$ (decays slower, or needs more
+    /// samples, than stated) — the negation of [`ClaimKind::Bound`].
+    RefutedAbove,
+    /// The lecture's exponent $r$ is false on the fast side: $s^\star < r-\tau$ (decays faster, or needs fewer
+    /// samples, than stated).
+    RefutedBelow,
 }
 
 /// The outcome of judging an interval.
@@ -135,11 +147,13 @@ impl Rule {
     pub fn judge(&self, interval: &Interval) -> Verdict {
         let (lo_band, hi_band) = self.band();
         let inside = lo_band <= interval.lo && interval.hi <= hi_band;
+        // A tight claim fails when the interval misses the band on either side.
         let outside = interval.hi < lo_band || interval.lo > hi_band;
         let (pass, fail) = match self.kind {
             ClaimKind::Bound => (interval.hi <= hi_band, interval.lo > hi_band),
             ClaimKind::Tight => (inside, outside),
-            ClaimKind::Refuted => (outside, inside),
+            ClaimKind::RefutedAbove => (interval.lo > hi_band, interval.hi <= hi_band),
+            ClaimKind::RefutedBelow => (interval.hi < lo_band, interval.lo >= lo_band),
         };
         if pass {
             Verdict::Pass
@@ -151,22 +165,18 @@ impl Rule {
     }
 
     /// Nominal upper bound on $P(\text{Fail})$ when the claim holds, for an interval at two-sided `level`
-    /// (module docs): $\alpha/2$ for bound and refuted, $\alpha$ for tight.
+    /// (module docs): $\alpha/2$ for bound and the one-sided refutations, $\alpha$ for tight.
     pub fn false_failure_rate(&self, level: f64) -> f64 {
         let alpha = 1.0 - level;
         match self.kind {
-            ClaimKind::Bound | ClaimKind::Refuted => alpha / 2.0,
+            ClaimKind::Bound | ClaimKind::RefutedAbove | ClaimKind::RefutedBelow => alpha / 2.0,
             ClaimKind::Tight => alpha,
         }
     }
 
-    /// Nominal upper bound on $P(\text{Pass})$ when the claim is false: $\alpha/2$ for bound and tight, $\alpha$
-    /// for refuted.
+    /// Nominal upper bound on $P(\text{Pass})$ when the claim is false: $\alpha/2$ for every kind (each pass
+    /// condition is one end of the interval beyond one edge of the band).
     pub fn false_pass_rate(&self, level: f64) -> f64 {
-        let alpha = 1.0 - level;
-        match self.kind {
-            ClaimKind::Bound | ClaimKind::Tight => alpha / 2.0,
-            ClaimKind::Refuted => alpha,
-        }
+        (1.0 - level) / 2.0
     }
 }
