@@ -308,9 +308,9 @@ fn hint_options_exist(command: &str, hint: &str) {
 fn every_error_names_the_problem_and_gives_a_hint_that_points_at_real_options() {
     let missing = "/nonexistent-dir/x.json";
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        // A diverging run: the hint names the step-size options.
+        // A diverging run (an upper step far above 2/L_F): the hint names the step-size options.
         (
-            vec!["run", "--algo", "alternating", "--problem", "data_cleaning"],
+            vec!["run", "--algo", "alternating", "--problem", "quadratic", "--alpha", "5", "--beta", "0.1"],
             "diverged",
         ),
         // A step condition prints the schedules as formulas, not Debug forms.
@@ -449,7 +449,17 @@ fn every_error_names_the_problem_and_gives_a_hint_that_points_at_real_options() 
         }
         hint_options_exist(args[0], &hint);
     }
-    let (_, hint) = error_and_hint(&["run", "--algo", "alternating", "--problem", "data_cleaning"]);
+    let (_, hint) = error_and_hint(&[
+        "run",
+        "--algo",
+        "alternating",
+        "--problem",
+        "quadratic",
+        "--alpha",
+        "5",
+        "--beta",
+        "0.1",
+    ]);
     assert!(hint.contains("--alpha") && hint.contains("--beta"), "{hint}");
     let (_, hint) = error_and_hint(&[
         "run",
@@ -467,7 +477,7 @@ fn every_error_names_the_problem_and_gives_a_hint_that_points_at_real_options() 
         "--algo",
         "alternating",
         "--problem",
-        "data_cleaning",
+        "quadratic",
         "--alpha",
         "0.05/l_f",
         "--beta",

@@ -60,7 +60,7 @@ pub struct Limitation {
 const FROZEN: &str = "the declared L_F is a worst-case bound on Theta (1e4 to 4e7), so the default upper step \
                       1/(2 L_F) leaves theta where it starts; pass explicit upper steps (Solver constructors)";
 const INDEFINITE: &str = "additive Hessian noise makes this family's Hessian samples indefinite, and the method \
-                          inverts one sample; run it without noise, or use stocbio/ttsa (Neumann series)";
+                          inverts one sample; run it without noise (--noise 0), or use stocbio/ttsa (Neumann series)";
 const BIASED: &str = "phi converges to a biased point (the penalty's minimiser, or one minibatch's lower-level \
                       minimiser for unrolled methods), O(1) away from phi* when mu_l is small; theta is unaffected here";
 const IGNORES: &str = "ignores the implicit gradient J^T grad_phi f_u of eq (13): a baseline whose limit is \
