@@ -5,6 +5,7 @@ mod algorithms2;
 mod claims;
 mod cli;
 mod common;
+mod errata10;
 mod families;
 mod golden;
 mod hypergrad;

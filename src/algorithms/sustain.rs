@@ -28,6 +28,9 @@ pub struct Sustain {
     pub c_eta: f64,
     /// Neumann truncation schedule.
     pub neumann: NeumannGrowth,
+    /// $\eta = 0$: plain stochastic directions without the recursive correction (a planted bug; the method is then
+    /// SGD on both levels with SUSTAIN's steps).
+    pub no_momentum: bool,
     ws: Workspace,
     hu: Vector,
     hl: Vector,
@@ -48,6 +51,7 @@ impl Sustain {
             c_beta,
             c_eta,
             neumann,
+            no_momentum: false,
             ws: Workspace::new(0, 0),
             hu: Vector::zeros(0),
             hl: Vector::zeros(0),
@@ -98,7 +102,11 @@ impl Solver for Sustain {
     fn step(&mut self, o: &mut Oracle, mut st: Iterate) -> Result<Iterate> {
         let k = st.k;
         let alpha = self.alpha.at(k);
-        let keep = 1.0 - (self.c_eta * alpha * alpha).min(1.0);
+        let keep = if self.no_momentum {
+            0.0
+        } else {
+            1.0 - (self.c_eta * alpha * alpha).min(1.0)
+        };
         let method = InverseMethod::GhadimiWang(self.neumann.at(k));
         // Lower level: one sample, two points.
         let s = o.draw(Level::Lower);

@@ -91,6 +91,7 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             beta,
             neumann,
             stale_phi,
+            allow_single_timescale,
         } => {
             let mut t = Ttsa::new(
                 alpha.resolve(k, horizon)?,
@@ -98,6 +99,7 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
                 neumann.resolve(k),
             );
             t.stale_phi = *stale_phi;
+            t.enforce_timescales = !*allow_single_timescale;
             Box::new(t)
         }
         AlgoSpec::Alternating {
@@ -114,12 +116,21 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             beta,
             c_inner,
             neumann,
-        } => Box::new(DoubleLoop::bsa(
-            alpha.resolve(k, horizon)?,
-            beta.resolve(k, horizon)?,
-            *c_inner,
-            neumann.resolve(k),
-        )),
+            beta_per_inner_step,
+            inner_fixed,
+        } => {
+            let mut d = DoubleLoop::bsa(
+                alpha.resolve(k, horizon)?,
+                beta.resolve(k, horizon)?,
+                *c_inner,
+                neumann.resolve(k),
+            );
+            d.beta_per_inner_step = *beta_per_inner_step;
+            if let Some(t) = inner_fixed {
+                d.inner = crate::algorithms::double_loop::InnerSteps::Fixed(*t);
+            }
+            Box::new(d)
+        }
         AlgoSpec::Stocbio {
             alpha,
             beta,
@@ -127,24 +138,29 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             batch_c,
             batch_power,
             neumann,
+            no_inner_minibatch,
         } => {
             let batch = (batch_c * (horizon as f64).powf(*batch_power)).ceil().max(1.0) as usize;
-            Box::new(DoubleLoop::stocbio(
+            let mut d = DoubleLoop::stocbio(
                 alpha.resolve(k, horizon)?,
                 beta.resolve(k, horizon)?,
                 *inner,
                 neumann.resolve(k),
                 batch,
-            ))
+            );
+            d.no_inner_minibatch = *no_inner_minibatch;
+            Box::new(d)
         }
         AlgoSpec::Stable {
             alpha,
             beta,
             tau,
             literal_alg6,
+            no_correction,
         } => {
             let mut s = Stable::new(alpha.resolve(k, horizon)?, beta.resolve(k, horizon)?, *tau, k.mu_l);
             s.literal_alg6 = *literal_alg6;
+            s.no_correction = *no_correction;
             Box::new(s)
         }
         AlgoSpec::Sustain {
@@ -152,15 +168,13 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             beta0_l_l,
             eta_c,
             neumann,
+            no_momentum,
         } => {
             let a = alpha.resolve(k, horizon)?;
             let a0 = a.at(0);
-            Box::new(Sustain::new(
-                a,
-                beta0_l_l / (k.l_l * a0),
-                eta_c / (a0 * a0),
-                neumann.resolve(k),
-            ))
+            let mut s = Sustain::new(a, beta0_l_l / (k.l_l * a0), eta_c / (a0 * a0), neumann.resolve(k));
+            s.no_momentum = *no_momentum;
+            Box::new(s)
         }
     })
 }

@@ -190,6 +190,11 @@ pub enum AlgoSpec {
         /// Evaluate the UL step at the stale $\phi^k$ (a planted bug).
         #[serde(default)]
         stale_phi: bool,
+        /// Skip TTSA's two-timescale check $\alpha_k/\beta_k\to0$ (sets
+        /// [`crate::algorithms::ttsa::Ttsa::enforce_timescales`] to false): only for the claims that show what
+        /// happens at one timescale (theory/single-timescale.md).
+        #[serde(default)]
+        allow_single_timescale: bool,
     },
     /// [`crate::algorithms::alternating::Alternating`] (drops the implicit gradient).
     Alternating {
@@ -212,6 +217,13 @@ pub enum AlgoSpec {
         /// Neumann truncation.
         #[serde(default)]
         neumann: NeumannSpec,
+        /// $\beta$ indexed by the inner step $t$ (decreasing inner steps, restarted every outer iteration; see
+        /// [`crate::algorithms::double_loop::DoubleLoop::beta_per_inner_step`]).
+        #[serde(default)]
+        beta_per_inner_step: bool,
+        /// A fixed inner-loop length instead of $\lceil c\sqrt{k+1}\rceil$ (the planted bug is `Some(1)`).
+        #[serde(default)]
+        inner_fixed: Option<usize>,
     },
     /// [`crate::algorithms::double_loop::DoubleLoop::stocbio`], minibatch $B_K = \lceil b K^{a}\rceil$.
     Stocbio {
@@ -229,6 +241,9 @@ pub enum AlgoSpec {
         /// Neumann truncation.
         #[serde(default)]
         neumann: NeumannSpec,
+        /// Inner SGD steps use one sample instead of the minibatch (a planted bug).
+        #[serde(default)]
+        no_inner_minibatch: bool,
     },
     /// [`crate::algorithms::stable::Stable`].
     Stable {
@@ -241,6 +256,9 @@ pub enum AlgoSpec {
         /// Alg 6 as printed (a planted bug).
         #[serde(default)]
         literal_alg6: bool,
+        /// Drop the correction term $-(H_{\phi\phi})^{-1}H_{\theta\phi}^\top(\theta^{k+1}-\theta^k)$ (a planted bug).
+        #[serde(default)]
+        no_correction: bool,
     },
     /// [`crate::algorithms::sustain::Sustain`].
     Sustain {
@@ -253,6 +271,9 @@ pub enum AlgoSpec {
         /// Neumann truncation.
         #[serde(default)]
         neumann: NeumannSpec,
+        /// $\eta = 0$: plain stochastic directions, no recursive correction (a planted bug).
+        #[serde(default)]
+        no_momentum: bool,
     },
 }
 
