@@ -757,10 +757,7 @@ fn nonlinear_coupling_surrogate_is_quadratic_in_the_lower_level_error() {
     }
     // Typed errors for bad parameters.
     for bad in [
-        NonlinearCouplingSpec {
-            d_l: 2,
-            ..spec.clone()
-        },
+        NonlinearCouplingSpec { d_l: 2, ..spec.clone() },
         NonlinearCouplingSpec {
             s_min: 0.0,
             ..spec.clone()
@@ -774,6 +771,9 @@ fn nonlinear_coupling_surrogate_is_quadratic_in_the_lower_level_error() {
             ..spec.clone()
         },
     ] {
-        assert!(matches!(bad.build(), Err(BilevelError::InvalidParameter { .. })), "{bad:?}");
+        assert!(
+            matches!(bad.build(), Err(BilevelError::InvalidParameter { .. })),
+            "{bad:?}"
+        );
     }
 }

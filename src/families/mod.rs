@@ -190,9 +190,7 @@ pub fn build_with(name: &str, params: &toml::Table) -> Result<Arc<dyn Bilevel>> 
         "meta_learning" => Arc::new(spec::<meta_learning::MetaLearningSpec>(name, params)?.build()?),
         "weakly_convex" => Arc::new(spec::<weakly_convex::WeaklyConvexSpec>(name, params)?.build()?),
         "ttsa_tight" => Arc::new(spec::<ttsa_tight::TtsaTightSpec>(name, params)?.build()?),
-        "nonlinear_coupling" => {
-            Arc::new(spec::<nonlinear_coupling::NonlinearCouplingSpec>(name, params)?.build()?)
-        }
+        "nonlinear_coupling" => Arc::new(spec::<nonlinear_coupling::NonlinearCouplingSpec>(name, params)?.build()?),
         _ => {
             return Err(BilevelError::Unknown {
                 kind: "problem".into(),

@@ -12,8 +12,9 @@
 //! $|\theta^\circ_i| > R$ the constraint is active at $\theta^\star$).
 //!
 //! # Why the mechanism matters here
-//! $\nabla_\phi f_l = h(\theta)(\phi - A\theta)$, so $\nabla^2_{\theta\phi} f_l = \nabla h(\theta)(\phi - A\theta)^\top
-//! - h(\theta)A^\top$ depends on $\phi$, and the surrogate (13) at an arbitrary $\phi = A\theta + e$ is
+//! $\nabla_\phi f_l = h(\theta)(\phi - A\theta)$, so the cross derivative
+//! $\nabla^2_{\theta\phi} f_l = \nabla h(\theta)(\phi - A\theta)^\top - h(\theta)A^\top$ depends on $\phi$, and the surrogate
+//! (13) at an arbitrary $\phi = A\theta + e$ is
 //! $$\bar\nabla f(\theta,\phi) = A^\top(\phi - A\theta^\circ) - \frac{\nabla h(\theta)}{h(\theta)}(\phi - A\theta)^\top(\phi -
 //! A\theta^\circ) = \nabla F(\theta) + A^\top e - \frac{\nabla h}{h}\big(e^\top A(\theta - \theta^\circ) + \\|e\\|^2\big),$$
 //! quadratic in $e$: zero-mean lower-level error of second moment $\mathbb{E}\\|e\\|^2$ biases the hypergradient by
@@ -79,7 +80,11 @@ impl NonlinearCouplingSpec {
             return Err(BilevelError::invalid("theta_opt", "[]", "must have length d_u >= 1"));
         }
         if self.d_l <= d_u {
-            return Err(BilevelError::invalid("d_l", self.d_l, "must exceed d_u = len(theta_opt)"));
+            return Err(BilevelError::invalid(
+                "d_l",
+                self.d_l,
+                "must exceed d_u = len(theta_opt)",
+            ));
         }
         if self.theta_opt.iter().any(|x| !x.is_finite()) {
             return Err(BilevelError::invalid("theta_opt", "non-finite", "must be finite"));
@@ -91,7 +96,11 @@ impl NonlinearCouplingSpec {
             return Err(BilevelError::invalid("s_min", self.s_min, "must be finite and > 0"));
         }
         if !(self.s_max.is_finite() && self.s_max >= self.s_min) {
-            return Err(BilevelError::invalid("s_max", self.s_max, "must be finite and >= s_min"));
+            return Err(BilevelError::invalid(
+                "s_max",
+                self.s_max,
+                "must be finite and >= s_min",
+            ));
         }
         if !(self.radius.is_finite() && self.radius > 0.0) {
             return Err(BilevelError::invalid("radius", self.radius, "must be finite and > 0"));
