@@ -707,3 +707,73 @@ bad_param!(
     },
     BilevelError::InvalidParameter { .. }
 );
+
+/// `nonlinear_coupling`: F, its gradient and θ* are the closed forms of the module docs, the cross derivative depends
+/// on φ, and the surrogate (13) at φ = Aθ + e is ∇F + Aᵀe − (∇h/h)(eᵀA(θ − θ°) + |e|²), i.e. quadratic in e, so that
+/// zero-mean lower-level error is a bias −(∇h/h)E|e|² (issue 10 §1).
+#[test]
+fn nonlinear_coupling_surrogate_is_quadratic_in_the_lower_level_error() {
+    use bilevel::families::nonlinear_coupling::NonlinearCouplingSpec;
+    let spec = NonlinearCouplingSpec::default();
+    let p = spec.build().unwrap();
+    let t_opt = Vector::from_vec(spec.theta_opt.clone());
+    let mut r = rng(10);
+    let d = p.dims();
+    assert!(d.d_l > d.d_u);
+    // A = U diag(s): AᵀA = diag(s²), so F is separable and θ* is θ° clipped to the box.
+    let ata = p.a.transpose() * &p.a;
+    assert!((ata[(0, 0)] - spec.s_max.powi(2)).abs() < 1e-12 && (ata[(1, 1)] - spec.s_min.powi(2)).abs() < 1e-12);
+    assert!(ata[(0, 1)].abs() < 1e-12);
+    assert!((p.theta_star().unwrap() - &t_opt).amax() < 1e-15);
+    let face = NonlinearCouplingSpec {
+        radius: 0.65,
+        ..spec.clone()
+    }
+    .build()
+    .unwrap();
+    assert_eq!(face.theta_star().unwrap().as_slice(), &[0.6, -0.65]);
+    for _ in 0..5 {
+        let theta = random_vector(&mut r, d.d_u, 1.0);
+        let e = random_vector(&mut r, d.d_l, 0.7);
+        let phi = p.phi_star(&theta) + &e;
+        // Surrogate (13) from the oracles at φ, with the exact inverse H = h I.
+        let h = p.h(&theta);
+        let mut gp = Vector::zeros(d.d_l);
+        p.grad_phi_fu(Sample::Exact, &theta, &phi, &mut gp);
+        let mut surrogate = Vector::zeros(d.d_u);
+        p.cross_fl(Sample::Exact, &theta, &phi, &(&gp / h), &mut surrogate);
+        surrogate = -surrogate;
+        let dh = Vector::from_fn(d.d_u, |i, _| spec.gamma * (2.0 * theta[i]).sin());
+        let want = p.grad_f(&theta).unwrap() + p.a.transpose() * &e
+            - &dh / h * (e.dot(&(&p.a * (&theta - &t_opt))) + e.norm_squared());
+        assert!((&surrogate - &want).amax() < 1e-12, "{surrogate} vs {want}");
+        // The cross derivative depends on φ.
+        let c0 = p.cross_matrix_fl(Sample::Exact, &theta, &p.phi_star(&theta));
+        let c1 = p.cross_matrix_fl(Sample::Exact, &theta, &phi);
+        assert!((&c1 - &c0).amax() > 1e-3);
+        // F(θ) = ½ Σ s_i² (θ_i − θ°_i)² = f_u(θ, φ*(θ)).
+        let f = 0.5 * (&p.a * (&theta - &t_opt)).norm_squared();
+        assert!((p.value_f(&theta) - f).abs() < 1e-12);
+    }
+    // Typed errors for bad parameters.
+    for bad in [
+        NonlinearCouplingSpec { d_l: 2, ..spec.clone() },
+        NonlinearCouplingSpec {
+            s_min: 0.0,
+            ..spec.clone()
+        },
+        NonlinearCouplingSpec {
+            gamma: f64::NAN,
+            ..spec.clone()
+        },
+        NonlinearCouplingSpec {
+            theta_opt: vec![],
+            ..spec.clone()
+        },
+    ] {
+        assert!(
+            matches!(bad.build(), Err(BilevelError::InvalidParameter { .. })),
+            "{bad:?}"
+        );
+    }
+}

@@ -6,6 +6,7 @@ mod claims;
 mod cli;
 mod common;
 mod docs;
+mod errata10;
 mod families;
 mod golden;
 mod golden_families;

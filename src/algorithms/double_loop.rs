@@ -66,6 +66,10 @@ pub struct DoubleLoop {
     /// Minibatch size $B$: each inner step uses the mean of $B$ lower-level gradient samples and the UL step the
     /// mean of $B$ independent hypergradient estimates (stocBiO's batches $S$; 1 for the others).
     pub batch: usize,
+    /// Index the inner step by the inner counter: step $t$ of every inner loop is $\beta_t$ (restarting at $t=0$ each
+    /// outer iteration), the decreasing inner steps of Ghadimi & Wang's BSA under which the warm-started inner error
+    /// is $O(1/t_k)$. Default `false`: every inner step of outer iteration $k$ is $\beta_k$.
+    pub beta_per_inner_step: bool,
     /// Planted bug of stocBiO: the inner SGD steps use one sample instead of the minibatch of `batch` (the UL
     /// hypergradient keeps its batch).
     pub no_inner_minibatch: bool,
@@ -85,6 +89,7 @@ impl DoubleLoop {
             inner,
             inverse,
             batch: 1,
+            beta_per_inner_step: false,
             no_inner_minibatch: false,
             ws: Workspace::new(0, 0),
             h: Vector::zeros(0),
@@ -180,8 +185,8 @@ impl Solver for DoubleLoop {
         Ok(())
     }
     fn step(&mut self, o: &mut Oracle, mut st: Iterate) -> Result<Iterate> {
-        let beta = self.beta.at(st.k);
-        for _ in 0..self.inner.at(st.k) {
+        for t in 0..self.inner.at(st.k) {
+            let beta = self.beta.at(if self.beta_per_inner_step { t } else { st.k });
             if self.batch == 1 || self.no_inner_minibatch {
                 lower_step(o, &st.theta, &mut st.phi, beta, &mut self.buf_l)?;
             } else {

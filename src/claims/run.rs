@@ -115,6 +115,7 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             stale_phi,
             momentum,
             swap_momentum_weights,
+            allow_single_timescale,
         } => {
             let mut t = Ttsa::new(
                 alpha.resolve(k, horizon)?,
@@ -124,6 +125,7 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             t.stale_phi = *stale_phi;
             t.momentum = *momentum;
             t.swap_momentum_weights = *swap_momentum_weights;
+            t.enforce_timescales = !*allow_single_timescale;
             Box::new(t)
         }
         AlgoSpec::Alternating {
@@ -140,6 +142,7 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             beta,
             c_inner,
             neumann,
+            beta_per_inner_step,
             inner_fixed,
         } => {
             let mut d = DoubleLoop::bsa(
@@ -148,6 +151,7 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
                 *c_inner,
                 neumann.resolve(k),
             );
+            d.beta_per_inner_step = *beta_per_inner_step;
             if let Some(t) = inner_fixed {
                 d.inner = InnerSteps::Fixed(*t);
             }

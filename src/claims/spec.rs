@@ -216,6 +216,11 @@ pub enum AlgoSpec {
         /// Swap eq (20)'s weights, $h \leftarrow (1-\eta)h + \eta\hat\nabla f$ (a planted bug).
         #[serde(default)]
         swap_momentum_weights: bool,
+        /// Skip TTSA's two-timescale check $\alpha_k/\beta_k\to0$ (sets
+        /// [`crate::algorithms::ttsa::Ttsa::enforce_timescales`] to false): only for the claims that show what
+        /// happens at one timescale (theory/single-timescale.md).
+        #[serde(default)]
+        allow_single_timescale: bool,
     },
     /// [`crate::algorithms::alternating::Alternating`] (drops the implicit gradient).
     Alternating {
@@ -238,7 +243,11 @@ pub enum AlgoSpec {
         /// Neumann truncation.
         #[serde(default)]
         neumann: NeumannSpec,
-        /// A fixed inner-loop length instead of $\lceil c\sqrt{k+1}\rceil$ (the planted bug is `1`).
+        /// $\beta$ indexed by the inner step $t$ (decreasing inner steps, restarted every outer iteration; see
+        /// [`crate::algorithms::double_loop::DoubleLoop::beta_per_inner_step`]).
+        #[serde(default)]
+        beta_per_inner_step: bool,
+        /// A fixed inner-loop length instead of $\lceil c\sqrt{k+1}\rceil$ (the planted bug is `Some(1)`).
         #[serde(default)]
         inner_fixed: Option<usize>,
     },

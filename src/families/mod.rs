@@ -16,6 +16,7 @@
 //! | [`meta_learning`] | iMAML / personalised FL | 3, 12 | $\phi^\star$, $F$, $\nabla F$, $\theta^\star$ | proximal LL, strongly convex $F$ |
 //! | [`weakly_convex`] | (37)–(38) | 2, 3 | $F$, $\nabla F$, $\rho_F$, prox | nonconvex $F$, Moreau envelope |
 //! | [`ttsa_tight`] | references §6, (40)–(44) | 1, 1 | $F = \theta^2/2$, $\theta^\star = 0$ | TTSA's $k^{-2/3}$ attained |
+//! | [`nonlinear_coupling`] | (13), (18), issue 10 §1 | 2, 3 | everything, $\theta^\star$ (also on a face) | surrogate quadratic in $\phi$, cross derivative depends on $\phi$ |
 //!
 //! Shared pieces: [`data`] (seeded data sets, finite-sum minibatches, the smoothness lemma behind the bounds of the
 //! data families), [`random`] (seeded matrices).
@@ -24,6 +25,7 @@ pub mod data;
 pub mod data_cleaning;
 pub mod hyperparameter;
 pub mod meta_learning;
+pub mod nonlinear_coupling;
 pub mod pruning;
 pub mod quadratic;
 pub mod random;
@@ -143,6 +145,19 @@ pub const REGISTRY: &[FamilyEntry] = &[
         summary: "references 6: F = theta^2/2 exactly, TTSA's k^(-2/3) UL bound attained (deterministic; seed unused)",
         build: |_seed| Ok(Arc::new(ttsa_tight::TtsaTightSpec::default().build()?)),
     },
+    FamilyEntry {
+        name: "nonlinear_coupling",
+        summary: "issue 10: surrogate nonlinear in phi, cross derivative depends on phi, exact F and theta* (box face optional)",
+        build: |seed| {
+            Ok(Arc::new(
+                nonlinear_coupling::NonlinearCouplingSpec {
+                    seed,
+                    ..Default::default()
+                }
+                .build()?,
+            ))
+        },
+    },
 ];
 
 /// Build the registered family `name` from `seed`.
@@ -202,6 +217,7 @@ pub fn build_with(name: &str, params: &toml::Table) -> Result<Arc<dyn Bilevel>> 
         "meta_learning" => Arc::new(spec::<meta_learning::MetaLearningSpec>(name, params)?.build()?),
         "weakly_convex" => Arc::new(spec::<weakly_convex::WeaklyConvexSpec>(name, params)?.build()?),
         "ttsa_tight" => Arc::new(spec::<ttsa_tight::TtsaTightSpec>(name, params)?.build()?),
+        "nonlinear_coupling" => Arc::new(spec::<nonlinear_coupling::NonlinearCouplingSpec>(name, params)?.build()?),
         _ => {
             return Err(BilevelError::Unknown {
                 kind: "problem".into(),
