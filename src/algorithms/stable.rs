@@ -27,9 +27,9 @@
 use super::common::{check_lower_step, upper_step};
 use crate::error::{BilevelError, Result};
 use crate::linalg::{Matrix, Vector};
-use nalgebra::{Cholesky, Dyn};
 use crate::problem::{Level, Oracle};
 use crate::solver::{Iterate, Schedule, Solver};
+use nalgebra::{Cholesky, Dyn};
 
 /// STABLE (Alg 5), or Alg 6 as printed when `literal_alg6` is set.
 #[derive(Debug, Clone)]
@@ -166,10 +166,14 @@ impl Solver for Stable {
             let projected = project_psd_floor(&hp, self.mu);
             self.fixed_point = projected == hp;
             self.h_pp = projected;
-            let chol = self.h_pp.clone().cholesky().ok_or_else(|| BilevelError::NotPositiveDefinite {
-                what: "tracked lower-level Hessian".into(),
-                min_eig: crate::linalg::sym_eig_range(&self.h_pp).0,
-            })?;
+            let chol = self
+                .h_pp
+                .clone()
+                .cholesky()
+                .ok_or_else(|| BilevelError::NotPositiveDefinite {
+                    what: "tracked lower-level Hessian".into(),
+                    min_eig: crate::linalg::sym_eig_range(&self.h_pp).0,
+                })?;
             self.chol = Some(chol);
         }
         let chol = self.chol.as_ref().expect("factor set above");

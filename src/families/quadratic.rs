@@ -9,6 +9,16 @@
 //! $P$ is shifted so that $\lambda_{\min}(A_F) \ge \mu_F$: $F$ is $\mu_F$-strongly convex, $\theta^\star$ is unique.
 //! $F$, $\nabla F$ and $\theta^\star$ are computed from $A_F$, $g_F$ directly, independently of the generic
 //! implicit-gradient formula, so tests can compare the two.
+//!
+//! # Construction cost
+//! Up to $d_l$ = [`HAAR_MAX_DIM`] (every claim and golden instance): Haar eigenvectors from a dense QR, dense
+//! Cholesky solves, eigenvalues and SVDs, $O(d_l^3)$ once (nalgebra's unblocked kernels: ~0.1 s at $d_l = 256$).
+//! Above it, [`QuadraticSpec::build`] switches to a factored construction in $O(d_l^2(K + d_u + r))$ time
+//! ($K = 16$ reflections, $r$ = [`Q_RANK`]): $H = U\Lambda U^\top$ with $U$ a product of Householder reflections
+//! ([`ReflectedSpd`]), so solves and the spectrum come from the factors, and $Q = RR^\top$ with $R$ of rank $r$,
+//! so $\\|Q\\| = \sigma_{\max}(R)^2$. The previous all-dense path took 1.7 s at $d_l = 1000$ and 29.5 s at
+//! $d_l = 2000$ (its eigen/SVD kernels are cache-bound, hence the apparent $d^4$); `docs/performance.md` has the new
+//! times. [`Quadratic::from_parts`] (a user's matrices) stays dense, $O(d_l^3)$.
 
 use super::random::{ReflectedSpd, gaussian_matrix, gaussian_vector, spd_with_spectrum};
 use crate::error::{BilevelError, Result};
@@ -121,7 +131,10 @@ impl QuadraticSpec {
         let p_u = gaussian_vector(&mut rng, d_u);
         let q_u = gaussian_vector(&mut rng, d_l);
         let j = -h_f.solve(&m.transpose());
-        let phi0 = -h_f.solve(&Matrix::from_column_slice(d_l, 1, b_l.as_slice())).column(0).into_owned();
+        let phi0 = -h_f
+            .solve(&Matrix::from_column_slice(d_l, 1, b_l.as_slice()))
+            .column(0)
+            .into_owned();
         let q_norm = spectral_norm(&r).powi(2);
         let spectrum = (h_f.eigenvalues.min(), h_f.eigenvalues.max());
         Quadratic::assemble(
@@ -133,14 +146,19 @@ impl QuadraticSpec {
             q,
             p_u,
             q_u,
-            Solved { j, phi0, spectrum, q_norm },
+            Solved {
+                j,
+                phi0,
+                spectrum,
+                q_norm,
+            },
             self.mu_f,
             self.domain.clone(),
         )
     }
 }
 
-/// Largest $d_l$ built with Haar eigenvectors (a dense QR); larger instances use [`QuadraticSpec::build_large`].
+/// Largest $d_l$ built with Haar eigenvectors (a dense QR); larger instances use the factored construction (module docs).
 /// Instances up to this size are bit-identical to those of earlier versions (the golden files pin them).
 pub const HAAR_MAX_DIM: usize = 256;
 
@@ -231,7 +249,24 @@ impl Quadratic {
         let phi0 = -spd_solve_vec("H", &h, &b_l)?;
         let spectrum = sym_eig_range(&h);
         let q_norm = spectral_norm(&q);
-        Self::assemble(h, m, b_l, p, n, q, p_u, q_u, Solved { j, phi0, spectrum, q_norm }, mu_f, domain)
+        Self::assemble(
+            h,
+            m,
+            b_l,
+            p,
+            n,
+            q,
+            p_u,
+            q_u,
+            Solved {
+                j,
+                phi0,
+                spectrum,
+                q_norm,
+            },
+            mu_f,
+            domain,
+        )
     }
 
     /// The rest of the construction, once $J$, $\phi_0$ and the spectra are known: the shift of $P$, $A_F$, $g_F$,
@@ -250,7 +285,12 @@ impl Quadratic {
         mu_f: f64,
         domain: Domain,
     ) -> Result<Self> {
-        let Solved { j, phi0, spectrum, q_norm } = solved;
+        let Solved {
+            j,
+            phi0,
+            spectrum,
+            q_norm,
+        } = solved;
         let (d_u, d_l) = (m.nrows(), m.ncols());
         let coupling = &n * &j;
         let mut a_f = symmetrize(&(&p + &coupling + coupling.transpose() + j.transpose() * &q * &j));

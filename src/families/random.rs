@@ -72,7 +72,10 @@ impl ReflectedSpd {
                 v / norm
             })
             .collect();
-        ReflectedSpd { reflections, eigenvalues }
+        ReflectedSpd {
+            reflections,
+            eigenvalues,
+        }
     }
 
     /// The dense matrix $U\Lambda U^\top$, by two-sided reflections of $\Lambda$: $O(Kn^2)$.
