@@ -93,13 +93,21 @@ fn track(new: &mut Matrix, tracked: &Matrix, old: &Matrix, w: f64) {
     }
 }
 
+/// Relative slack of the feasibility certificate in [`project_psd_floor`].
+pub const PROJECTION_SLACK: f64 = 1e-12;
+
 /// Projection of a symmetric matrix onto $\\{H\succeq\mu I\\}$ in Frobenius norm: clamp eigenvalues at $\mu$.
+///
+/// A matrix with $H \succeq (\mu - \varepsilon)I$, $\varepsilon$ = [`PROJECTION_SLACK`]$\cdot\max(\mu, \max|H_{ij}|)$, is
+/// returned as is (certified by a Cholesky factor of $H - (\mu-\varepsilon)I$, no eigendecomposition): the default
+/// $\mu = \mu_l$ puts the exact Hessian of a quadratic on the boundary, where rounding alone would otherwise decide
+/// between the identity and an $O(d^3)$ eigendecomposition that moves eigenvalues by $\sim10^{-16}$.
 pub fn project_psd_floor(h: &Matrix, mu: f64) -> Matrix {
     let sym = crate::linalg::symmetrize(h);
-    // Already ⪰ μI (H − μI has a Cholesky factor): the projection is the identity; skip the eigendecomposition.
+    let floor = mu - PROJECTION_SLACK * mu.max(sym.amax());
     let mut shifted = sym.clone();
     for i in 0..shifted.nrows() {
-        shifted[(i, i)] -= mu;
+        shifted[(i, i)] -= floor;
     }
     if shifted.cholesky().is_some() {
         return sym;

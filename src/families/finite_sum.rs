@@ -1,10 +1,11 @@
 //! A finite-sum quadratic with benchmark_bilevel's construction (benchopt; Dagréou, Ablin, Vaiter & Moreau 2022).
 //!
 //! Each level is an average of $n$ quadratics whose Hessians are rank one, with a controlled spectrum of the mean:
-//! $$f_l(\theta,\phi) = \frac1{n_l}\sum_{i<n_l}\Big[\tfrac12\phi^\top(x_ix_i^\top + \rho I)\phi + \theta^\top u_iw_i^\top\phi
-//! + b_i^\top\phi\Big],$$
-//! $$f_u(\theta,\phi) = \frac1{n_u}\sum_{j<n_u}\Big[\tfrac12\phi^\top y_jy_j^\top\phi + \tfrac12\theta^\top(k_jk_j^\top + \pi I)\theta
-//! + \theta^\top u'_jw_j'^\top\phi + e_j^\top\phi + h_j^\top\theta\Big].$$
+//! $$f_l(\theta,\phi) = \frac1{n_l}\sum_{i<n_l}\ell_i(\theta,\phi),\qquad
+//! \ell_i = \tfrac12\phi^\top(x_ix_i^\top + \rho I)\phi + \theta^\top u_iw_i^\top\phi + b_i^\top\phi,$$
+//! $$f_u(\theta,\phi) = \frac1{n_u}\sum_{j<n_u}g_j(\theta,\phi),\qquad
+//! g_j = \tfrac12\phi^\top y_jy_j^\top\phi + \tfrac12\theta^\top(k_jk_j^\top + \pi I)\theta
+//! \ + \theta^\top u'_jw_j'^\top\phi + e_j^\top\phi + h_j^\top\theta.$$
 //! As in benchmark_bilevel's `gen_matrices`: $x_i = Az_i$ with $z_i$ standard normal and $A = P\,\mathrm{diag}(\sqrt{s})\,P$
 //! ($P$ a random Householder reflection, the orthogonal factor of a Gaussian vector's SVD there), $s$ log-spaced in
 //! $[\mu, L_{\text{inner}}]$, so $\mathbb{E}[x_ix_i^\top] = A^2$ has spectrum $[\mu, L_{\text{inner}}]$; likewise $y_j$
@@ -454,8 +455,9 @@ impl Bilevel for FiniteSum {
             out.axpy(w, &self.b.column(i), 1.0);
         });
     }
-    fn grad_theta_fl(&self, s: Sample, _theta: &Vector, phi: &Vector, out: &mut Vector) {
-        self.cross_fl(s, _theta, phi, phi, out);
+    fn grad_theta_fl(&self, s: Sample, theta: &Vector, phi: &Vector, out: &mut Vector) {
+        // f_l has no θθ term: ∇_θ f_l = C φ, the cross product with w = φ.
+        self.cross_fl(s, theta, phi, phi, out);
     }
     fn hvp_fl(&self, s: Sample, _theta: &Vector, _phi: &Vector, v: &Vector, out: &mut Vector) {
         if s == Sample::Exact {
