@@ -5,7 +5,9 @@
 use crate::common::{fd_gradient, random_vector, rel_err, rng};
 use bilevel::families::data::for_each_in_batch;
 use bilevel::families::data_cleaning::DataCleaningSpec;
+use bilevel::families::finite_sum::FiniteSumSpec;
 use bilevel::families::hyperparameter::HyperparameterSpec;
+use bilevel::families::low_rank::LowRankSpec;
 use bilevel::families::meta_learning::MetaLearningSpec;
 use bilevel::families::pruning::PruningSpec;
 use bilevel::families::representation::RepresentationSpec;
@@ -132,6 +134,7 @@ fn finite_sum_sampling_is_unbiased_without_noise() {
         Arc::new(RepresentationSpec::default().build().unwrap()),
         Arc::new(PruningSpec::default().build().unwrap()),
         Arc::new(DataCleaningSpec::default().build().unwrap()),
+        Arc::new(FiniteSumSpec::default().build().unwrap()),
     ];
     for (i, p) in fams.iter().enumerate() {
         check_finite_sum_unbiased(p.as_ref(), 40 + i as u64);
@@ -776,4 +779,114 @@ fn nonlinear_coupling_surrogate_is_quadratic_in_the_lower_level_error() {
             "{bad:?}"
         );
     }
+}
+
+/// Above `HAAR_MAX_DIM` the quadratic family is built from reflections in O(d²): its closed forms must still be those
+/// of the dense formulas, checked here against independent dense solves and spectra at d_l = 300.
+#[test]
+fn large_quadratic_closed_forms_match_dense_algebra() {
+    use bilevel::families::quadratic::{HAAR_MAX_DIM, QuadraticSpec};
+    use bilevel::linalg::{spd_solve, spectral_norm, sym_eig_range};
+    let d_l = HAAR_MAX_DIM + 44;
+    let q = QuadraticSpec {
+        d_u: 4,
+        d_l,
+        kappa: 20.0,
+        ..Default::default()
+    }
+    .build()
+    .unwrap();
+    // Spectrum as specified: λ_min = μ_l = 1, λ_max = κ μ_l = 20, up to rounding.
+    let (lo, hi) = sym_eig_range(&q.h);
+    assert!(
+        (lo - 1.0).abs() < 1e-10 && (hi - 20.0).abs() < 1e-9,
+        "spectrum [{lo}, {hi}]"
+    );
+    let k = q.constants();
+    assert!((k.mu_l - lo).abs() < 1e-10 && (k.l_l - hi).abs() < 1e-9);
+    // J and φ0 against a Cholesky solve with the dense H.
+    let j = -spd_solve("H", &q.h, &q.m.transpose()).unwrap();
+    assert!((&j - &q.j).amax() < 1e-11 * j.amax().max(1.0), "J");
+    let b = bilevel::Matrix::from_column_slice(d_l, 1, q.b_l.as_slice());
+    let phi0 = -spd_solve("H", &q.h, &b).unwrap();
+    assert!((phi0.column(0) - &q.phi0).amax() < 1e-11 * phi0.amax().max(1.0), "phi0");
+    // Q ⪰ 0 and the declared ‖Q‖ bound, against a dense spectrum.
+    let (q_lo, q_hi) = sym_eig_range(&q.q);
+    assert!(q_lo > -1e-12, "Q not PSD: {q_lo}");
+    let l_fu_phi = k.l_fu_phi.unwrap();
+    assert!(
+        (l_fu_phi - spectral_norm(&q.n).max(q_hi)).abs() < 1e-10 * l_fu_phi,
+        "l_fu_phi"
+    );
+    // ∇F from the generic implicit formula (16)-(17) equals the closed form.
+    let theta = Vector::from_element(4, 0.3);
+    let generic = q.grad_f(&theta).unwrap();
+    let via_j = {
+        let phi = q.phi_star(&theta);
+        let mut gt = Vector::zeros(4);
+        let mut gp = Vector::zeros(d_l);
+        q.grad_theta_fu(bilevel::problem::Sample::Exact, &theta, &phi, &mut gt);
+        q.grad_phi_fu(bilevel::problem::Sample::Exact, &theta, &phi, &mut gp);
+        gt + j.transpose() * gp
+    };
+    assert!((generic - via_j).amax() < 1e-9, "grad F");
+}
+
+/// The matrix-free family at d_l = 10^5 (issue 12 §2): TTSA with noise on runs on Hessian-vector and cross products
+/// only — no dense matrix is formed — and φ* from the Woodbury solve is stationary for f_l at that size.
+#[test]
+fn low_rank_at_a_hundred_thousand_runs_ttsa_without_dense_matrices() {
+    use bilevel::problem::{NoiseLevels, Noisy};
+    use bilevel::solver::Iterate;
+    let d_l = 100_000;
+    let base: Arc<dyn Bilevel> = Arc::new(
+        LowRankSpec {
+            d_l,
+            ..Default::default()
+        }
+        .build()
+        .unwrap(),
+    );
+    let theta = Vector::from_element(3, 0.7);
+    let phi = base.phi_star(&theta);
+    let mut g = Vector::zeros(d_l);
+    base.grad_phi_fl(Sample::Exact, &theta, &phi, &mut g);
+    // Stationarity (14) at rounding level: |∇φ f_l| is a sum of O(r + d_u) terms of size O(|φ|) per coordinate.
+    assert!(g.amax() < 1e-10 * (1.0 + phi.amax()), "grad at phi*: {}", g.amax());
+    let p = Noisy::new(base, NoiseLevels::uniform(0.1)).unwrap();
+    let mut solver = bilevel::algorithms::build("ttsa", &p, 1000).unwrap();
+    let mut o = Oracle::new(&p, 1);
+    let mut st = Iterate::start(Vector::zeros(3), Vector::zeros(d_l));
+    solver.init(&mut o, &st).unwrap();
+    for _ in 0..3 {
+        st = solver.step(&mut o, st).unwrap();
+    }
+    let c = o.counts();
+    assert_eq!(c.fl_dense, 0, "TTSA formed a dense matrix");
+    assert!(c.fl_hvp > 0 && c.fl_cross > 0);
+    assert!(st.phi.iter().chain(st.theta.iter()).all(|x| x.is_finite()));
+}
+
+/// benchmark_bilevel's sizes (d_u = 10, d_l = 100, n_l = 32768, n_u = 1024) build, and the exact answers come from
+/// the full-batch matrices: φ* is stationary for the averaged objective, the mean spectrum is the one asked for, and
+/// the per-sample bound exceeds L_l. (That minibatch oracles average to the full-batch ones is
+/// `finite_sum_sampling_is_unbiased_without_noise`.)
+#[test]
+fn finite_sum_at_benchmark_sizes_has_full_batch_answers() {
+    let spec = FiniteSumSpec::benchmark();
+    let p = spec.build().unwrap();
+    assert_eq!((p.dims().d_u, p.dims().d_l), (10, 100));
+    let theta = Vector::from_element(10, 0.3);
+    let phi = p.phi_star(&theta);
+    let mut g = Vector::zeros(100);
+    p.grad_phi_fl(Sample::Exact, &theta, &phi, &mut g);
+    // Rounding level relative to the terms of the gradient (H̄ φ has entries O(L_l |φ|)).
+    assert!(g.amax() < 1e-10 * (1.0 + phi.amax()), "grad at phi*: {}", g.amax());
+    let k = p.constants();
+    // Mean spectrum controlled: [mu, L_inner] up to the sampling error of n = 32768 rank-one terms (relative
+    // O(sqrt(d_l/n)) ≈ 0.06 on the top; the bottom is mu = 0.1 with the same relative error).
+    assert!(k.mu_l > 0.05 && k.mu_l < 0.2, "mu_l {}", k.mu_l);
+    assert!(k.l_l > 0.8 && k.l_l < 1.3, "L_l {}", k.l_l);
+    // A rank-one sample carries the whole trace: E|x|^2 = sum of the spectrum, far above L_l.
+    assert!(k.l_l_sample.unwrap() > 10.0 * k.l_l);
 }

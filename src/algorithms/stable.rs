@@ -15,12 +15,21 @@
 //! Guarantees: $O(\varepsilon^{-2})$ samples at both levels with $\alpha=\beta\propto K^{-1/2}$ (nonconvex);
 //! $O(1/K)$ for strongly convex $F$ with $\propto 1/k$ steps. Per iteration: one upper sample, one lower sample
 //! for $\nabla_\phi f_l$, one lower sample for both tracked matrices (evaluated at two points).
+//!
+//! Cost per iteration: four dense second-order oracles ($O(d_l^2)$ each when the family stores its Hessian), the
+//! tracked update in place, and — only when the tracked matrix changed — the projection and a Cholesky factor,
+//! $O(d_l^3)$. The projection costs a Cholesky of $H - \mu I$ when it is feasible and a symmetric eigendecomposition
+//! only when it is not. When the sampled Hessian depends neither on the point nor on the sample (a quadratic without
+//! Hessian noise) the tracked matrix stays bit-for-bit the same and the factor of the first step is reused, so the
+//! iteration is $O(d_l^2)$; with Hessian noise it changes every step and the $O(d_l^3)$ work remains
+//! (`docs/performance.md` has the numbers).
 
 use super::common::{check_lower_step, upper_step};
 use crate::error::{BilevelError, Result};
 use crate::linalg::{Matrix, Vector};
 use crate::problem::{Level, Oracle};
 use crate::solver::{Iterate, Schedule, Solver};
+use nalgebra::{Cholesky, Dyn};
 
 /// STABLE (Alg 5), or Alg 6 as printed when `literal_alg6` is set.
 #[derive(Debug, Clone)]
@@ -48,6 +57,10 @@ pub struct Stable {
     prev_theta: Vector,
     prev_phi: Vector,
     started: bool,
+    /// Cholesky factor of `h_pp`, kept across steps while the tracked matrix does not change.
+    chol: Option<Cholesky<f64, Dyn>>,
+    /// Whether the last projection returned its input exactly (then an unchanged input needs no new factor).
+    fixed_point: bool,
 }
 
 impl Stable {
@@ -70,17 +83,35 @@ impl Stable {
             prev_theta: Vector::zeros(0),
             prev_phi: Vector::zeros(0),
             started: false,
+            chol: None,
+            fixed_point: false,
         }
     }
 }
 
+/// `new[i] ← new[i] + (tracked[i] − old[i])·w` entry by entry: the recursive-momentum update of a tracked matrix
+/// without temporaries.
+fn track(new: &mut Matrix, tracked: &Matrix, old: &Matrix, w: f64) {
+    for ((n, t), o) in new.iter_mut().zip(tracked.iter()).zip(old.iter()) {
+        *n += (t - o) * w;
+    }
+}
+
+/// Relative slack of the feasibility certificate in [`project_psd_floor`].
+pub const PROJECTION_SLACK: f64 = 1e-12;
+
 /// Projection of a symmetric matrix onto $\\{H\succeq\mu I\\}$ in Frobenius norm: clamp eigenvalues at $\mu$.
+///
+/// A matrix with $H \succeq (\mu - \varepsilon)I$, $\varepsilon$ = [`PROJECTION_SLACK`]$\cdot\max(\mu, \max|H_{ij}|)$, is
+/// returned as is (certified by a Cholesky factor of $H - (\mu-\varepsilon)I$, no eigendecomposition): the default
+/// $\mu = \mu_l$ puts the exact Hessian of a quadratic on the boundary, where rounding alone would otherwise decide
+/// between the identity and an $O(d^3)$ eigendecomposition that moves eigenvalues by $\sim10^{-16}$.
 pub fn project_psd_floor(h: &Matrix, mu: f64) -> Matrix {
     let sym = crate::linalg::symmetrize(h);
-    // Already ⪰ μI (H − μI has a Cholesky factor): the projection is the identity; skip the eigendecomposition.
+    let floor = mu - PROJECTION_SLACK * mu.max(sym.amax());
     let mut shifted = sym.clone();
     for i in 0..shifted.nrows() {
-        shifted[(i, i)] -= mu;
+        shifted[(i, i)] -= floor;
     }
     if shifted.cholesky().is_some() {
         return sym;
@@ -121,33 +152,43 @@ impl Solver for Stable {
         self.prev_theta = Vector::zeros(d.d_u);
         self.prev_phi = Vector::zeros(d.d_l);
         self.started = false;
+        self.chol = None;
+        self.fixed_point = false;
         Ok(())
     }
     fn step(&mut self, o: &mut Oracle, mut st: Iterate) -> Result<Iterate> {
         let k = st.k;
         // Tracked second-order estimates at one fresh sample, evaluated at the current and previous points.
         let s = o.draw(Level::Lower);
-        let hp = o.hess_fl(s, &st.theta, &st.phi)?;
-        let ht = o.cross_matrix_fl(s, &st.theta, &st.phi)?;
+        let mut hp = o.hess_fl(s, &st.theta, &st.phi)?;
+        let mut ht = o.cross_matrix_fl(s, &st.theta, &st.phi)?;
         if self.started {
             let hp_old = o.hess_fl(s, &self.prev_theta, &self.prev_phi)?;
             let ht_old = o.cross_matrix_fl(s, &self.prev_theta, &self.prev_phi)?;
-            self.h_pp = &hp + (&self.h_pp - hp_old) * (1.0 - self.tau);
-            self.h_tp = &ht + (&self.h_tp - ht_old) * (1.0 - self.tau);
-        } else {
-            self.h_pp = hp;
-            self.h_tp = ht;
+            // In place, the same operations entry by entry as hp + (H^{k-1} − hp_old)(1 − τ).
+            track(&mut hp, &self.h_pp, &hp_old, 1.0 - self.tau);
+            track(&mut ht, &self.h_tp, &ht_old, 1.0 - self.tau);
         }
+        self.h_tp = ht;
+        // The tracked matrix is unchanged (a Hessian that depends neither on the point nor on the sample) and the last
+        // projection returned its input: the projection and the factor are those of the last step, bit for bit.
+        let unchanged = self.started && self.fixed_point && hp == self.h_pp;
         self.started = true;
-        self.h_pp = project_psd_floor(&self.h_pp, self.mu);
-        let chol = self
-            .h_pp
-            .clone()
-            .cholesky()
-            .ok_or_else(|| BilevelError::NotPositiveDefinite {
-                what: "tracked lower-level Hessian".into(),
-                min_eig: crate::linalg::sym_eig_range(&self.h_pp).0,
-            })?;
+        if !unchanged || self.chol.is_none() {
+            let projected = project_psd_floor(&hp, self.mu);
+            self.fixed_point = projected == hp;
+            self.h_pp = projected;
+            let chol = self
+                .h_pp
+                .clone()
+                .cholesky()
+                .ok_or_else(|| BilevelError::NotPositiveDefinite {
+                    what: "tracked lower-level Hessian".into(),
+                    min_eig: crate::linalg::sym_eig_range(&self.h_pp).0,
+                })?;
+            self.chol = Some(chol);
+        }
+        let chol = self.chol.as_ref().expect("factor set above");
         // Upper step at (θ^k, φ^k).
         let su = o.draw(Level::Upper);
         o.grad_theta_fu(su, &st.theta, &st.phi, &mut self.g_u)?;

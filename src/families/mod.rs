@@ -17,13 +17,17 @@
 //! | [`weakly_convex`] | (37)–(38) | 2, 3 | $F$, $\nabla F$, $\rho_F$, prox | nonconvex $F$, Moreau envelope |
 //! | [`ttsa_tight`] | references §6, (40)–(44) | 1, 1 | $F = \theta^2/2$, $\theta^\star = 0$ | TTSA's $k^{-2/3}$ attained |
 //! | [`nonlinear_coupling`] | (13), (18), issue 10 §1 | 2, 3 | everything, $\theta^\star$ (also on a face) | surrogate quadratic in $\phi$, cross derivative depends on $\phi$ |
+//! | [`finite_sum`] | (1)–(3), benchmark_bilevel | 3, 6 | everything from the full-batch matrices | rank-one samples; `d_u=10, d_l=100, n_lower=32768` for the benchmark |
+//! | [`low_rank`] | (1)–(3), (13)–(17) | 3, 20 | everything, $\theta^\star$ | $H = D + VV^\top$, matrix-free, $d_l = 10^5$ |
 //!
 //! Shared pieces: [`data`] (seeded data sets, finite-sum minibatches, the smoothness lemma behind the bounds of the
 //! data families), [`random`] (seeded matrices).
 
 pub mod data;
 pub mod data_cleaning;
+pub mod finite_sum;
 pub mod hyperparameter;
+pub mod low_rank;
 pub mod meta_learning;
 pub mod nonlinear_coupling;
 pub mod pruning;
@@ -158,6 +162,32 @@ pub const REGISTRY: &[FamilyEntry] = &[
             ))
         },
     },
+    FamilyEntry {
+        name: "finite_sum",
+        summary: "benchmark_bilevel's quadratic: averages of rank-one Hessians, n_lower=64 here (32768 in the benchmark)",
+        build: |seed| {
+            Ok(Arc::new(
+                finite_sum::FiniteSumSpec {
+                    seed,
+                    ..Default::default()
+                }
+                .build()?,
+            ))
+        },
+    },
+    FamilyEntry {
+        name: "low_rank",
+        summary: "matrix-free quadratic, LL Hessian diagonal + rank 2, O(d) oracles (d_l = 20 here; any d_l via d_l = ...)",
+        build: |seed| {
+            Ok(Arc::new(
+                low_rank::LowRankSpec {
+                    seed,
+                    ..Default::default()
+                }
+                .build()?,
+            ))
+        },
+    },
 ];
 
 /// Build the registered family `name` from `seed`.
@@ -218,6 +248,8 @@ pub fn build_with(name: &str, params: &toml::Table) -> Result<Arc<dyn Bilevel>> 
         "weakly_convex" => Arc::new(spec::<weakly_convex::WeaklyConvexSpec>(name, params)?.build()?),
         "ttsa_tight" => Arc::new(spec::<ttsa_tight::TtsaTightSpec>(name, params)?.build()?),
         "nonlinear_coupling" => Arc::new(spec::<nonlinear_coupling::NonlinearCouplingSpec>(name, params)?.build()?),
+        "finite_sum" => Arc::new(spec::<finite_sum::FiniteSumSpec>(name, params)?.build()?),
+        "low_rank" => Arc::new(spec::<low_rank::LowRankSpec>(name, params)?.build()?),
         _ => {
             return Err(BilevelError::Unknown {
                 kind: "problem".into(),

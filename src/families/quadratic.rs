@@ -9,8 +9,18 @@
 //! $P$ is shifted so that $\lambda_{\min}(A_F) \ge \mu_F$: $F$ is $\mu_F$-strongly convex, $\theta^\star$ is unique.
 //! $F$, $\nabla F$ and $\theta^\star$ are computed from $A_F$, $g_F$ directly, independently of the generic
 //! implicit-gradient formula, so tests can compare the two.
+//!
+//! # Construction cost
+//! Up to $d_l$ = [`HAAR_MAX_DIM`] (every claim and golden instance): Haar eigenvectors from a dense QR, dense
+//! Cholesky solves, eigenvalues and SVDs, $O(d_l^3)$ once (nalgebra's unblocked kernels: ~0.1 s at $d_l = 256$).
+//! Above it, [`QuadraticSpec::build`] switches to a factored construction in $O(d_l^2(K + d_u + r))$ time
+//! ($K = 16$ reflections, $r$ = [`Q_RANK`]): $H = U\Lambda U^\top$ with $U$ a product of Householder reflections
+//! ([`ReflectedSpd`]), so solves and the spectrum come from the factors, and $Q = RR^\top$ with $R$ of rank $r$,
+//! so $\\|Q\\| = \sigma_{\max}(R)^2$. The previous all-dense path took 1.7 s at $d_l = 1000$ and 29.5 s at
+//! $d_l = 2000$ (its eigen/SVD kernels are cache-bound, hence the apparent $d^4$); `docs/performance.md` has the new
+//! times. [`Quadratic::from_parts`] (a user's matrices) stays dense, $O(d_l^3)$.
 
-use super::random::{gaussian_matrix, gaussian_vector, spd_with_spectrum};
+use super::random::{ReflectedSpd, gaussian_matrix, gaussian_vector, spd_with_spectrum};
 use crate::error::{BilevelError, Result};
 use crate::linalg::{Matrix, Vector, spd_solve_vec, spectral_norm, sym_eig_range, symmetrize};
 use crate::problem::{Bilevel, Constants, Dims, Domain, Level, Sample};
@@ -85,6 +95,9 @@ impl QuadraticSpec {
             return Err(BilevelError::invalid("mu_f", self.mu_f, "must be finite and > 0"));
         }
         self.domain.check_dim(self.d_u)?;
+        if self.d_l > HAAR_MAX_DIM {
+            return self.build_large();
+        }
         let (d_u, d_l) = (self.d_u, self.d_l);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let h = spd_with_spectrum(&mut rng, d_l, self.mu_l, self.mu_l * self.kappa);
@@ -99,6 +112,69 @@ impl QuadraticSpec {
         let q_u = gaussian_vector(&mut rng, d_l);
         Quadratic::from_parts(h, m, b_l, p, n, q, p_u, q_u, self.mu_f, self.domain.clone())
     }
+
+    /// The construction above $d_l$ = [`HAAR_MAX_DIM`]: $H = U\Lambda U^\top$ with $U$ a product of
+    /// [`REFLECTIONS`](super::random::REFLECTIONS) Householder reflections, $Q = RR^\top$ with $R$ of rank
+    /// [`Q_RANK`]; every solve, spectrum and norm from the factors. $O(d_l^2 (K + d_u))$ time.
+    fn build_large(&self) -> Result<Quadratic> {
+        let (d_u, d_l) = (self.d_u, self.d_l);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let h_f = ReflectedSpd::random(&mut rng, d_l, self.mu_l, self.mu_l * self.kappa);
+        let s = 1.0 / (d_l as f64).sqrt();
+        let m = gaussian_matrix(&mut rng, d_u, d_l) * (self.cross_scale * s);
+        let b_l = gaussian_vector(&mut rng, d_l);
+        let p = spd_with_spectrum(&mut rng, d_u, 1.0, 2.0);
+        let n = gaussian_matrix(&mut rng, d_u, d_l) * (self.upper_coupling * s);
+        // Rank-Q_RANK factor with the same per-entry scale as the dense construction's R.
+        let r = gaussian_matrix(&mut rng, d_l, Q_RANK.min(d_l)) * s;
+        let q = symmetrize(&(&r * r.transpose()));
+        let p_u = gaussian_vector(&mut rng, d_u);
+        let q_u = gaussian_vector(&mut rng, d_l);
+        let j = -h_f.solve(&m.transpose());
+        let phi0 = -h_f
+            .solve(&Matrix::from_column_slice(d_l, 1, b_l.as_slice()))
+            .column(0)
+            .into_owned();
+        let q_norm = spectral_norm(&r).powi(2);
+        let spectrum = (h_f.eigenvalues.min(), h_f.eigenvalues.max());
+        Quadratic::assemble(
+            h_f.dense(),
+            m,
+            b_l,
+            p,
+            n,
+            q,
+            p_u,
+            q_u,
+            Solved {
+                j,
+                phi0,
+                spectrum,
+                q_norm,
+            },
+            self.mu_f,
+            self.domain.clone(),
+        )
+    }
+}
+
+/// Largest $d_l$ built with Haar eigenvectors (a dense QR); larger instances use the factored construction (module docs).
+/// Instances up to this size are bit-identical to those of earlier versions (the golden files pin them).
+pub const HAAR_MAX_DIM: usize = 256;
+
+/// Rank of the upper-level block $Q = RR^\top$ above [`HAAR_MAX_DIM`].
+pub const Q_RANK: usize = 16;
+
+/// What [`Quadratic::assemble`] needs from the lower-level solve and the spectra.
+struct Solved {
+    /// $J = -H^{-1}M^\top$.
+    j: Matrix,
+    /// $\phi_0 = -H^{-1}b_l$.
+    phi0: Vector,
+    /// $(\lambda_{\min}(H), \lambda_{\max}(H))$.
+    spectrum: (f64, f64),
+    /// $\\|Q\\|$.
+    q_norm: f64,
 }
 
 /// The strongly convex quadratic bilevel family (module docs give the formulas).
@@ -151,7 +227,7 @@ impl Quadratic {
         h: Matrix,
         m: Matrix,
         b_l: Vector,
-        mut p: Matrix,
+        p: Matrix,
         n: Matrix,
         q: Matrix,
         p_u: Vector,
@@ -188,6 +264,51 @@ impl Quadratic {
         let hinv_mt = crate::linalg::spd_solve("H", &h, &m.transpose())?;
         let j = -hinv_mt;
         let phi0 = -spd_solve_vec("H", &h, &b_l)?;
+        let spectrum = sym_eig_range(&h);
+        let q_norm = spectral_norm(&q);
+        Self::assemble(
+            h,
+            m,
+            b_l,
+            p,
+            n,
+            q,
+            p_u,
+            q_u,
+            Solved {
+                j,
+                phi0,
+                spectrum,
+                q_norm,
+            },
+            mu_f,
+            domain,
+        )
+    }
+
+    /// The rest of the construction, once $J$, $\phi_0$ and the spectra are known: the shift of $P$, $A_F$, $g_F$,
+    /// $\theta^\star$ and the constants. $O(d_l^2 d_u)$.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        h: Matrix,
+        m: Matrix,
+        b_l: Vector,
+        mut p: Matrix,
+        n: Matrix,
+        q: Matrix,
+        p_u: Vector,
+        q_u: Vector,
+        solved: Solved,
+        mu_f: f64,
+        domain: Domain,
+    ) -> Result<Self> {
+        let Solved {
+            j,
+            phi0,
+            spectrum,
+            q_norm,
+        } = solved;
+        let (d_u, d_l) = (m.nrows(), m.ncols());
         let coupling = &n * &j;
         let mut a_f = symmetrize(&(&p + &coupling + coupling.transpose() + j.transpose() * &q * &j));
         let (lo, _) = sym_eig_range(&a_f);
@@ -202,14 +323,14 @@ impl Quadratic {
         let g_f = &n * &phi0 + j.transpose() * (&q * &phi0) + &p_u + j.transpose() * &q_u;
         let c_f = 0.5 * phi0.dot(&(&q * &phi0)) + q_u.dot(&phi0);
         let theta_star = minimize_quadratic_on(&a_f, &g_f, &domain)?;
-        let (mu_l, l_l) = sym_eig_range(&h);
+        let (mu_l, l_l) = spectrum;
         let (mu_f_exact, l_f) = sym_eig_range(&a_f);
         let constants = Constants {
             l_l_sample: None,
             mu_l,
             l_l,
             cross_bound: Some(spectral_norm(&m)),
-            l_fu_phi: Some(spectral_norm(&n).max(spectral_norm(&q))),
+            l_fu_phi: Some(spectral_norm(&n).max(q_norm)),
             l_fu_theta: Some(spectral_norm(&n)),
             grad_phi_fu_bound: None,
             l_hess_phi: Some(0.0),

@@ -314,8 +314,22 @@ impl Bilevel for Noisy {
         self.cross_factors(s, |_, _| {}, |j, b| out[j] += c * b * au);
     }
     fn hess_fl(&self, s: Sample, theta: &Vector, phi: &Vector) -> Matrix {
-        // One noise matrix per sample: the same E that `hvp_fl` applies, generated once.
-        self.inner.hess_fl(s, theta, phi) + self.hess_noise(s)
+        // One noise matrix per sample: the same E that `hvp_fl` applies, generated once, added in place entry by
+        // entry as h + (a bᵀ + b aᵀ)·c.
+        let mut h = self.inner.hess_fl(s, theta, phi);
+        let d = h.nrows();
+        let (mut a, mut b) = (Vector::zeros(d), Vector::zeros(d));
+        if let Some(c) = self.hess_factors(s, |i, ai, bi| {
+            a[i] = ai;
+            b[i] = bi;
+        }) {
+            for j in 0..d {
+                for i in 0..d {
+                    h[(i, j)] += (a[i] * b[j] + b[i] * a[j]) * c;
+                }
+            }
+        }
+        h
     }
     fn cross_matrix_fl(&self, s: Sample, theta: &Vector, phi: &Vector) -> Matrix {
         self.inner.cross_matrix_fl(s, theta, phi) + self.cross_noise(s)
