@@ -35,6 +35,9 @@ pub struct Stable {
     pub mu: f64,
     /// Apply the lecture's Alg 6 literally (for the comparison test).
     pub literal_alg6: bool,
+    /// Drop the correction term $-(H_{\phi\phi})^{-1}H_{\theta\phi}^\top(\theta^{k+1}-\theta^k)$ from the lower step (a
+    /// plausible bug, for power tests).
+    pub no_correction: bool,
     h_pp: Matrix,
     h_tp: Matrix,
     g_u: Vector,
@@ -56,6 +59,7 @@ impl Stable {
             tau,
             mu,
             literal_alg6: false,
+            no_correction: false,
             h_pp: Matrix::zeros(0, 0),
             h_tp: Matrix::zeros(0, 0),
             g_u: Vector::zeros(0),
@@ -165,7 +169,9 @@ impl Solver for Stable {
         chol.solve_mut(&mut self.z);
         let beta = self.beta.at(k);
         st.phi.axpy(-beta, &self.g_l, 1.0);
-        if self.literal_alg6 {
+        if self.no_correction {
+            // Planted bug: no correction at all.
+        } else if self.literal_alg6 {
             st.phi.axpy(beta, &self.z, 1.0);
         } else {
             st.phi.axpy(-1.0, &self.z, 1.0);

@@ -38,6 +38,8 @@ pub struct Ttsa {
     pub enforce_timescales: bool,
     /// Evaluate the upper step at the stale $\phi^k$ instead of $\phi^{k+1}$ (a plausible bug, for power tests).
     pub stale_phi: bool,
+    /// Swap eq (20)'s weights: $h \leftarrow (1-\eta)h + \eta\hat\nabla f$ (a plausible bug, for power tests).
+    pub swap_momentum_weights: bool,
     ws: Workspace,
     h: Vector,
     dir: Vector,
@@ -55,6 +57,7 @@ impl Ttsa {
             momentum: None,
             enforce_timescales: true,
             stale_phi: false,
+            swap_momentum_weights: false,
             ws: Workspace::new(0, 0),
             h: Vector::zeros(0),
             dir: Vector::zeros(0),
@@ -102,8 +105,13 @@ impl Solver for Ttsa {
             // h^{-1} = 0 would shrink the first step by (1 − η): start the average at the first estimate.
             Some(_) if k == 0 => self.dir.copy_from(&self.h),
             Some(eta) => {
-                self.dir *= eta;
-                self.dir.axpy(1.0 - eta, &self.h, 1.0);
+                let (old, new) = if self.swap_momentum_weights {
+                    (1.0 - eta, eta)
+                } else {
+                    (eta, 1.0 - eta)
+                };
+                self.dir *= old;
+                self.dir.axpy(new, &self.h, 1.0);
             }
         }
         st.theta_prev.copy_from(&st.theta);

@@ -91,6 +91,8 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             beta,
             neumann,
             stale_phi,
+            momentum,
+            swap_momentum_weights,
         } => {
             let mut t = Ttsa::new(
                 alpha.resolve(k, horizon)?,
@@ -98,6 +100,8 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
                 neumann.resolve(k),
             );
             t.stale_phi = *stale_phi;
+            t.momentum = *momentum;
+            t.swap_momentum_weights = *swap_momentum_weights;
             Box::new(t)
         }
         AlgoSpec::Alternating {
@@ -142,9 +146,11 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             beta,
             tau,
             literal_alg6,
+            no_correction,
         } => {
             let mut s = Stable::new(alpha.resolve(k, horizon)?, beta.resolve(k, horizon)?, *tau, k.mu_l);
             s.literal_alg6 = *literal_alg6;
+            s.no_correction = *no_correction;
             Box::new(s)
         }
         AlgoSpec::Sustain {

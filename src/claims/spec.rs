@@ -190,6 +190,12 @@ pub enum AlgoSpec {
         /// Evaluate the UL step at the stale $\phi^k$ (a planted bug).
         #[serde(default)]
         stale_phi: bool,
+        /// Eq (20)'s weight $\eta$ on the old direction (`None`: plain TTSA).
+        #[serde(default)]
+        momentum: Option<f64>,
+        /// Eq (20)'s weights swapped, $h \leftarrow (1-\eta)h + \eta\hat\nabla f$ (a planted bug).
+        #[serde(default)]
+        swap_momentum_weights: bool,
     },
     /// [`crate::algorithms::alternating::Alternating`] (drops the implicit gradient).
     Alternating {
@@ -241,6 +247,9 @@ pub enum AlgoSpec {
         /// Alg 6 as printed (a planted bug).
         #[serde(default)]
         literal_alg6: bool,
+        /// STABLE without its correction term in the lower step (a planted bug).
+        #[serde(default)]
+        no_correction: bool,
     },
     /// [`crate::algorithms::sustain::Sustain`].
     Sustain {
