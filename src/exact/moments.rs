@@ -1,0 +1,721 @@
+//! The closed second-moment recursion of a method on the quadratic family with additive noise.
+//!
+//! The state $x = (\theta, [h], \phi, \theta_{\rm prev})$ is augmented with a constant 1, $\bar x = (x, 1)$, and
+//! [`ExactRun`] carries $S = \mathbb{E}[\bar x\bar x^\top]$ (its last column is the mean). Every stage of an
+//! iteration replaces one block of rows $R$ by $\bar x_R \leftarrow T_R\bar x + r$, where $T_R$ is the stage's
+//! mean map and $r$ is zero-mean noise uncorrelated with $\bar x$ (fresh samples), with covariance $\Sigma_r$ that
+//! may depend on $S$ (the multiplicative noise of the cross and Hessian products). So
+//! $S_{RR} \leftarrow T_R S T_R^\top + \Sigma_r$, $S_{Rj} \leftarrow (T_R S)_j$ for $j\notin R$: $O(|R|\,n^2)$ per
+//! stage, no allocation. The derivation of each $T_R$ and $\Sigma_r$, and where it stops holding, is in
+//! `theory/exact-moments.md`.
+
+use crate::algorithms::common::NeumannGrowth;
+use crate::algorithms::double_loop::InnerSteps;
+use crate::error::{BilevelError, Result};
+use crate::families::quadratic::Quadratic;
+use crate::linalg::{Matrix, Vector, check_vector};
+use crate::problem::{Bilevel, Domain, NoiseLevels};
+use crate::solver::{Metric, Schedule};
+
+/// STABLE's lower-step correction $-c\,H^{-1}M^\top(\theta^{k+1}-\theta^k)$.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Correction {
+    /// Alg 5: $c = 1$.
+    Full,
+    /// The lecture's Alg 6 as printed: $c = -\beta_k$.
+    LiteralAlg6,
+    /// No correction (the planted bug `no_correction`): $c = 0$.
+    None,
+}
+
+/// A method whose moments close on the quadratic family, with its schedules (as the crate's solver runs it).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExactMethod {
+    /// [`crate::algorithms::ttsa::Ttsa`]: TTSA (Algs 4/8/9) and eq (20) momentum, Ghadimi–Wang Neumann estimator.
+    Ttsa {
+        /// $\alpha_k$.
+        alpha: Schedule,
+        /// $\beta_k$.
+        beta: Schedule,
+        /// $N_k$ and $\eta$.
+        neumann: NeumannGrowth,
+        /// Eq (20)'s weight on the old direction.
+        momentum: Option<f64>,
+        /// Eq (20)'s weights swapped (planted bug).
+        swap_momentum_weights: bool,
+        /// Upper step at the stale $\phi^k$ (planted bug).
+        stale_phi: bool,
+    },
+    /// [`crate::algorithms::stable::Stable`], Alg 5, when the tracked matrices are exact (no Hessian or cross
+    /// noise; see the note for why they break the closure otherwise).
+    Stable {
+        /// $\alpha_k$.
+        alpha: Schedule,
+        /// $\beta_k$.
+        beta: Schedule,
+        /// Which lower-step correction.
+        correction: Correction,
+    },
+    /// [`crate::algorithms::double_loop::DoubleLoop::bsa`]: $t_k$ inner SGD steps, Ghadimi–Wang hypergradient.
+    Bsa {
+        /// $\alpha_k$.
+        alpha: Schedule,
+        /// $\beta_k$.
+        beta: Schedule,
+        /// $t_k$.
+        inner: InnerSteps,
+        /// $N_k$ and $\eta$.
+        neumann: NeumannGrowth,
+    },
+}
+
+/// Positions of the blocks in the augmented state.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    du: usize,
+    dl: usize,
+    th: usize,
+    dir: Option<usize>,
+    ph: usize,
+    pv: usize,
+    one: usize,
+    n: usize,
+}
+
+impl Layout {
+    fn new(du: usize, dl: usize, momentum: bool) -> Self {
+        let dir = momentum.then_some(du);
+        let ph = if momentum { 2 * du } else { du };
+        let pv = ph + dl;
+        let one = pv + du;
+        Layout {
+            du,
+            dl,
+            th: 0,
+            dir,
+            ph,
+            pv,
+            one,
+            n: one + 1,
+        }
+    }
+    /// Rows rewritten by the upper step: $\theta$ (and $h$ right after it).
+    fn ul_rows(&self) -> usize {
+        if self.dir.is_some() { 2 * self.du } else { self.du }
+    }
+}
+
+/// Scratch of one block update of `len` rows.
+#[derive(Debug, Clone)]
+struct Block {
+    t: Matrix,
+    tt: Matrix,
+    x: Matrix,
+    z: Matrix,
+    noise: Matrix,
+}
+
+impl Block {
+    fn new(len: usize, n: usize) -> Self {
+        Block {
+            t: Matrix::zeros(len, n),
+            tt: Matrix::zeros(n, len),
+            x: Matrix::zeros(len, n),
+            z: Matrix::zeros(len, len),
+            noise: Matrix::zeros(len, len),
+        }
+    }
+
+    /// $S_{RR} \leftarrow T S T^\top + \text{noise}$, $S_{Rj} = S_{jR} \leftarrow (TS)_j$ ($j\notin R$), with $R$ the
+    /// `t.nrows()` rows from `r0`.
+    fn apply(&mut self, s: &mut Matrix, r0: usize) {
+        let len = self.t.nrows();
+        let n = s.nrows();
+        self.x.gemm(1.0, &self.t, s, 0.0);
+        self.t.transpose_to(&mut self.tt);
+        self.z.gemm(1.0, &self.x, &self.tt, 0.0);
+        self.z += &self.noise;
+        for j in 0..n {
+            if j >= r0 && j < r0 + len {
+                continue;
+            }
+            for a in 0..len {
+                let v = self.x[(a, j)];
+                s[(r0 + a, j)] = v;
+                s[(j, r0 + a)] = v;
+            }
+        }
+        for a in 0..len {
+            for b in 0..len {
+                s[(r0 + a, r0 + b)] = 0.5 * (self.z[(a, b)] + self.z[(b, a)]);
+            }
+        }
+    }
+}
+
+/// Scratch of the multiplicative-noise covariance of the Ghadimi–Wang hypergradient.
+#[derive(Debug, Clone)]
+struct GwCache {
+    /// $N$ the cache was built for (0: none yet).
+    terms: usize,
+    /// $W = M\bar Q$, $\bar Q = \eta\sum_{p<N}(I-\eta H)^p$.
+    w: Matrix,
+    /// $F_{ij} = N\eta^2\sum_{p<N}(r_ir_j)^p$ in $H$'s eigenbasis (Hessian noise off).
+    f: Matrix,
+}
+
+/// The exact first and second moments of one method's state along its iterations (module docs).
+#[derive(Debug, Clone)]
+pub struct ExactRun {
+    method: ExactMethod,
+    noise: NoiseLevels,
+    lay: Layout,
+    k: usize,
+    /// $S = \mathbb{E}[\bar x\bar x^\top]$.
+    s: Matrix,
+    // The instance.
+    h: Matrix,
+    m: Matrix,
+    n_mat: Matrix,
+    p_mat: Matrix,
+    p_u: Vector,
+    b_l: Vector,
+    /// Eigenvectors $V$ of $H$ and eigenvalues $\lambda$.
+    v: Matrix,
+    vt: Matrix,
+    lam: Vector,
+    /// $H^{-1}M^\top$ and $MH^{-1}$.
+    hinv_mt: Matrix,
+    m_hinv: Matrix,
+    // Stage scratch.
+    ul: Block,
+    ll: Block,
+    /// $B$: $\nabla_\phi f_u = B\bar x$ ($d_l\times n$), its transpose, $BS$.
+    b: Matrix,
+    bt: Matrix,
+    bs: Matrix,
+    /// $G_h$: the mean hypergradient map ($d_u\times n$).
+    gh: Matrix,
+    u: Matrix,
+    y: Matrix,
+    acc: Matrix,
+    sq_a: Matrix,
+    sq_b: Matrix,
+    du_l: Matrix,
+    du_u: Matrix,
+    sigma_r: Matrix,
+    gw: GwCache,
+    /// Gram matrices $L^\top L$ of the metrics, in [`Metric::ALL`] order (`None`: not a second moment).
+    grams: Vec<Option<Matrix>>,
+}
+
+impl ExactRun {
+    /// Start the recursion at the deterministic point $(\theta^0,\phi^0)$ on `q` with additive noise `noise`.
+    ///
+    /// # Errors
+    /// [`BilevelError::Unsupported`] where the moments do not close (a bounded $\Theta$, whose projection is
+    /// nonlinear; STABLE with Hessian or cross noise, whose tracked matrices are correlated with the state);
+    /// parameter errors as the crate's solver would raise them.
+    pub fn new(q: &Quadratic, noise: NoiseLevels, method: ExactMethod, theta0: &Vector, phi0: &Vector) -> Result<Self> {
+        noise.check()?;
+        if *q.domain() != Domain::Unbounded {
+            return Err(BilevelError::Unsupported(
+                "exact moments need an unbounded Theta: a projection is not affine".into(),
+            ));
+        }
+        let dims = q.dims();
+        let (du, dl) = (dims.d_u, dims.d_l);
+        check_vector("theta0", theta0, du)?;
+        check_vector("phi0", phi0, dl)?;
+        let l_l = q.constants().l_l;
+        let momentum = match &method {
+            ExactMethod::Ttsa {
+                alpha,
+                beta,
+                neumann,
+                momentum,
+                ..
+            } => {
+                alpha.check("alpha")?;
+                crate::algorithms::common::check_lower_step(beta, l_l)?;
+                neumann.check(l_l)?;
+                if let Some(eta) = momentum
+                    && !(0.0..1.0).contains(eta)
+                {
+                    return Err(BilevelError::invalid("momentum", eta, "must be in [0, 1)"));
+                }
+                momentum.is_some()
+            }
+            ExactMethod::Stable { alpha, beta, .. } => {
+                alpha.check("alpha")?;
+                crate::algorithms::common::check_lower_step(beta, l_l)?;
+                if noise.hess_fl != 0.0 || noise.cross_fl != 0.0 {
+                    return Err(BilevelError::Unsupported(
+                        "exact moments of STABLE need hess_fl = cross_fl = 0: its tracked matrices are an AR(1) \
+                         process correlated with the state (theory/exact-moments.md)"
+                            .into(),
+                    ));
+                }
+                false
+            }
+            ExactMethod::Bsa {
+                alpha,
+                beta,
+                inner,
+                neumann,
+            } => {
+                alpha.check("alpha")?;
+                crate::algorithms::common::check_lower_step(beta, l_l)?;
+                neumann.check(l_l)?;
+                if inner.at(0) == 0 {
+                    return Err(BilevelError::invalid("inner_steps", 0, "must be >= 1"));
+                }
+                false
+            }
+        };
+        let lay = Layout::new(du, dl, momentum);
+        let n = lay.n;
+        let mut x0 = Vector::zeros(n);
+        x0.rows_mut(lay.th, du).copy_from(theta0);
+        x0.rows_mut(lay.ph, dl).copy_from(phi0);
+        x0.rows_mut(lay.pv, du).copy_from(theta0);
+        x0[lay.one] = 1.0;
+        let s = &x0 * x0.transpose();
+        let eig = q.h.clone().symmetric_eigen();
+        let hinv_mt = -q.j.clone();
+        let m_hinv = hinv_mt.transpose();
+        let mut b = Matrix::zeros(dl, n);
+        b.view_mut((0, lay.th), (dl, du)).copy_from(&q.n.transpose());
+        b.view_mut((0, lay.ph), (dl, dl)).copy_from(&q.q);
+        b.view_mut((0, lay.one), (dl, 1)).copy_from(&q.q_u);
+        let grams = Metric::ALL.iter().map(|m| gram(q, &lay, *m)).collect();
+        Ok(ExactRun {
+            method,
+            noise,
+            lay,
+            k: 0,
+            s,
+            h: q.h.clone(),
+            m: q.m.clone(),
+            n_mat: q.n.clone(),
+            p_mat: q.p.clone(),
+            p_u: q.p_u.clone(),
+            b_l: q.b_l.clone(),
+            vt: eig.eigenvectors.transpose(),
+            v: eig.eigenvectors,
+            lam: eig.eigenvalues,
+            hinv_mt,
+            m_hinv,
+            ul: Block::new(lay.ul_rows(), n),
+            ll: Block::new(dl, n),
+            bt: b.transpose(),
+            bs: Matrix::zeros(dl, n),
+            b,
+            gh: Matrix::zeros(du, n),
+            u: Matrix::zeros(dl, dl),
+            y: Matrix::zeros(dl, dl),
+            acc: Matrix::zeros(dl, dl),
+            sq_a: Matrix::zeros(dl, dl),
+            sq_b: Matrix::zeros(dl, dl),
+            du_l: Matrix::zeros(du, dl),
+            du_u: Matrix::zeros(du, du),
+            sigma_r: Matrix::zeros(du, du),
+            gw: GwCache {
+                terms: 0,
+                w: Matrix::zeros(du, dl),
+                f: Matrix::zeros(dl, dl),
+            },
+            grams,
+        })
+    }
+
+    /// Outer iterations done.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// $\mathbb{E}[\bar x\bar x^\top]$ with $\bar x = (\theta, [h], \phi, \theta_{\rm prev}, 1)$.
+    pub fn second_moment(&self) -> &Matrix {
+        &self.s
+    }
+
+    /// $\mathbb{E}\,\theta^k$.
+    pub fn mean_theta(&self) -> Vector {
+        self.s.view((self.lay.th, self.lay.one), (self.lay.du, 1)).column(0).into_owned()
+    }
+
+    /// $\mathbb{E}\,\phi^k$.
+    pub fn mean_phi(&self) -> Vector {
+        self.s.view((self.lay.ph, self.lay.one), (self.lay.dl, 1)).column(0).into_owned()
+    }
+
+    /// The exact expectation of `metric` at the current iterate.
+    ///
+    /// # Errors
+    /// [`BilevelError::Unsupported`] for metrics that are not quadratic in the state ($\\|\theta-\theta^\star\\|$
+    /// unsquared, the Moreau measure).
+    pub fn expect(&self, metric: Metric) -> Result<f64> {
+        let i = Metric::ALL.iter().position(|m| *m == metric).expect("every metric is in ALL");
+        match &self.grams[i] {
+            Some(g) => Ok(g.dot(&self.s)),
+            None => Err(BilevelError::Unsupported(format!(
+                "metric {} is not a quadratic form of the state: its expectation is not a function of the moments",
+                metric.key()
+            ))),
+        }
+    }
+
+    /// One outer iteration, in the crate's order of updates and samples.
+    pub fn step(&mut self) -> Result<()> {
+        let k = self.k;
+        self.copy_prev();
+        match self.method.clone() {
+            ExactMethod::Ttsa {
+                alpha,
+                beta,
+                neumann,
+                momentum,
+                swap_momentum_weights,
+                stale_phi,
+            } => {
+                let weights = match momentum {
+                    None => None,
+                    Some(_) if k == 0 => Some((0.0, 1.0)),
+                    Some(e) if swap_momentum_weights => Some((1.0 - e, e)),
+                    Some(e) => Some((e, 1.0 - e)),
+                };
+                // The LL step reads theta_prev (= theta^k) so that the stale order can update theta first.
+                if stale_phi {
+                    self.gw_upper_step(alpha.at(k), neumann.at(k), weights);
+                    self.lower_step(beta.at(k), self.lay.pv, 0.0);
+                } else {
+                    self.lower_step(beta.at(k), self.lay.pv, 0.0);
+                    self.gw_upper_step(alpha.at(k), neumann.at(k), weights);
+                }
+            }
+            ExactMethod::Stable {
+                alpha,
+                beta,
+                correction,
+            } => {
+                let b = beta.at(k);
+                self.stable_upper_step(alpha.at(k));
+                let c = match correction {
+                    Correction::Full => 1.0,
+                    Correction::LiteralAlg6 => -b,
+                    Correction::None => 0.0,
+                };
+                self.lower_step(b, self.lay.pv, c);
+            }
+            ExactMethod::Bsa {
+                alpha,
+                beta,
+                inner,
+                neumann,
+            } => {
+                let b = beta.at(k);
+                for _ in 0..inner.at(k) {
+                    self.lower_step(b, self.lay.pv, 0.0);
+                }
+                self.gw_upper_step(alpha.at(k), neumann.at(k), None);
+            }
+        }
+        self.k += 1;
+        if !self.s.iter().all(|x| x.is_finite()) {
+            return Err(BilevelError::NonFinite {
+                what: format!("exact second moment at k = {}", self.k),
+            });
+        }
+        Ok(())
+    }
+
+    /// $\theta_{\rm prev} \leftarrow \theta$ (rows, then columns).
+    fn copy_prev(&mut self) {
+        let Layout { th, pv, du, n, .. } = self.lay;
+        for a in 0..du {
+            for j in 0..n {
+                self.s[(pv + a, j)] = self.s[(th + a, j)];
+            }
+        }
+        for a in 0..du {
+            for i in 0..n {
+                self.s[(i, pv + a)] = self.s[(i, th + a)];
+            }
+        }
+    }
+
+    /// $\phi \leftarrow \phi - \beta(H\phi + M^\top\theta_{\rm src} + b_l + \xi_l) - c\,H^{-1}M^\top(\theta - \theta_{\rm prev})$.
+    fn lower_step(&mut self, beta: f64, src: usize, c: f64) {
+        let Layout { th, ph, pv, du, dl, one, .. } = self.lay;
+        let t = &mut self.ll.t;
+        t.fill(0.0);
+        for a in 0..dl {
+            t[(a, ph + a)] = 1.0;
+            t[(a, one)] = -beta * self.b_l[a];
+            for b in 0..dl {
+                t[(a, ph + b)] -= beta * self.h[(a, b)];
+            }
+            for b in 0..du {
+                t[(a, src + b)] -= beta * self.m[(b, a)];
+                if c != 0.0 {
+                    t[(a, th + b)] -= c * self.hinv_mt[(a, b)];
+                    t[(a, pv + b)] += c * self.hinv_mt[(a, b)];
+                }
+            }
+        }
+        self.ll.noise.fill(0.0);
+        self.ll.noise.fill_diagonal(beta * beta * self.noise.grad_phi_fl.powi(2));
+        self.ll.apply(&mut self.s, ph);
+    }
+
+    /// Fill `gh` with the mean hypergradient map for $W$ = `self.du_l`: $\nabla_\theta f_u - W\nabla_\phi f_u$.
+    fn fill_gh(&mut self) {
+        let Layout { th, ph, du, dl, one, .. } = self.lay;
+        let w = &self.du_l;
+        self.gh.fill(0.0);
+        // W B, then P, N, p_u added in place.
+        self.gh.gemm(-1.0, w, &self.b, 0.0);
+        for a in 0..du {
+            for b in 0..du {
+                self.gh[(a, th + b)] += self.p_mat[(a, b)];
+            }
+            for b in 0..dl {
+                self.gh[(a, ph + b)] += self.n_mat[(a, b)];
+            }
+            self.gh[(a, one)] += self.p_u[a];
+        }
+    }
+
+    /// The upper block update with mean map `gh` and hypergradient noise covariance `sigma_r`.
+    fn upper_apply(&mut self, alpha: f64, weights: Option<(f64, f64)>) {
+        let Layout { th, du, n, .. } = self.lay;
+        let t = &mut self.ul.t;
+        t.fill(0.0);
+        let noise = &mut self.ul.noise;
+        match weights {
+            None => {
+                for a in 0..du {
+                    for j in 0..n {
+                        t[(a, j)] = -alpha * self.gh[(a, j)];
+                    }
+                    t[(a, th + a)] += 1.0;
+                }
+                for a in 0..du {
+                    for b in 0..du {
+                        noise[(a, b)] = alpha * alpha * self.sigma_r[(a, b)];
+                    }
+                }
+            }
+            Some((old, new)) => {
+                let dir = self.lay.dir.expect("momentum layout");
+                // Rows 0..du: theta' = theta - alpha*old*h - alpha*new*gh; rows du..2du: h' = old*h + new*gh.
+                for a in 0..du {
+                    for j in 0..n {
+                        t[(a, j)] = -alpha * new * self.gh[(a, j)];
+                        t[(du + a, j)] = new * self.gh[(a, j)];
+                    }
+                    t[(a, th + a)] += 1.0;
+                    t[(a, dir + a)] -= alpha * old;
+                    t[(du + a, dir + a)] += old;
+                }
+                let cs = [-alpha * new, new];
+                for (ia, ca) in cs.iter().enumerate() {
+                    for (ib, cb) in cs.iter().enumerate() {
+                        for a in 0..du {
+                            for b in 0..du {
+                                noise[(ia * du + a, ib * du + b)] = ca * cb * self.sigma_r[(a, b)];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.ul.apply(&mut self.s, th);
+    }
+
+    /// STABLE's upper step with the exact $H^{-1}$ and $M$: noise only from the gradients.
+    fn stable_upper_step(&mut self, alpha: f64) {
+        self.du_l.copy_from(&self.m_hinv);
+        self.fill_gh();
+        let (sp, st) = (self.noise.grad_phi_fu.powi(2), self.noise.grad_theta_fu.powi(2));
+        // sigma_r = st I + sp (M H^-1)(M H^-1)^T.
+        self.sigma_r.gemm(sp, &self.m_hinv, &self.hinv_mt, 0.0);
+        for a in 0..self.lay.du {
+            self.sigma_r[(a, a)] += st;
+        }
+        self.upper_apply(alpha, None);
+    }
+
+    /// The TTSA/BSA upper step with the Ghadimi–Wang estimator of $N$ terms (the derivation in the note):
+    /// mean map with $W = M\bar Q$; noise $\Sigma_r = \sigma_\theta^2 I + MYM^\top + \tfrac{\sigma_C^2}{d_l}\operatorname{tr}(Y)I
+    /// - W(BSB^\top)W^\top$, $Y = N\eta^2\sum_{p<N}\mathcal{L}^p(BSB^\top + \sigma_\phi^2 I)$.
+    fn gw_upper_step(&mut self, alpha: f64, np: crate::hypergrad::neumann::NeumannParams, weights: Option<(f64, f64)>) {
+        let dl = self.lay.dl;
+        let (nn, eta) = (np.terms, np.eta);
+        if self.gw.terms != nn {
+            self.build_gw_cache(nn, eta);
+        }
+        self.du_l.copy_from(&self.gw.w);
+        self.fill_gh();
+        // U0 = B S B^T.
+        self.bs.gemm(1.0, &self.b, &self.s, 0.0);
+        self.u.gemm(1.0, &self.bs, &self.bt, 0.0);
+        // sigma_r starts with -W U0 W^T.
+        self.du_l.gemm(1.0, &self.gw.w, &self.u, 0.0);
+        self.sigma_r.fill(0.0);
+        for a in 0..self.lay.du {
+            for b in 0..self.lay.du {
+                let mut v = 0.0;
+                for c in 0..dl {
+                    v += self.du_l[(a, c)] * self.gw.w[(b, c)];
+                }
+                self.sigma_r[(a, b)] = -v;
+            }
+        }
+        for a in 0..dl {
+            self.u[(a, a)] += self.noise.grad_phi_fu.powi(2);
+        }
+        self.neumann_second_moment(nn, eta);
+        // + M Y M^T + (sigma_C^2/d_l) tr(Y) I + sigma_theta^2 I.
+        self.du_l.gemm(1.0, &self.m, &self.y, 0.0);
+        self.du_u.fill(0.0);
+        for a in 0..self.lay.du {
+            for b in 0..self.lay.du {
+                let mut v = 0.0;
+                for c in 0..dl {
+                    v += self.du_l[(a, c)] * self.m[(b, c)];
+                }
+                self.du_u[(a, b)] = v;
+            }
+        }
+        self.sigma_r += &self.du_u;
+        let diag = self.noise.cross_fl.powi(2) / dl as f64 * self.y.trace() + self.noise.grad_theta_fu.powi(2);
+        for a in 0..self.lay.du {
+            self.sigma_r[(a, a)] += diag;
+        }
+        self.du_l.copy_from(&self.gw.w);
+        self.upper_apply(alpha, weights);
+    }
+
+    /// $\bar Q$, $W = M\bar Q$ and the eigenbasis factor of $Y$ for $N$ terms.
+    fn build_gw_cache(&mut self, nn: usize, eta: f64) {
+        let dl = self.lay.dl;
+        let r: Vec<f64> = self.lam.iter().map(|l| 1.0 - eta * l).collect();
+        // Q = V diag(eta * sum_{p<N} r^p) V^T.
+        self.sq_a.fill(0.0);
+        for i in 0..dl {
+            let geo = if r[i] == 1.0 {
+                nn as f64
+            } else {
+                (1.0 - r[i].powi(nn as i32)) / (1.0 - r[i])
+            };
+            for a in 0..dl {
+                self.sq_a[(a, i)] = self.v[(a, i)] * eta * geo;
+            }
+        }
+        self.sq_b.gemm(1.0, &self.sq_a, &self.vt, 0.0);
+        self.gw.w.gemm(1.0, &self.m, &self.sq_b, 0.0);
+        for i in 0..dl {
+            for j in 0..dl {
+                let x = r[i] * r[j];
+                let geo = if x == 1.0 {
+                    nn as f64
+                } else {
+                    (1.0 - x.powi(nn as i32)) / (1.0 - x)
+                };
+                self.gw.f[(i, j)] = nn as f64 * eta * eta * geo;
+            }
+        }
+        self.gw.terms = nn;
+    }
+
+    /// `y` ← $\mathbb{E}[KUK^\top]$ for $K = N\eta\prod_{i\le p}(I-\eta\hat H_i)$, $p\sim U\\{0..N-1\\}$, `u` = $U$.
+    fn neumann_second_moment(&mut self, nn: usize, eta: f64) {
+        let dl = self.lay.dl;
+        let sh = self.noise.hess_fl;
+        if sh == 0.0 {
+            // Eigenbasis: Y = V (F ∘ V^T U V) V^T.
+            self.sq_a.gemm(1.0, &self.vt, &self.u, 0.0);
+            self.sq_b.gemm(1.0, &self.sq_a, &self.v, 0.0);
+            self.sq_b.component_mul_assign(&self.gw.f);
+            self.sq_a.gemm(1.0, &self.v, &self.sq_b, 0.0);
+            self.y.gemm(1.0, &self.sq_a, &self.vt, 0.0);
+            return;
+        }
+        // L(W) = R W R + eta^2 (sigma_H^2/d_l)(W^T + tr(W) I), R = I - eta H, iterated N - 1 times.
+        let c = eta * eta * sh * sh / dl as f64;
+        self.acc.fill(0.0);
+        // y holds the current term W_p.
+        self.y.copy_from(&self.u);
+        for p in 0..nn {
+            self.acc += &self.y;
+            if p + 1 == nn {
+                break;
+            }
+            // sq_a = R W = W - eta H W; sq_b = sq_a R = sq_a - eta sq_a H.
+            self.sq_a.copy_from(&self.y);
+            self.sq_a.gemm(-eta, &self.h, &self.y, 1.0);
+            self.sq_b.copy_from(&self.sq_a);
+            self.sq_b.gemm(-eta, &self.sq_a, &self.h, 1.0);
+            let tr = self.y.trace();
+            for a in 0..dl {
+                for b in 0..dl {
+                    self.sq_b[(a, b)] += c * self.y[(b, a)];
+                }
+                self.sq_b[(a, a)] += c * tr;
+            }
+            self.y.copy_from(&self.sq_b);
+        }
+        self.y.copy_from(&self.acc);
+        self.y *= nn as f64 * eta * eta;
+    }
+}
+
+/// $L^\top L$ for a metric $\\|L\bar x\\|^2$ (or $\tfrac12(\theta-\theta^\star)^\top A_F(\theta-\theta^\star)$), `None`
+/// when the metric is not a quadratic form of the state.
+fn gram(q: &Quadratic, lay: &Layout, metric: Metric) -> Option<Matrix> {
+    let Layout { th, ph, pv, du, dl, one, n, .. } = *lay;
+    let star = q.theta_star()?;
+    let rows = |r: usize| Matrix::zeros(r, n);
+    let l = match metric {
+        Metric::ThetaErrSq => {
+            let mut l = rows(du);
+            l.view_mut((0, th), (du, du)).fill_diagonal(1.0);
+            l.view_mut((0, one), (du, 1)).copy_from(&(-&star));
+            l
+        }
+        Metric::GradNormSq => {
+            let mut l = rows(du);
+            l.view_mut((0, th), (du, du)).copy_from(&q.a_f);
+            l.view_mut((0, one), (du, 1)).copy_from(&q.g_f);
+            l
+        }
+        Metric::PhiGapSq | Metric::PhiStarGapSq => {
+            let src = if metric == Metric::PhiGapSq { pv } else { th };
+            let mut l = rows(dl);
+            l.view_mut((0, ph), (dl, dl)).fill_diagonal(1.0);
+            l.view_mut((0, src), (dl, du)).copy_from(&(-&q.j));
+            l.view_mut((0, one), (dl, 1)).copy_from(&(-&q.phi0));
+            l
+        }
+        Metric::StepSq => {
+            let mut l = rows(du);
+            l.view_mut((0, th), (du, du)).fill_diagonal(1.0);
+            l.view_mut((0, pv), (du, du)).fill_diagonal(-1.0);
+            l
+        }
+        Metric::FGap => {
+            // (1/2) e^T A_F e with e = theta - theta*: L = A_F^{1/2}/sqrt(2) [I, -theta*].
+            let eig = q.a_f.clone().symmetric_eigen();
+            let sqrt = &eig.eigenvectors
+                * Matrix::from_diagonal(&eig.eigenvalues.map(|x| (x.max(0.0) / 2.0).sqrt()))
+                * eig.eigenvectors.transpose();
+            let mut l = rows(du);
+            l.view_mut((0, th), (du, du)).copy_from(&sqrt);
+            l.view_mut((0, one), (du, 1)).copy_from(&(-(&sqrt * &star)));
+            l
+        }
+        Metric::ThetaErr | Metric::FValue | Metric::MoreauGradSq => return None,
+    };
+    Some(l.transpose() * l)
+}
