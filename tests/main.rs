@@ -5,6 +5,7 @@ mod algorithms2;
 mod claims;
 mod cli;
 mod common;
+mod exact;
 mod families;
 mod golden;
 mod hypergrad;

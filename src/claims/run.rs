@@ -118,12 +118,19 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             beta,
             c_inner,
             neumann,
-        } => Box::new(DoubleLoop::bsa(
-            alpha.resolve(k, horizon)?,
-            beta.resolve(k, horizon)?,
-            *c_inner,
-            neumann.resolve(k),
-        )),
+            inner_fixed,
+        } => {
+            let mut d = DoubleLoop::bsa(
+                alpha.resolve(k, horizon)?,
+                beta.resolve(k, horizon)?,
+                *c_inner,
+                neumann.resolve(k),
+            );
+            if let Some(t) = inner_fixed {
+                d.inner = crate::algorithms::double_loop::InnerSteps::Fixed(*t);
+            }
+            Box::new(d)
+        }
         AlgoSpec::Stocbio {
             alpha,
             beta,

@@ -218,6 +218,9 @@ pub enum AlgoSpec {
         /// Neumann truncation.
         #[serde(default)]
         neumann: NeumannSpec,
+        /// A fixed $t_k$ instead of $\lceil c\sqrt{k+1}\rceil$ (the planted bug is `inner_fixed = 1`).
+        #[serde(default)]
+        inner_fixed: Option<usize>,
     },
     /// [`crate::algorithms::double_loop::DoubleLoop::stocbio`], minibatch $B_K = \lceil b K^{a}\rceil$.
     Stocbio {

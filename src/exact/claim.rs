@@ -93,10 +93,14 @@ pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Exac
             beta,
             c_inner,
             neumann,
+            inner_fixed,
         } => ExactMethod::Bsa {
             alpha: alpha.resolve(k, horizon)?,
             beta: beta.resolve(k, horizon)?,
-            inner: InnerSteps::Sqrt(*c_inner),
+            inner: match inner_fixed {
+                Some(t) => InnerSteps::Fixed(*t),
+                None => InnerSteps::Sqrt(*c_inner),
+            },
             neumann: neumann.resolve(k),
         },
         other => {
@@ -181,7 +185,10 @@ pub fn exact_curve(spec: &ClaimSpec, metric: Metric, statistic: Statistic, grid:
         upper_samples: Vec::with_capacity(grid.len()),
         lower_samples: Vec::with_capacity(grid.len()),
     };
-    let kmax = *grid.iter().max().ok_or_else(|| BilevelError::invalid("grid", "[]", "must not be empty"))?;
+    let kmax = *grid
+        .iter()
+        .max()
+        .ok_or_else(|| BilevelError::invalid("grid", "[]", "must not be empty"))?;
     match spec.horizons.mode {
         HorizonMode::Anytime => {
             let method = method_for(&spec.algorithm, &k, kmax)?;

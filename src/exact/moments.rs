@@ -164,6 +164,21 @@ struct GwCache {
     f: Matrix,
 }
 
+/// $t$ lower steps of size $\beta$ at fixed $\theta$ composed into one block map: rows $\phi$ of $T_t$ and the
+/// accumulated noise $P_t$ ($T_{t+1} = AT_t + C$, $P_{t+1} = AP_tA^\top + \beta^2\sigma_l^2 I$, $A = I-\beta H$).
+#[derive(Debug, Clone)]
+struct InnerCache {
+    beta: f64,
+    steps: usize,
+    t: Matrix,
+    p: Matrix,
+    one: Matrix,
+    a: Matrix,
+    at: Matrix,
+    scratch_t: Matrix,
+    scratch_p: Matrix,
+}
+
 /// The exact first and second moments of one method's state along its iterations (module docs).
 #[derive(Debug, Clone)]
 pub struct ExactRun {
@@ -205,6 +220,7 @@ pub struct ExactRun {
     du_u: Matrix,
     sigma_r: Matrix,
     gw: GwCache,
+    inner: InnerCache,
     /// Gram matrices $L^\top L$ of the metrics, in [`Metric::ALL`] order (`None`: not a second moment).
     grams: Vec<Option<Matrix>>,
 }
@@ -325,6 +341,17 @@ impl ExactRun {
                 w: Matrix::zeros(du, dl),
                 f: Matrix::zeros(dl, dl),
             },
+            inner: InnerCache {
+                beta: f64::NAN,
+                steps: 0,
+                t: Matrix::zeros(dl, n),
+                p: Matrix::zeros(dl, dl),
+                one: Matrix::zeros(dl, n),
+                a: Matrix::zeros(dl, dl),
+                at: Matrix::zeros(dl, dl),
+                scratch_t: Matrix::zeros(dl, n),
+                scratch_p: Matrix::zeros(dl, dl),
+            },
             grams,
         })
     }
@@ -341,12 +368,18 @@ impl ExactRun {
 
     /// $\mathbb{E}\,\theta^k$.
     pub fn mean_theta(&self) -> Vector {
-        self.s.view((self.lay.th, self.lay.one), (self.lay.du, 1)).column(0).into_owned()
+        self.s
+            .view((self.lay.th, self.lay.one), (self.lay.du, 1))
+            .column(0)
+            .into_owned()
     }
 
     /// $\mathbb{E}\,\phi^k$.
     pub fn mean_phi(&self) -> Vector {
-        self.s.view((self.lay.ph, self.lay.one), (self.lay.dl, 1)).column(0).into_owned()
+        self.s
+            .view((self.lay.ph, self.lay.one), (self.lay.dl, 1))
+            .column(0)
+            .into_owned()
     }
 
     /// The exact expectation of `metric` at the current iterate.
@@ -355,7 +388,10 @@ impl ExactRun {
     /// [`BilevelError::Unsupported`] for metrics that are not quadratic in the state ($\\|\theta-\theta^\star\\|$
     /// unsquared, the Moreau measure).
     pub fn expect(&self, metric: Metric) -> Result<f64> {
-        let i = Metric::ALL.iter().position(|m| *m == metric).expect("every metric is in ALL");
+        let i = Metric::ALL
+            .iter()
+            .position(|m| *m == metric)
+            .expect("every metric is in ALL");
         match &self.grams[i] {
             Some(g) => Ok(g.dot(&self.s)),
             None => Err(BilevelError::Unsupported(format!(
@@ -413,10 +449,7 @@ impl ExactRun {
                 inner,
                 neumann,
             } => {
-                let b = beta.at(k);
-                for _ in 0..inner.at(k) {
-                    self.lower_step(b, self.lay.pv, 0.0);
-                }
+                self.lower_steps(beta.at(k), inner.at(k));
                 self.gw_upper_step(alpha.at(k), neumann.at(k), None);
             }
         }
@@ -444,9 +477,74 @@ impl ExactRun {
         }
     }
 
+    /// `steps` lower steps of size `beta` at $\theta_{\rm prev} = \theta^k$ as one composed block update (the
+    /// composition is advanced incrementally while $\beta$ is fixed and $t_k$ grows, so BSA costs $O(n^2)$ per
+    /// outer iteration plus $O(d_l^2 n)$ per new inner step).
+    fn lower_steps(&mut self, beta: f64, steps: usize) {
+        if steps == 1 {
+            self.lower_step(beta, self.lay.pv, 0.0);
+            return;
+        }
+        let Layout { ph, dl, .. } = self.lay;
+        let c = &mut self.inner;
+        if c.beta != beta || c.steps > steps || c.steps == 0 {
+            // T_1 (the one-step map) into `one`, then T = T_1, P = beta^2 sigma^2 I.
+            self.fill_lower(beta, self.lay.pv, 0.0);
+            let c = &mut self.inner;
+            c.one.copy_from(&self.ll.t);
+            c.t.copy_from(&self.ll.t);
+            c.p.fill(0.0);
+            c.p.fill_diagonal(beta * beta * self.noise.grad_phi_fl.powi(2));
+            c.a.copy_from(&c.one.view((0, ph), (dl, dl)));
+            c.a.transpose_to(&mut c.at);
+            c.beta = beta;
+            c.steps = 1;
+        }
+        let c = &mut self.inner;
+        while c.steps < steps {
+            // T <- A T + (T_1 without its phi columns); P <- A P A^T + beta^2 sigma^2 I.
+            c.scratch_t.gemm(1.0, &c.a, &c.t, 0.0);
+            for i in 0..dl {
+                for j in 0..c.t.ncols() {
+                    if j < ph || j >= ph + dl {
+                        c.scratch_t[(i, j)] += c.one[(i, j)];
+                    }
+                }
+            }
+            std::mem::swap(&mut c.t, &mut c.scratch_t);
+            c.scratch_p.gemm(1.0, &c.a, &c.p, 0.0);
+            c.p.gemm(1.0, &c.scratch_p, &c.at, 0.0);
+            for i in 0..dl {
+                c.p[(i, i)] += beta * beta * self.noise.grad_phi_fl.powi(2);
+            }
+            c.steps += 1;
+        }
+        self.ll.t.copy_from(&self.inner.t);
+        self.ll.noise.copy_from(&self.inner.p);
+        self.ll.apply(&mut self.s, ph);
+    }
+
     /// $\phi \leftarrow \phi - \beta(H\phi + M^\top\theta_{\rm src} + b_l + \xi_l) - c\,H^{-1}M^\top(\theta - \theta_{\rm prev})$.
     fn lower_step(&mut self, beta: f64, src: usize, c: f64) {
-        let Layout { th, ph, pv, du, dl, one, .. } = self.lay;
+        self.fill_lower(beta, src, c);
+        self.ll.noise.fill(0.0);
+        self.ll
+            .noise
+            .fill_diagonal(beta * beta * self.noise.grad_phi_fl.powi(2));
+        self.ll.apply(&mut self.s, self.lay.ph);
+    }
+
+    /// The mean map of [`Self::lower_step`] into `ll.t`.
+    fn fill_lower(&mut self, beta: f64, src: usize, c: f64) {
+        let Layout {
+            th,
+            ph,
+            pv,
+            du,
+            dl,
+            one,
+            ..
+        } = self.lay;
         let t = &mut self.ll.t;
         t.fill(0.0);
         for a in 0..dl {
@@ -463,14 +561,13 @@ impl ExactRun {
                 }
             }
         }
-        self.ll.noise.fill(0.0);
-        self.ll.noise.fill_diagonal(beta * beta * self.noise.grad_phi_fl.powi(2));
-        self.ll.apply(&mut self.s, ph);
     }
 
     /// Fill `gh` with the mean hypergradient map for $W$ = `self.du_l`: $\nabla_\theta f_u - W\nabla_\phi f_u$.
     fn fill_gh(&mut self) {
-        let Layout { th, ph, du, dl, one, .. } = self.lay;
+        let Layout {
+            th, ph, du, dl, one, ..
+        } = self.lay;
         let w = &self.du_l;
         self.gh.fill(0.0);
         // W B, then P, N, p_u added in place.
@@ -674,7 +771,16 @@ impl ExactRun {
 /// $L^\top L$ for a metric $\\|L\bar x\\|^2$ (or $\tfrac12(\theta-\theta^\star)^\top A_F(\theta-\theta^\star)$), `None`
 /// when the metric is not a quadratic form of the state.
 fn gram(q: &Quadratic, lay: &Layout, metric: Metric) -> Option<Matrix> {
-    let Layout { th, ph, pv, du, dl, one, n, .. } = *lay;
+    let Layout {
+        th,
+        ph,
+        pv,
+        du,
+        dl,
+        one,
+        n,
+        ..
+    } = *lay;
     let star = q.theta_star()?;
     let rows = |r: usize| Matrix::zeros(r, n);
     let l = match metric {
