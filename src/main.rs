@@ -248,6 +248,9 @@ fn report(as_json: bool, out: Option<&std::path::Path>, seed: u64, only: Option<
         bar.inc(1);
     })?);
     bar.finish_and_clear();
+    // Exact expected slopes where the moment recursion applies (issue 9 §1): seed-independent, report only.
+    let n_rates = rates.len();
+    bilevel::exact::attach_exact_slopes(&specs, &mut results[n_rates..])?;
     if let Some(dir) = out {
         for r in &results {
             claims::plot(r, dir)?;

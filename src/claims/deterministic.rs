@@ -172,5 +172,7 @@ pub fn run_rate(spec: &RateSpec) -> Result<super::ClaimResult> {
         std_errors: vec![0.0; spec.steps],
         samples: None,
         seconds: start.elapsed().as_secs_f64(),
+        exact_slope_grid: None,
+        exact_slope_far: None,
     })
 }

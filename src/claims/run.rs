@@ -57,6 +57,11 @@ pub struct ClaimResult {
     pub samples: Option<Vec<f64>>,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// The exponent the claim fits, from the exact expected curve on its own grid and fit window
+    /// ([`crate::exact`], issue 9 §1); `None` where the moment recursion does not apply or was not computed.
+    pub exact_slope_grid: Option<f64>,
+    /// The same exponent on [`crate::exact::far_grid`] ($10^5$–$10^6$).
+    pub exact_slope_far: Option<f64>,
 }
 
 impl ClaimResult {
@@ -388,6 +393,8 @@ fn judge(
         std_errors: metric.std_errors()?,
         samples: used.map(|u| u.means()),
         seconds,
+        exact_slope_grid: None,
+        exact_slope_far: None,
     })
 }
 

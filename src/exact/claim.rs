@@ -120,19 +120,26 @@ fn samples(method: &ExactMethod, kk: usize) -> (f64, f64) {
     }
 }
 
-/// Cumulative sums $c_k = \sum_{j=1}^{k}\mathbb{E}\,m_j$ and the values $\mathbb{E}\,m_k$, $k = 0..=K$.
-fn trajectory(run: &mut ExactRun, metric: Metric, kmax: usize) -> Result<(Vec<f64>, Vec<f64>)> {
-    let mut vals = Vec::with_capacity(kmax + 1);
-    let mut cum = Vec::with_capacity(kmax + 1);
-    vals.push(run.expect(metric)?);
-    cum.push(0.0);
+/// For each metric: the values $\mathbb{E}\,m_k$ and cumulative sums $c_k = \sum_{j=1}^{k}\mathbb{E}\,m_j$,
+/// $k = 0..=K$ (allocated once, before the loop).
+fn trajectory(run: &mut ExactRun, metrics: &[Metric], kmax: usize) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+    let mut out: Vec<(Vec<f64>, Vec<f64>)> = Vec::with_capacity(metrics.len());
+    for m in metrics {
+        let mut vals = Vec::with_capacity(kmax + 1);
+        vals.push(run.expect(*m)?);
+        let mut cum = Vec::with_capacity(kmax + 1);
+        cum.push(0.0);
+        out.push((vals, cum));
+    }
     for k in 1..=kmax {
         run.step()?;
-        let v = run.expect(metric)?;
-        vals.push(v);
-        cum.push(cum[k - 1] + v);
+        for (m, (vals, cum)) in metrics.iter().zip(out.iter_mut()) {
+            let v = run.expect(*m)?;
+            vals.push(v);
+            cum.push(cum[k - 1] + v);
+        }
     }
-    Ok((vals, cum))
+    Ok(out)
 }
 
 /// The statistic at horizon `kk` from a trajectory (the claim runner's definitions: `Recorder`).
@@ -176,40 +183,60 @@ pub struct ExactCurve {
 /// [`BilevelError::Unsupported`] where the recursion does not close (another family, a bounded $\Theta$, an
 /// algorithm or noise without a recursion, a metric that is not a quadratic form).
 pub fn exact_curve(spec: &ClaimSpec, metric: Metric, statistic: Statistic, grid: &[usize]) -> Result<ExactCurve> {
+    Ok(exact_curves(spec, &[(metric, statistic)], grid)?.remove(0))
+}
+
+/// [`exact_curve`] for several (metric, statistic) pairs from one recursion.
+///
+/// # Errors
+/// As [`exact_curve`].
+pub fn exact_curves(spec: &ClaimSpec, pairs: &[(Metric, Statistic)], grid: &[usize]) -> Result<Vec<ExactCurve>> {
     let st = setup(spec)?;
     let k = st.q.constants();
     let noise = spec.problem.noise;
-    let mut out = ExactCurve {
-        horizons: grid.to_vec(),
-        means: Vec::with_capacity(grid.len()),
-        upper_samples: Vec::with_capacity(grid.len()),
-        lower_samples: Vec::with_capacity(grid.len()),
-    };
+    let mut out: Vec<ExactCurve> = pairs
+        .iter()
+        .map(|_| ExactCurve {
+            horizons: grid.to_vec(),
+            means: Vec::with_capacity(grid.len()),
+            upper_samples: Vec::with_capacity(grid.len()),
+            lower_samples: Vec::with_capacity(grid.len()),
+        })
+        .collect();
     let kmax = *grid
         .iter()
         .max()
         .ok_or_else(|| BilevelError::invalid("grid", "[]", "must not be empty"))?;
+    let mut metrics: Vec<Metric> = Vec::new();
+    for (m, _) in pairs {
+        if !metrics.contains(m) {
+            metrics.push(*m);
+        }
+    }
+    let mut push = |method: &ExactMethod, tr: &[(Vec<f64>, Vec<f64>)], kk: usize| {
+        for ((m, stat), c) in pairs.iter().zip(out.iter_mut()) {
+            let i = metrics.iter().position(|x| x == m).expect("metric traced");
+            c.means.push(statistic_at(*stat, &tr[i].0, &tr[i].1, kk));
+            let (u, l) = samples(method, kk);
+            c.upper_samples.push(u);
+            c.lower_samples.push(l);
+        }
+    };
     match spec.horizons.mode {
         HorizonMode::Anytime => {
             let method = method_for(&spec.algorithm, &k, kmax)?;
             let mut run = ExactRun::new(&st.q, noise, method.clone(), &st.theta0, &st.phi0)?;
-            let (vals, cum) = trajectory(&mut run, metric, kmax)?;
+            let tr = trajectory(&mut run, &metrics, kmax)?;
             for &kk in grid {
-                out.means.push(statistic_at(statistic, &vals, &cum, kk));
-                let (u, l) = samples(&method, kk);
-                out.upper_samples.push(u);
-                out.lower_samples.push(l);
+                push(&method, &tr, kk);
             }
         }
         HorizonMode::PerHorizon => {
             for &kk in grid {
                 let method = method_for(&spec.algorithm, &k, kk)?;
                 let mut run = ExactRun::new(&st.q, noise, method.clone(), &st.theta0, &st.phi0)?;
-                let (vals, cum) = trajectory(&mut run, metric, kk)?;
-                out.means.push(statistic_at(statistic, &vals, &cum, kk));
-                let (u, l) = samples(&method, kk);
-                out.upper_samples.push(u);
-                out.lower_samples.push(l);
+                let tr = trajectory(&mut run, &metrics, kk)?;
+                push(&method, &tr, kk);
             }
         }
     }
@@ -269,21 +296,80 @@ pub struct ExactSlopes {
 /// [`ExactSlopes`] of `spec`, `None` where the recursion does not apply (unsupported family, algorithm, noise or
 /// metric); other errors are returned.
 pub fn exact_slopes(spec: &ClaimSpec) -> Result<Option<ExactSlopes>> {
-    let h = spec.horizons;
+    Ok(exact_slopes_group(&[spec])?.remove(0))
+}
+
+/// [`exact_slopes`] for claims that share one simulation (same problem, algorithm and horizons: a registry run),
+/// from one recursion on the claims' grid and one on the far grid.
+///
+/// # Errors
+/// Errors other than [`BilevelError::Unsupported`].
+pub fn exact_slopes_group(specs: &[&ClaimSpec]) -> Result<Vec<Option<ExactSlopes>>> {
+    let Some(first) = specs.first() else {
+        return Ok(Vec::new());
+    };
+    let supported: Vec<bool> = specs.iter().map(|s| ExactRun::supports(s.metric)).collect();
+    let pairs: Vec<(Metric, Statistic)> = specs
+        .iter()
+        .zip(&supported)
+        .filter(|(_, ok)| **ok)
+        .map(|(s, _)| (s.metric, s.statistic))
+        .collect();
+    if pairs.is_empty() {
+        return Ok(vec![None; specs.len()]);
+    }
+    let h = first.horizons;
     let grid = geometric_grid(h.min, h.max, h.points)?;
     let from = grid.len() - h.tail.unwrap_or(grid.len()).min(grid.len());
-    let near = match exact_curve(spec, spec.metric, spec.statistic, &grid) {
+    let near = match exact_curves(first, &pairs, &grid) {
         Ok(c) => c,
-        Err(BilevelError::Unsupported(_)) => return Ok(None),
+        Err(BilevelError::Unsupported(_)) => return Ok(vec![None; specs.len()]),
         Err(e) => return Err(e),
     };
     let far_g = far_grid(h.mode);
-    let far = exact_curve(spec, spec.metric, spec.statistic, &far_g)?;
-    Ok(Some(ExactSlopes {
-        grid: exponent(spec.measure, &near, from),
-        far: exponent(spec.measure, &far, 0),
-        far_horizon: *far_g.last().expect("non-empty"),
-    }))
+    let far = exact_curves(first, &pairs, &far_g)?;
+    let mut i = 0;
+    Ok(specs
+        .iter()
+        .zip(&supported)
+        .map(|(s, ok)| {
+            if !*ok {
+                return None;
+            }
+            let r = ExactSlopes {
+                grid: exponent(s.measure, &near[i], from),
+                far: exponent(s.measure, &far[i], 0),
+                far_horizon: *far_g.last().expect("non-empty"),
+            };
+            i += 1;
+            Some(r)
+        })
+        .collect())
+}
+
+/// Fill `exact_slope_grid` / `exact_slope_far` of each result from its spec (matched by id), computing each
+/// registry run once. Results without a spec (deterministic rates) are left `None`.
+///
+/// # Errors
+/// Errors of the recursion other than [`BilevelError::Unsupported`].
+pub fn attach_exact_slopes(specs: &[ClaimSpec], results: &mut [crate::claims::ClaimResult]) -> Result<()> {
+    let mut runs: Vec<&str> = Vec::new();
+    for s in specs {
+        if !runs.contains(&s.run_name()) {
+            runs.push(s.run_name());
+        }
+    }
+    for run in runs {
+        let group: Vec<&ClaimSpec> = specs.iter().filter(|s| s.run_name() == run).collect();
+        let slopes = exact_slopes_group(&group)?;
+        for (s, e) in group.iter().zip(slopes) {
+            if let Some(r) = results.iter_mut().find(|r| r.id == s.id) {
+                r.exact_slope_grid = e.map(|e| e.grid);
+                r.exact_slope_far = e.map(|e| e.far);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One comparison of the consistency check.

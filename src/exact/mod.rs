@@ -20,7 +20,7 @@ pub mod claim;
 pub mod moments;
 
 pub use claim::{
-    Comparison, Consistency, ExactCurve, ExactSlopes, Z_THRESHOLD, consistency, exact_curve, exact_slopes, far_grid,
-    method_for,
+    Comparison, Consistency, ExactCurve, ExactSlopes, Z_THRESHOLD, attach_exact_slopes, consistency, exact_curve,
+    exact_curves, exact_slopes, exact_slopes_group, far_grid, method_for,
 };
 pub use moments::{Correction, ExactMethod, ExactRun};

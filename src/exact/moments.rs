@@ -131,9 +131,9 @@ impl Block {
     fn apply(&mut self, s: &mut Matrix, r0: usize) {
         let len = self.t.nrows();
         let n = s.nrows();
-        self.x.gemm(1.0, &self.t, s, 0.0);
+        mul(&mut self.x, &self.t, s);
         self.t.transpose_to(&mut self.tt);
-        self.z.gemm(1.0, &self.x, &self.tt, 0.0);
+        mul(&mut self.z, &self.x, &self.tt);
         self.z += &self.noise;
         for j in 0..n {
             if j >= r0 && j < r0 + len {
@@ -354,6 +354,11 @@ impl ExactRun {
             },
             grams,
         })
+    }
+
+    /// Whether [`Self::expect`] supports `metric` (a quadratic form of the state).
+    pub fn supports(metric: Metric) -> bool {
+        !matches!(metric, Metric::ThetaErr | Metric::FValue | Metric::MoreauGradSq)
     }
 
     /// Outer iterations done.
@@ -655,8 +660,8 @@ impl ExactRun {
         self.du_l.copy_from(&self.gw.w);
         self.fill_gh();
         // U0 = B S B^T.
-        self.bs.gemm(1.0, &self.b, &self.s, 0.0);
-        self.u.gemm(1.0, &self.bs, &self.bt, 0.0);
+        mul(&mut self.bs, &self.b, &self.s);
+        mul(&mut self.u, &self.bs, &self.bt);
         // sigma_r starts with -W U0 W^T.
         self.du_l.gemm(1.0, &self.gw.w, &self.u, 0.0);
         self.sigma_r.fill(0.0);
@@ -765,6 +770,27 @@ impl ExactRun {
         }
         self.y.copy_from(&self.acc);
         self.y *= nn as f64 * eta * eta;
+    }
+}
+
+/// `out` ← $ab$ with plain column-major loops (no allocation; at these sizes, a few to a few dozen, faster than
+/// the general product's dispatch).
+fn mul(out: &mut Matrix, a: &Matrix, b: &Matrix) {
+    let (r, inner, c) = (a.nrows(), a.ncols(), b.ncols());
+    debug_assert!(b.nrows() == inner && out.nrows() == r && out.ncols() == c);
+    let (a, b) = (a.as_slice(), b.as_slice());
+    let o = out.as_mut_slice();
+    o.fill(0.0);
+    for j in 0..c {
+        let col = &mut o[j * r..(j + 1) * r];
+        for k in 0..inner {
+            let x = b[j * inner + k];
+            if x != 0.0 {
+                for (oi, ai) in col.iter_mut().zip(&a[k * r..(k + 1) * r]) {
+                    *oi += ai * x;
+                }
+            }
+        }
     }
 }
 
