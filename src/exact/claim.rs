@@ -441,11 +441,11 @@ pub fn consistency(
     let mut comparisons = Vec::new();
     for (m, r) in metrics.iter().zip(&results) {
         let exact = exact_curve(reference, *m, Statistic::Last, &grid)?;
-        for i in 0..grid.len() {
+        for (i, &horizon) in grid.iter().enumerate() {
             let z = (r.means[i] - exact.means[i]) / r.std_errors[i];
             comparisons.push(Comparison {
                 metric: *m,
-                horizon: grid[i],
+                horizon,
                 mc_mean: r.means[i],
                 std_error: r.std_errors[i],
                 exact: exact.means[i],

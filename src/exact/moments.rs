@@ -1,6 +1,6 @@
 //! The closed second-moment recursion of a method on the quadratic family with additive noise.
 //!
-//! The state $x = (\theta, [h], \phi, \theta_{\rm prev})$ is augmented with a constant 1, $\bar x = (x, 1)$, and
+//! The state $x = (\theta, h, \phi, \theta_{\rm prev})$ is augmented with a constant 1, $\bar x = (x, 1)$, and
 //! [`ExactRun`] carries $S = \mathbb{E}[\bar x\bar x^\top]$ (its last column is the mean). Every stage of an
 //! iteration replaces one block of rows $R$ by $\bar x_R \leftarrow T_R\bar x + r$, where $T_R$ is the stage's
 //! mean map and $r$ is zero-mean noise uncorrelated with $\bar x$ (fresh samples), with covariance $\Sigma_r$ that
@@ -366,7 +366,7 @@ impl ExactRun {
         self.k
     }
 
-    /// $\mathbb{E}[\bar x\bar x^\top]$ with $\bar x = (\theta, [h], \phi, \theta_{\rm prev}, 1)$.
+    /// $\mathbb{E}[\bar x\bar x^\top]$ with $\bar x = (\theta, h, \phi, \theta_{\rm prev}, 1)$.
     pub fn second_moment(&self) -> &Matrix {
         &self.s
     }
@@ -702,14 +702,15 @@ impl ExactRun {
     /// $\bar Q$, $W = M\bar Q$ and the eigenbasis factor of $Y$ for $N$ terms.
     fn build_gw_cache(&mut self, nn: usize, eta: f64) {
         let dl = self.lay.dl;
-        let r: Vec<f64> = self.lam.iter().map(|l| 1.0 - eta * l).collect();
+        let r = |i: usize| 1.0 - eta * self.lam[i];
         // Q = V diag(eta * sum_{p<N} r^p) V^T.
         self.sq_a.fill(0.0);
         for i in 0..dl {
-            let geo = if r[i] == 1.0 {
+            let ri = r(i);
+            let geo = if ri == 1.0 {
                 nn as f64
             } else {
-                (1.0 - r[i].powi(nn as i32)) / (1.0 - r[i])
+                (1.0 - ri.powi(nn as i32)) / (1.0 - ri)
             };
             for a in 0..dl {
                 self.sq_a[(a, i)] = self.v[(a, i)] * eta * geo;
@@ -719,7 +720,7 @@ impl ExactRun {
         self.gw.w.gemm(1.0, &self.m, &self.sq_b, 0.0);
         for i in 0..dl {
             for j in 0..dl {
-                let x = r[i] * r[j];
+                let x = r(i) * r(j);
                 let geo = if x == 1.0 {
                     nn as f64
                 } else {
