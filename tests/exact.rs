@@ -118,6 +118,10 @@ fn exact_mean_map_reproduces_noiseless_runs() {
         neumann.fixed = Some(1);
     }
     cases.push(bsa);
+    let mut stocbio = claim("stocbio/upper-samples");
+    stocbio.problem.noise = NoiseLevels::default();
+    stocbio.replicates = 20;
+    cases.push(stocbio);
     for spec in &cases {
         for m in [Metric::ThetaErrSq, Metric::PhiGapSq, Metric::GradNormSq, Metric::StepSq] {
             let mut s = spec.clone();
@@ -212,4 +216,21 @@ fn exact_consistency_bsa_and_a_single_inner_step() {
     let c = consistency(&bug, &spec, &METRICS, 1000, 0, Z_THRESHOLD).unwrap();
     show("bsa t_k = 1 vs correct", &c);
     assert!(c.max_abs_z > Z_THRESHOLD, "t_k = 1 not caught: {c:#?}");
+}
+
+/// stocBiO (Hessian noise off, as in its claims) on the claim `stocbio/*`'s own instance and grid (per horizon,
+/// 30..300, minibatch B = ceil(0.1 K)) is consistent; with single-sample inner steps it is rejected.
+#[test]
+fn exact_consistency_stocbio_and_no_inner_minibatch() {
+    let spec = claim("stocbio/upper-samples");
+    let c = consistency(&spec, &spec, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
+    show("stocbio", &c);
+    assert!(c.consistent, "{c:#?}");
+    let mut bug = spec.clone();
+    if let AlgoSpec::Stocbio { no_inner_minibatch, .. } = &mut bug.algorithm {
+        *no_inner_minibatch = true;
+    }
+    let c = consistency(&bug, &spec, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
+    show("stocbio without inner minibatch vs correct", &c);
+    assert!(c.max_abs_z > Z_THRESHOLD, "no inner minibatch not caught: {c:#?}");
 }

@@ -66,6 +66,8 @@ pub struct DoubleLoop {
     /// Minibatch size $B$: each inner step uses the mean of $B$ lower-level gradient samples and the UL step the
     /// mean of $B$ independent hypergradient estimates (stocBiO's batches $S$; 1 for the others).
     pub batch: usize,
+    /// Inner steps with one sample instead of the minibatch (a planted bug, for power tests).
+    pub no_inner_minibatch: bool,
     ws: Workspace,
     h: Vector,
     acc: Vector,
@@ -82,6 +84,7 @@ impl DoubleLoop {
             inner,
             inverse,
             batch: 1,
+            no_inner_minibatch: false,
             ws: Workspace::new(0, 0),
             h: Vector::zeros(0),
             acc: Vector::zeros(0),
@@ -178,7 +181,7 @@ impl Solver for DoubleLoop {
     fn step(&mut self, o: &mut Oracle, mut st: Iterate) -> Result<Iterate> {
         let beta = self.beta.at(st.k);
         for _ in 0..self.inner.at(st.k) {
-            if self.batch == 1 {
+            if self.batch == 1 || self.no_inner_minibatch {
                 lower_step(o, &st.theta, &mut st.phi, beta, &mut self.buf_l)?;
             } else {
                 // φ ← φ − β·(1/B)Σ_b ∇φ f_l(θ, φ; ξ_b): all B gradients at the same φ.

@@ -143,15 +143,18 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             batch_c,
             batch_power,
             neumann,
+            no_inner_minibatch,
         } => {
             let batch = (batch_c * (horizon as f64).powf(*batch_power)).ceil().max(1.0) as usize;
-            Box::new(DoubleLoop::stocbio(
+            let mut d = DoubleLoop::stocbio(
                 alpha.resolve(k, horizon)?,
                 beta.resolve(k, horizon)?,
                 *inner,
                 neumann.resolve(k),
                 batch,
-            ))
+            );
+            d.no_inner_minibatch = *no_inner_minibatch;
+            Box::new(d)
         }
         AlgoSpec::Stable {
             alpha,

@@ -238,6 +238,9 @@ pub enum AlgoSpec {
         /// Neumann truncation.
         #[serde(default)]
         neumann: NeumannSpec,
+        /// Inner steps with one sample instead of the minibatch (a planted bug).
+        #[serde(default)]
+        no_inner_minibatch: bool,
     },
     /// [`crate::algorithms::stable::Stable`].
     Stable {

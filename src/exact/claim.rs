@@ -103,6 +103,23 @@ pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Exac
             },
             neumann: neumann.resolve(k),
         },
+        AlgoSpec::Stocbio {
+            alpha,
+            beta,
+            inner,
+            batch_c,
+            batch_power,
+            neumann,
+            no_inner_minibatch,
+        } => ExactMethod::Stocbio {
+            alpha: alpha.resolve(k, horizon)?,
+            beta: beta.resolve(k, horizon)?,
+            inner: *inner,
+            neumann: neumann.resolve(k),
+            // As claims::build_solver: B_K = ceil(b K^a).
+            batch: (batch_c * (horizon as f64).powf(*batch_power)).ceil().max(1.0) as usize,
+            no_inner_minibatch: *no_inner_minibatch,
+        },
         other => {
             return Err(BilevelError::Unsupported(format!(
                 "no exact moment recursion for algorithm {other:?} yet (theory/exact-moments.md)"
@@ -112,10 +129,20 @@ pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Exac
 }
 
 /// Expected upper samples and lower-level gradient samples ($S(f_u)$, $S(f_l)$ as the claim runner counts them)
-/// after `kk` iterations: one upper sample and one LL gradient per iteration, $\sum_{k<K}t_k$ LL gradients for BSA.
+/// after `kk` iterations: one upper sample and one LL gradient per iteration, $\sum_{k<K}t_k$ LL gradients for BSA,
+/// $B$ upper samples and $TB$ LL gradients per iteration for stocBiO.
 fn samples(method: &ExactMethod, kk: usize) -> (f64, f64) {
     match method {
         ExactMethod::Bsa { inner, .. } => (kk as f64, (0..kk).map(|k| inner.at(k) as f64).sum()),
+        ExactMethod::Stocbio {
+            inner,
+            batch,
+            no_inner_minibatch,
+            ..
+        } => {
+            let per_step = if *no_inner_minibatch { 1 } else { *batch };
+            ((kk * batch) as f64, (kk * inner * per_step) as f64)
+        }
         _ => (kk as f64, kk as f64),
     }
 }

@@ -67,6 +67,22 @@ pub enum ExactMethod {
         /// $N_k$ and $\eta$.
         neumann: NeumannGrowth,
     },
+    /// [`crate::algorithms::double_loop::DoubleLoop::stocbio`] without Hessian noise: $T$ inner SGD steps with
+    /// minibatch $B$, the mean of $B$ stocBiO hypergradients (deterministic partial sums when $\sigma_H = 0$).
+    Stocbio {
+        /// $\alpha_k$.
+        alpha: Schedule,
+        /// $\beta_k$.
+        beta: Schedule,
+        /// $T$.
+        inner: usize,
+        /// $N_k$ and $\eta$.
+        neumann: NeumannGrowth,
+        /// $B$.
+        batch: usize,
+        /// Inner steps with one sample (planted bug).
+        no_inner_minibatch: bool,
+    },
 }
 
 /// Positions of the blocks in the augmented state.
@@ -160,6 +176,8 @@ struct GwCache {
     terms: usize,
     /// $W = M\bar Q$, $\bar Q = \eta\sum_{p<N}(I-\eta H)^p$.
     w: Matrix,
+    /// $\bar Q$.
+    qbar: Matrix,
     /// $F_{ij} = N\eta^2\sum_{p<N}(r_ir_j)^p$ in $H$'s eigenbasis (Hessian noise off).
     f: Matrix,
 }
@@ -169,6 +187,7 @@ struct GwCache {
 #[derive(Debug, Clone)]
 struct InnerCache {
     beta: f64,
+    var: f64,
     steps: usize,
     t: Matrix,
     p: Matrix,
@@ -288,6 +307,29 @@ impl ExactRun {
                 }
                 false
             }
+            ExactMethod::Stocbio {
+                alpha,
+                beta,
+                inner,
+                neumann,
+                batch,
+                ..
+            } => {
+                alpha.check("alpha")?;
+                crate::algorithms::common::check_lower_step(beta, l_l)?;
+                neumann.check(l_l)?;
+                if *inner == 0 || *batch == 0 {
+                    return Err(BilevelError::invalid("inner/batch", 0, "must be >= 1"));
+                }
+                if noise.hess_fl != 0.0 {
+                    return Err(BilevelError::Unsupported(
+                        "exact moments of stocBiO need hess_fl = 0: its partial sums share Hessian samples across \
+                         terms (theory/exact-moments.md)"
+                            .into(),
+                    ));
+                }
+                false
+            }
         };
         let lay = Layout::new(du, dl, momentum);
         let n = lay.n;
@@ -339,10 +381,12 @@ impl ExactRun {
             gw: GwCache {
                 terms: 0,
                 w: Matrix::zeros(du, dl),
+                qbar: Matrix::zeros(dl, dl),
                 f: Matrix::zeros(dl, dl),
             },
             inner: InnerCache {
                 beta: f64::NAN,
+                var: f64::NAN,
                 steps: 0,
                 t: Matrix::zeros(dl, n),
                 p: Matrix::zeros(dl, dl),
@@ -427,11 +471,11 @@ impl ExactRun {
                 };
                 // The LL step reads theta_prev (= theta^k) so that the stale order can update theta first.
                 if stale_phi {
-                    self.gw_upper_step(alpha.at(k), neumann.at(k), weights);
+                    self.gw_upper_step(alpha.at(k), neumann.at(k), weights, None);
                     self.lower_step(beta.at(k), self.lay.pv, 0.0);
                 } else {
                     self.lower_step(beta.at(k), self.lay.pv, 0.0);
-                    self.gw_upper_step(alpha.at(k), neumann.at(k), weights);
+                    self.gw_upper_step(alpha.at(k), neumann.at(k), weights, None);
                 }
             }
             ExactMethod::Stable {
@@ -454,8 +498,22 @@ impl ExactRun {
                 inner,
                 neumann,
             } => {
-                self.lower_steps(beta.at(k), inner.at(k));
-                self.gw_upper_step(alpha.at(k), neumann.at(k), None);
+                let var = self.noise.grad_phi_fl.powi(2);
+                self.lower_steps(beta.at(k), inner.at(k), var);
+                self.gw_upper_step(alpha.at(k), neumann.at(k), None, None);
+            }
+            ExactMethod::Stocbio {
+                alpha,
+                beta,
+                inner,
+                neumann,
+                batch,
+                no_inner_minibatch,
+            } => {
+                let per_step = if no_inner_minibatch { 1 } else { batch };
+                let var = self.noise.grad_phi_fl.powi(2) / per_step as f64;
+                self.lower_steps(beta.at(k), inner, var);
+                self.gw_upper_step(alpha.at(k), neumann.at(k), None, Some(batch));
             }
         }
         self.k += 1;
@@ -485,21 +543,22 @@ impl ExactRun {
     /// `steps` lower steps of size `beta` at $\theta_{\rm prev} = \theta^k$ as one composed block update (the
     /// composition is advanced incrementally while $\beta$ is fixed and $t_k$ grows, so BSA costs $O(n^2)$ per
     /// outer iteration plus $O(d_l^2 n)$ per new inner step).
-    fn lower_steps(&mut self, beta: f64, steps: usize) {
+    fn lower_steps(&mut self, beta: f64, steps: usize, var: f64) {
         if steps == 1 {
-            self.lower_step(beta, self.lay.pv, 0.0);
+            self.lower_step_var(beta, self.lay.pv, 0.0, var);
             return;
         }
         let Layout { ph, dl, .. } = self.lay;
         let c = &mut self.inner;
-        if c.beta != beta || c.steps > steps || c.steps == 0 {
+        if c.beta != beta || c.var != var || c.steps > steps || c.steps == 0 {
             // T_1 (the one-step map) into `one`, then T = T_1, P = beta^2 sigma^2 I.
             self.fill_lower(beta, self.lay.pv, 0.0);
             let c = &mut self.inner;
             c.one.copy_from(&self.ll.t);
             c.t.copy_from(&self.ll.t);
             c.p.fill(0.0);
-            c.p.fill_diagonal(beta * beta * self.noise.grad_phi_fl.powi(2));
+            c.p.fill_diagonal(beta * beta * var);
+            c.var = var;
             c.a.copy_from(&c.one.view((0, ph), (dl, dl)));
             c.a.transpose_to(&mut c.at);
             c.beta = beta;
@@ -520,7 +579,7 @@ impl ExactRun {
             c.scratch_p.gemm(1.0, &c.a, &c.p, 0.0);
             c.p.gemm(1.0, &c.scratch_p, &c.at, 0.0);
             for i in 0..dl {
-                c.p[(i, i)] += beta * beta * self.noise.grad_phi_fl.powi(2);
+                c.p[(i, i)] += beta * beta * var;
             }
             c.steps += 1;
         }
@@ -531,11 +590,14 @@ impl ExactRun {
 
     /// $\phi \leftarrow \phi - \beta(H\phi + M^\top\theta_{\rm src} + b_l + \xi_l) - c\,H^{-1}M^\top(\theta - \theta_{\rm prev})$.
     fn lower_step(&mut self, beta: f64, src: usize, c: f64) {
+        self.lower_step_var(beta, src, c, self.noise.grad_phi_fl.powi(2));
+    }
+
+    /// [`Self::lower_step`] with gradient-noise variance `var` (a minibatch mean of $B$ samples: $\sigma_l^2/B$).
+    fn lower_step_var(&mut self, beta: f64, src: usize, c: f64, var: f64) {
         self.fill_lower(beta, src, c);
         self.ll.noise.fill(0.0);
-        self.ll
-            .noise
-            .fill_diagonal(beta * beta * self.noise.grad_phi_fl.powi(2));
+        self.ll.noise.fill_diagonal(beta * beta * var);
         self.ll.apply(&mut self.s, self.lay.ph);
     }
 
@@ -651,7 +713,16 @@ impl ExactRun {
     /// The TTSA/BSA upper step with the Ghadimi–Wang estimator of $N$ terms (the derivation in the note):
     /// mean map with $W = M\bar Q$; noise $\Sigma_r = \sigma_\theta^2 I + MYM^\top + \tfrac{\sigma_C^2}{d_l}\operatorname{tr}(Y)I
     /// - W(BSB^\top)W^\top$, $Y = N\eta^2\sum_{p<N}\mathcal{L}^p(BSB^\top + \sigma_\phi^2 I)$.
-    fn gw_upper_step(&mut self, alpha: f64, np: crate::hypergrad::neumann::NeumannParams, weights: Option<(f64, f64)>) {
+    ///
+    /// With `stocbio = Some(B)`: the mean of $B$ stocBiO estimates, whose partial sums are the deterministic
+    /// $\bar Q$ without Hessian noise, so $Y = \bar QU\bar Q$ and $\Sigma_r$ is divided by $B$.
+    fn gw_upper_step(
+        &mut self,
+        alpha: f64,
+        np: crate::hypergrad::neumann::NeumannParams,
+        weights: Option<(f64, f64)>,
+        stocbio: Option<usize>,
+    ) {
         let dl = self.lay.dl;
         let (nn, eta) = (np.terms, np.eta);
         if self.gw.terms != nn {
@@ -677,7 +748,13 @@ impl ExactRun {
         for a in 0..dl {
             self.u[(a, a)] += self.noise.grad_phi_fu.powi(2);
         }
-        self.neumann_second_moment(nn, eta);
+        match stocbio {
+            None => self.neumann_second_moment(nn, eta),
+            Some(_) => {
+                mul(&mut self.sq_a, &self.gw.qbar, &self.u);
+                mul(&mut self.y, &self.sq_a, &self.gw.qbar);
+            }
+        }
         // + M Y M^T + (sigma_C^2/d_l) tr(Y) I + sigma_theta^2 I.
         self.du_l.gemm(1.0, &self.m, &self.y, 0.0);
         self.du_u.fill(0.0);
@@ -695,7 +772,9 @@ impl ExactRun {
         for a in 0..self.lay.du {
             self.sigma_r[(a, a)] += diag;
         }
-        self.du_l.copy_from(&self.gw.w);
+        if let Some(b) = stocbio {
+            self.sigma_r /= b as f64;
+        }
         self.upper_apply(alpha, weights);
     }
 
@@ -716,8 +795,8 @@ impl ExactRun {
                 self.sq_a[(a, i)] = self.v[(a, i)] * eta * geo;
             }
         }
-        self.sq_b.gemm(1.0, &self.sq_a, &self.vt, 0.0);
-        self.gw.w.gemm(1.0, &self.m, &self.sq_b, 0.0);
+        self.gw.qbar.gemm(1.0, &self.sq_a, &self.vt, 0.0);
+        self.gw.w.gemm(1.0, &self.m, &self.gw.qbar, 0.0);
         for i in 0..dl {
             for j in 0..dl {
                 let x = r(i) * r(j);
