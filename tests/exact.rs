@@ -122,6 +122,10 @@ fn exact_mean_map_reproduces_noiseless_runs() {
     stocbio.problem.noise = NoiseLevels::default();
     stocbio.replicates = 20;
     cases.push(stocbio);
+    let mut alternating = with_grid(claim("power/stable-sc/upper-err/no-implicit-gradient"), 1, 200, 6);
+    alternating.problem.noise = NoiseLevels::default();
+    alternating.replicates = 20;
+    cases.push(alternating);
     for spec in &cases {
         for m in [Metric::ThetaErrSq, Metric::PhiGapSq, Metric::GradNormSq, Metric::StepSq] {
             let mut s = spec.clone();
@@ -233,4 +237,18 @@ fn exact_consistency_stocbio_and_no_inner_minibatch() {
     let c = consistency(&bug, &spec, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
     show("stocbio without inner minibatch vs correct", &c);
     assert!(c.max_abs_z > Z_THRESHOLD, "no inner minibatch not caught: {c:#?}");
+}
+
+/// Alternating GD (the power tests' "no implicit gradient" bug) on its registry grid (300..10^4) is consistent
+/// with its own exact curve, and far from TTSA's: E|theta^K - theta*|^2 plateaus at the wrong point.
+#[test]
+fn exact_consistency_alternating_on_the_power_test_grid() {
+    let spec = claim("power/ttsa-sc/upper-err-quadratic/no-implicit-gradient");
+    let c = consistency(&spec, &spec, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
+    show("alternating", &c);
+    assert!(c.consistent, "{c:#?}");
+    let ttsa = claim("ttsa-sc/upper-err-quadratic");
+    let c = consistency(&spec, &ttsa, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
+    show("alternating vs TTSA", &c);
+    assert!(c.max_abs_z > Z_THRESHOLD, "no implicit gradient not caught: {c:#?}");
 }

@@ -103,6 +103,15 @@ pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Exac
             },
             neumann: neumann.resolve(k),
         },
+        AlgoSpec::Alternating {
+            alpha,
+            beta,
+            inner_steps,
+        } => ExactMethod::Alternating {
+            alpha: alpha.resolve(k, horizon)?,
+            beta: beta.resolve(k, horizon)?,
+            inner_steps: *inner_steps,
+        },
         AlgoSpec::Stocbio {
             alpha,
             beta,
@@ -134,6 +143,7 @@ pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Exac
 fn samples(method: &ExactMethod, kk: usize) -> (f64, f64) {
     match method {
         ExactMethod::Bsa { inner, .. } => (kk as f64, (0..kk).map(|k| inner.at(k) as f64).sum()),
+        ExactMethod::Alternating { inner_steps, .. } => (kk as f64, (kk * inner_steps) as f64),
         ExactMethod::Stocbio {
             inner,
             batch,

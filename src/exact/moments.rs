@@ -67,6 +67,16 @@ pub enum ExactMethod {
         /// $N_k$ and $\eta$.
         neumann: NeumannGrowth,
     },
+    /// [`crate::algorithms::alternating::Alternating`]: `inner_steps` lower steps, then
+    /// $\theta\leftarrow\theta-\alpha_k\nabla_\theta f_u$ (no implicit gradient; the power tests' bug).
+    Alternating {
+        /// $\alpha_k$.
+        alpha: Schedule,
+        /// $\beta_k$.
+        beta: Schedule,
+        /// Lower steps per iteration.
+        inner_steps: usize,
+    },
     /// [`crate::algorithms::double_loop::DoubleLoop::stocbio`] without Hessian noise: $T$ inner SGD steps with
     /// minibatch $B$, the mean of $B$ stocBiO hypergradients (deterministic partial sums when $\sigma_H = 0$).
     Stocbio {
@@ -307,6 +317,18 @@ impl ExactRun {
                 }
                 false
             }
+            ExactMethod::Alternating {
+                alpha,
+                beta,
+                inner_steps,
+            } => {
+                alpha.check("alpha")?;
+                crate::algorithms::common::check_lower_step(beta, l_l)?;
+                if *inner_steps == 0 {
+                    return Err(BilevelError::invalid("inner_steps", 0, "must be >= 1"));
+                }
+                false
+            }
             ExactMethod::Stocbio {
                 alpha,
                 beta,
@@ -501,6 +523,20 @@ impl ExactRun {
                 let var = self.noise.grad_phi_fl.powi(2);
                 self.lower_steps(beta.at(k), inner.at(k), var);
                 self.gw_upper_step(alpha.at(k), neumann.at(k), None, None);
+            }
+            ExactMethod::Alternating {
+                alpha,
+                beta,
+                inner_steps,
+            } => {
+                let var = self.noise.grad_phi_fl.powi(2);
+                self.lower_steps(beta.at(k), inner_steps, var);
+                // theta <- theta - alpha (grad_theta f_u + xi_theta): the mean map with W = 0.
+                self.du_l.fill(0.0);
+                self.fill_gh();
+                self.sigma_r.fill(0.0);
+                self.sigma_r.fill_diagonal(self.noise.grad_theta_fu.powi(2));
+                self.upper_apply(alpha.at(k), None);
             }
             ExactMethod::Stocbio {
                 alpha,
