@@ -2,21 +2,33 @@
 //! on the quadratic, E|theta^K - theta*|^2, E|phi^K - phi*(theta^{K-1})|^2 and E|grad F(theta^K)|^2 at
 //! K = 10^2..10^6 from the moment recursion, with the wall time of the 10^6 iterations and the local slopes.
 //!
-//! `cargo run --release --example exact_curve [claim-id] [K_max]`
+//! `cargo run --release --example exact_curve [claim-id] [K_max] [beta-power]` (the optional power replaces the
+//! claim's $\beta_k$ power, e.g. 0.6 for a $k^{-3/5}$ typo); also prints the claim's exact slopes.
 
-use bilevel::claims::{Registry, Statistic};
-use bilevel::exact::exact_curves;
+use bilevel::claims::{AlgoSpec, Registry, Statistic};
+use bilevel::exact::{exact_curves, exact_slopes};
 use bilevel::solver::Metric;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let id = args.first().map(String::as_str).unwrap_or("ttsa-sc/lower-gap");
     let kmax: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
-    let spec = Registry::builtin()?
+    let mut spec = Registry::builtin()?
         .claim
         .into_iter()
         .find(|c| c.id == id)
         .ok_or_else(|| format!("no claim {id}"))?;
+    if let Some(p) = args.get(2) {
+        let p: f64 = p.parse()?;
+        match &mut spec.algorithm {
+            AlgoSpec::Ttsa { beta, .. } | AlgoSpec::Stable { beta, .. } | AlgoSpec::Bsa { beta, .. } => beta.power = p,
+            other => return Err(format!("no beta power to replace in {other:?}").into()),
+        }
+    }
+    println!(
+        "exact slopes of {id} (its metric, statistic, grid and fit window): {:?}",
+        exact_slopes(&spec)?
+    );
     let mut grid = vec![];
     let mut k = 100.0_f64;
     while (k as usize) <= kmax {
