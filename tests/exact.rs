@@ -126,6 +126,13 @@ fn exact_mean_map_reproduces_noiseless_runs() {
     alternating.problem.noise = NoiseLevels::default();
     alternating.replicates = 20;
     cases.push(alternating);
+    let mut sustain = with_grid(claim("sustain/upper-samples"), 1, 200, 6);
+    sustain.problem.noise = NoiseLevels::default();
+    sustain.replicates = 20;
+    if let AlgoSpec::Sustain { neumann, .. } = &mut sustain.algorithm {
+        neumann.fixed = Some(1);
+    }
+    cases.push(sustain);
     for spec in &cases {
         for m in [Metric::ThetaErrSq, Metric::PhiGapSq, Metric::GradNormSq, Metric::StepSq] {
             let mut s = spec.clone();
@@ -251,4 +258,13 @@ fn exact_consistency_alternating_on_the_power_test_grid() {
     let c = consistency(&spec, &ttsa, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
     show("alternating vs TTSA", &c);
     assert!(c.max_abs_z > Z_THRESHOLD, "no implicit gradient not caught: {c:#?}");
+}
+
+/// SUSTAIN (eqs (21)-(22)) on its claim's instance, horizons 30..1000: consistent with the exact curve.
+#[test]
+fn exact_consistency_sustain() {
+    let spec = with_grid(claim("sustain/upper-samples"), 30, 1000, 5);
+    let c = consistency(&spec, &spec, &MOMENTUM_METRICS, 200, 0, Z_THRESHOLD).unwrap();
+    show("sustain", &c);
+    assert!(c.consistent, "{c:#?}");
 }

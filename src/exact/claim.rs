@@ -129,10 +129,21 @@ pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Exac
             batch: (batch_c * (horizon as f64).powf(*batch_power)).ceil().max(1.0) as usize,
             no_inner_minibatch: *no_inner_minibatch,
         },
-        other => {
-            return Err(BilevelError::Unsupported(format!(
-                "no exact moment recursion for algorithm {other:?} yet (theory/exact-moments.md)"
-            )));
+        AlgoSpec::Sustain {
+            alpha,
+            beta0_l_l,
+            eta_c,
+            neumann,
+        } => {
+            // As claims::build_solver.
+            let a = alpha.resolve(k, horizon)?;
+            let a0 = a.at(0);
+            ExactMethod::Sustain {
+                alpha: a,
+                c_beta: beta0_l_l / (k.l_l * a0),
+                c_eta: eta_c / (a0 * a0),
+                neumann: neumann.resolve(k),
+            }
         }
     })
 }
@@ -144,6 +155,16 @@ fn samples(method: &ExactMethod, kk: usize) -> (f64, f64) {
     match method {
         ExactMethod::Bsa { inner, .. } => (kk as f64, (0..kk).map(|k| inner.at(k) as f64).sum()),
         ExactMethod::Alternating { inner_steps, .. } => (kk as f64, (kk * inner_steps) as f64),
+        // One LL sample per iteration, its gradient evaluated at two points from k = 1 on while eta > 0.
+        ExactMethod::Sustain { alpha, c_eta, .. } => (
+            kk as f64,
+            (0..kk)
+                .map(|k| {
+                    let a = alpha.at(k);
+                    if k > 0 && c_eta * a * a < 1.0 { 2.0 } else { 1.0 }
+                })
+                .sum(),
+        ),
         ExactMethod::Stocbio {
             inner,
             batch,

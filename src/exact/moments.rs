@@ -77,6 +77,18 @@ pub enum ExactMethod {
         /// Lower steps per iteration.
         inner_steps: usize,
     },
+    /// [`crate::algorithms::sustain::Sustain`], eqs (21)–(22): recursive momentum on both levels, one sample at
+    /// two points (the Ghadimi–Wang depth and Hessian samples replayed).
+    Sustain {
+        /// $\alpha_k$.
+        alpha: Schedule,
+        /// $\beta_k = c_\beta\alpha_k$.
+        c_beta: f64,
+        /// $1-\eta^k = \min(1, c_\eta\alpha_k^2)$.
+        c_eta: f64,
+        /// $N_k$ and $\eta$.
+        neumann: NeumannGrowth,
+    },
     /// [`crate::algorithms::double_loop::DoubleLoop::stocbio`] without Hessian noise: $T$ inner SGD steps with
     /// minibatch $B$, the mean of $B$ stocBiO hypergradients (deterministic partial sums when $\sigma_H = 0$).
     Stocbio {
@@ -104,16 +116,19 @@ struct Layout {
     dir: Option<usize>,
     ph: usize,
     pv: usize,
+    /// SUSTAIN's $\phi^{k-1}$, $\tilde h_u$, $\tilde h_l$ (consecutive after $\theta_{\rm prev}$).
+    sus: Option<usize>,
     one: usize,
     n: usize,
 }
 
 impl Layout {
-    fn new(du: usize, dl: usize, momentum: bool) -> Self {
+    fn new(du: usize, dl: usize, momentum: bool, sustain: bool) -> Self {
         let dir = momentum.then_some(du);
         let ph = if momentum { 2 * du } else { du };
         let pv = ph + dl;
-        let one = pv + du;
+        let sus = sustain.then_some(pv + du);
+        let one = pv + du + if sustain { 2 * dl + du } else { 0 };
         Layout {
             du,
             dl,
@@ -121,6 +136,7 @@ impl Layout {
             dir,
             ph,
             pv,
+            sus,
             one,
             n: one + 1,
         }
@@ -186,6 +202,8 @@ struct GwCache {
     terms: usize,
     /// $W = M\bar Q$, $\bar Q = \eta\sum_{p<N}(I-\eta H)^p$.
     w: Matrix,
+    /// $W^\top$.
+    wt: Matrix,
     /// $\bar Q$.
     qbar: Matrix,
     /// $F_{ij} = N\eta^2\sum_{p<N}(r_ir_j)^p$ in $H$'s eigenbasis (Hessian noise off).
@@ -248,6 +266,10 @@ pub struct ExactRun {
     du_l: Matrix,
     du_u: Matrix,
     sigma_r: Matrix,
+    /// SUSTAIN's $(BD)S$ ($d_l\times n$).
+    sus_scratch: Matrix,
+    /// $M^\top$.
+    mt: Matrix,
     gw: GwCache,
     inner: InnerCache,
     /// Gram matrices $L^\top L$ of the metrics, in [`Metric::ALL`] order (`None`: not a second moment).
@@ -317,6 +339,14 @@ impl ExactRun {
                 }
                 false
             }
+            ExactMethod::Sustain {
+                alpha, c_beta, neumann, ..
+            } => {
+                alpha.check("alpha")?;
+                crate::algorithms::common::check_lower_step(&Schedule::constant(c_beta * alpha.at(0)), l_l)?;
+                neumann.check(l_l)?;
+                false
+            }
             ExactMethod::Alternating {
                 alpha,
                 beta,
@@ -353,7 +383,8 @@ impl ExactRun {
                 false
             }
         };
-        let lay = Layout::new(du, dl, momentum);
+        let sustain = matches!(method, ExactMethod::Sustain { .. });
+        let lay = Layout::new(du, dl, momentum, sustain);
         let n = lay.n;
         let mut x0 = Vector::zeros(n);
         x0.rows_mut(lay.th, du).copy_from(theta0);
@@ -400,9 +431,12 @@ impl ExactRun {
             du_l: Matrix::zeros(du, dl),
             du_u: Matrix::zeros(du, du),
             sigma_r: Matrix::zeros(du, du),
+            sus_scratch: Matrix::zeros(dl, n),
+            mt: q.m.transpose(),
             gw: GwCache {
                 terms: 0,
                 w: Matrix::zeros(du, dl),
+                wt: Matrix::zeros(dl, du),
                 qbar: Matrix::zeros(dl, dl),
                 f: Matrix::zeros(dl, dl),
             },
@@ -475,6 +509,18 @@ impl ExactRun {
     /// One outer iteration, in the crate's order of updates and samples.
     pub fn step(&mut self) -> Result<()> {
         let k = self.k;
+        if let ExactMethod::Sustain {
+            alpha,
+            c_beta,
+            c_eta,
+            neumann,
+        } = self.method
+        {
+            let a = alpha.at(k);
+            let keep = if k == 0 { 0.0 } else { 1.0 - (c_eta * a * a).min(1.0) };
+            self.sustain_step(a, c_beta * a, keep, neumann.at(k));
+            return self.finish_step();
+        }
         self.copy_prev();
         match self.method.clone() {
             ExactMethod::Ttsa {
@@ -551,7 +597,12 @@ impl ExactRun {
                 self.lower_steps(beta.at(k), inner, var);
                 self.gw_upper_step(alpha.at(k), neumann.at(k), None, Some(batch));
             }
+            ExactMethod::Sustain { .. } => unreachable!("handled above"),
         }
+        self.finish_step()
+    }
+
+    fn finish_step(&mut self) -> Result<()> {
         self.k += 1;
         if !self.s.iter().all(|x| x.is_finite()) {
             return Err(BilevelError::NonFinite {
@@ -559,6 +610,134 @@ impl ExactRun {
             });
         }
         Ok(())
+    }
+
+    /// One SUSTAIN iteration: $\tilde h_l$, $\tilde h_u$ from $(x^k, x^{k-1})$ at one sample (the noise does not depend on
+    /// the point, so the additive noise enters as $(1-\eta)\xi$ and the random products act on
+    /// $D\bar x = \bar x^k - \eta\bar x^{k-1}$), then the copies and the two deterministic steps.
+    fn sustain_step(&mut self, alpha: f64, beta: f64, keep: f64, np: crate::hypergrad::neumann::NeumannParams) {
+        let Layout {
+            th,
+            ph,
+            pv,
+            du,
+            dl,
+            one,
+            n,
+            ..
+        } = self.lay;
+        let sus = self.lay.sus.expect("sustain layout");
+        let (php, hu, hl) = (sus, sus + dl, sus + dl + du);
+        let fresh = 1.0 - keep;
+        // Lower: h_l <- keep h_l + H(phi - keep phi_p) + M^T(theta - keep theta_p) + fresh (b_l + xi_l).
+        let t = &mut self.ll.t;
+        t.fill(0.0);
+        for a in 0..dl {
+            t[(a, hl + a)] = keep;
+            t[(a, one)] = fresh * self.b_l[a];
+            for b in 0..dl {
+                t[(a, ph + b)] = self.h[(a, b)];
+                t[(a, php + b)] = -keep * self.h[(a, b)];
+            }
+            for b in 0..du {
+                t[(a, th + b)] = self.m[(b, a)];
+                t[(a, pv + b)] = -keep * self.m[(b, a)];
+            }
+        }
+        self.ll.noise.fill(0.0);
+        self.ll
+            .noise
+            .fill_diagonal(fresh * fresh * self.noise.grad_phi_fl.powi(2));
+        self.ll.apply(&mut self.s, hl);
+        // Upper: B D and g_theta D.
+        let (nn, eta) = (np.terms, np.eta);
+        if self.gw.terms != nn {
+            self.build_gw_cache(nn, eta);
+        }
+        self.bs.fill(0.0);
+        self.gh.fill(0.0);
+        for a in 0..dl {
+            for b in 0..du {
+                self.bs[(a, th + b)] = self.n_mat[(b, a)];
+                self.bs[(a, pv + b)] = -keep * self.n_mat[(b, a)];
+            }
+            for b in 0..dl {
+                self.bs[(a, ph + b)] = self.b[(a, ph + b)];
+                self.bs[(a, php + b)] = -keep * self.b[(a, ph + b)];
+            }
+            self.bs[(a, one)] = fresh * self.b[(a, one)];
+        }
+        // gh = g_theta D - W (B D).
+        self.gh.gemm(-1.0, &self.gw.w, &self.bs, 0.0);
+        for a in 0..du {
+            for b in 0..du {
+                self.gh[(a, th + b)] += self.p_mat[(a, b)];
+                self.gh[(a, pv + b)] -= keep * self.p_mat[(a, b)];
+            }
+            for b in 0..dl {
+                self.gh[(a, ph + b)] += self.n_mat[(a, b)];
+                self.gh[(a, php + b)] -= keep * self.n_mat[(a, b)];
+            }
+            self.gh[(a, one)] += fresh * self.p_u[a];
+        }
+        // U0 = (BD) S (BD)^T.
+        let mut bd_t = std::mem::replace(&mut self.bt, Matrix::zeros(0, 0));
+        let mut bds = std::mem::replace(&mut self.sus_scratch, Matrix::zeros(0, 0));
+        self.bs.transpose_to(&mut bd_t);
+        mul(&mut bds, &self.bs, &self.s);
+        mul(&mut self.u, &bds, &bd_t);
+        self.bt = bd_t;
+        self.sus_scratch = bds;
+        self.du_l.gemm(1.0, &self.gw.w, &self.u, 0.0);
+        self.sigma_r.gemm(-1.0, &self.du_l, &self.gw.wt, 0.0);
+        for a in 0..dl {
+            self.u[(a, a)] += fresh * fresh * self.noise.grad_phi_fu.powi(2);
+        }
+        self.neumann_second_moment(nn, eta);
+        self.du_l.gemm(1.0, &self.m, &self.y, 0.0);
+        self.sigma_r.gemm(1.0, &self.du_l, &self.mt, 1.0);
+        let diag =
+            self.noise.cross_fl.powi(2) / dl as f64 * self.y.trace() + fresh * fresh * self.noise.grad_theta_fu.powi(2);
+        for a in 0..du {
+            self.sigma_r[(a, a)] += diag;
+        }
+        let t = &mut self.ul.t;
+        for a in 0..du {
+            for j in 0..n {
+                t[(a, j)] = self.gh[(a, j)];
+            }
+            t[(a, hu + a)] += keep;
+        }
+        self.ul.noise.copy_from(&self.sigma_r);
+        self.ul.apply(&mut self.s, hu);
+        // prev <- current (theta and phi), then phi -= beta h_l, theta -= alpha h_u (no new noise).
+        self.copy_prev();
+        for a in 0..dl {
+            for j in 0..n {
+                self.s[(php + a, j)] = self.s[(ph + a, j)];
+            }
+        }
+        for a in 0..dl {
+            for i in 0..n {
+                self.s[(i, php + a)] = self.s[(i, ph + a)];
+            }
+        }
+        let t = &mut self.ll.t;
+        t.fill(0.0);
+        for a in 0..dl {
+            t[(a, ph + a)] = 1.0;
+            t[(a, hl + a)] = -beta;
+        }
+        self.ll.noise.fill(0.0);
+        self.ll.apply(&mut self.s, ph);
+        let t = &mut self.ul.t;
+        t.fill(0.0);
+        for a in 0..du {
+            t[(a, th + a)] = 1.0;
+            t[(a, hu + a)] = -alpha;
+        }
+        self.ul.noise.fill(0.0);
+        self.ul.apply(&mut self.s, th);
     }
 
     /// $\theta_{\rm prev} \leftarrow \theta$ (rows, then columns).
@@ -833,6 +1012,7 @@ impl ExactRun {
         }
         self.gw.qbar.gemm(1.0, &self.sq_a, &self.vt, 0.0);
         self.gw.w.gemm(1.0, &self.m, &self.gw.qbar, 0.0);
+        self.gw.w.transpose_to(&mut self.gw.wt);
         for i in 0..dl {
             for j in 0..dl {
                 let x = r(i) * r(j);
