@@ -20,6 +20,7 @@
 //! - [`claims`]: the registry `theory/claims.toml`, its runner, the report and the plots.
 //! - [`stats`]: the Monte Carlo runner, seeds, horizon grids, power-law fits with bootstrap intervals, decision
 //!   rules for rate claims.
+//! - [`exact`]: exact expected curves on the quadratic family by closed moment recursions (issue 9 §1).
 //! - [`golden`]: golden files for other implementations and the conformance checker.
 //! - [`linalg`]: vector/matrix types and checks. [`error`]: the typed errors.
 //!
@@ -135,6 +136,7 @@ pub mod algorithms;
 #[cfg(feature = "claims")]
 pub mod claims;
 pub mod error;
+pub mod exact;
 pub mod families;
 pub mod golden;
 pub mod hypergrad;

@@ -417,7 +417,9 @@ fn report(
             done,
         });
     }
-    let results = shard::report_results(ids.len(), &done);
+    let mut results = shard::report_results(ids.len(), &done);
+    // Exact expected slopes where the moment recursion applies (issue 9 §1): seed-independent, report only.
+    bilevel::exact::attach_exact_slopes(&specs, &mut results[rates.len()..])?;
     if let Some(dir) = out {
         for r in &results {
             claims::plot(r, dir)?;

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod docs;
 mod errata10;
+mod exact;
 mod families;
 mod golden;
 mod golden_families;

@@ -191,5 +191,7 @@ pub fn run_rate(spec: &RateSpec) -> Result<super::ClaimResult> {
         direct: None,
         pending_exact: false,
         seconds: start.elapsed().as_secs_f64(),
+        exact_slope_grid: None,
+        exact_slope_far: None,
     })
 }

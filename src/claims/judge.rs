@@ -398,6 +398,8 @@ pub fn judge_tables(
             && target.power_for.is_none()
             && (interval.lo > target.theory_exponent || interval.hi < target.theory_exponent),
         seconds,
+        exact_slope_grid: None,
+        exact_slope_far: None,
     })
 }
 

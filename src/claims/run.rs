@@ -79,6 +79,11 @@ pub struct ClaimResult {
     pub pending_exact: bool,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// The exponent the claim fits, from the exact expected curve on its own grid and fit window
+    /// ([`crate::exact`], issue 9 §1); `None` where the moment recursion does not apply or was not computed.
+    pub exact_slope_grid: Option<f64>,
+    /// The same exponent on [`crate::exact::far_grid`] ($10^5$–$10^6$).
+    pub exact_slope_far: Option<f64>,
 }
 
 impl ClaimResult {
@@ -432,6 +437,8 @@ fn diverged(spec: &ClaimSpec, iter: usize) -> ClaimResult {
         direct: None,
         pending_exact: false,
         seconds: 0.0,
+        exact_slope_grid: None,
+        exact_slope_far: None,
     }
 }
 

@@ -1,0 +1,538 @@
+//! Exact curves of a registry claim: the expected metric on the claim's own grid and statistic, the exact slopes
+//! (on the claim's fit window and far out), and the consistency check of Monte Carlo means against them.
+
+use super::moments::{Correction, ExactMethod, ExactRun};
+use crate::algorithms::double_loop::InnerSteps;
+use crate::claims::{AlgoSpec, ClaimSpec, HorizonMode, Measure, Statistic, run_group};
+use crate::error::{BilevelError, Result};
+use crate::families::quadratic::{Quadratic, QuadraticSpec};
+use crate::linalg::Vector;
+use crate::problem::{Bilevel, Constants};
+use crate::solver::Metric;
+use crate::stats::geometric_grid;
+use serde::Serialize;
+
+/// The window fraction of [`Statistic::Window`] (the claim runner's `WINDOW_FRACTION`).
+const WINDOW: f64 = 0.1;
+
+/// The instance and starting point of a claim, when its moments close.
+struct Setup {
+    q: Quadratic,
+    theta0: Vector,
+    phi0: Vector,
+}
+
+fn setup(spec: &ClaimSpec) -> Result<Setup> {
+    if spec.problem.family != "quadratic" {
+        return Err(BilevelError::Unsupported(format!(
+            "exact moments need the quadratic family (affine oracles); '{}' is not",
+            spec.problem.family
+        )));
+    }
+    let qs: QuadraticSpec = toml::Value::Table(spec.problem.params.clone())
+        .try_into()
+        .map_err(|e| BilevelError::Malformed(format!("parameters of family 'quadratic': {e}")))?;
+    let q = qs.build()?;
+    let d = q.dims();
+    let theta0 = match &spec.problem.theta0 {
+        Some(t) => Vector::from_vec(t.clone()),
+        None => Vector::from_element(d.d_u, 1.0),
+    };
+    crate::linalg::check_vector("theta0", &theta0, d.d_u)?;
+    // Unbounded Theta (checked by ExactRun): the stationary start is theta*.
+    let theta0 = if spec.problem.theta0_stationary {
+        q.theta_star().expect("the quadratic knows theta*")
+    } else {
+        theta0
+    };
+    let phi0 = if spec.problem.phi0_on_solution {
+        q.phi_star(&theta0)
+    } else {
+        Vector::zeros(d.d_l)
+    };
+    Ok(Setup { q, theta0, phi0 })
+}
+
+/// The [`ExactMethod`] of a claim's algorithm at `horizon` (as `claims::build_solver` builds the solver).
+pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<ExactMethod> {
+    Ok(match algo {
+        AlgoSpec::Ttsa {
+            alpha,
+            beta,
+            neumann,
+            stale_phi,
+            momentum,
+            swap_momentum_weights,
+            // The recursion does not check timescales; it follows whatever steps the claim gives.
+            allow_single_timescale: _,
+        } => ExactMethod::Ttsa {
+            alpha: alpha.resolve(k, horizon)?,
+            beta: beta.resolve(k, horizon)?,
+            neumann: neumann.resolve(k),
+            momentum: *momentum,
+            swap_momentum_weights: *swap_momentum_weights,
+            stale_phi: *stale_phi,
+        },
+        AlgoSpec::Stable {
+            alpha,
+            beta,
+            tau: _,
+            literal_alg6,
+            no_correction,
+        } => ExactMethod::Stable {
+            alpha: alpha.resolve(k, horizon)?,
+            beta: beta.resolve(k, horizon)?,
+            correction: if *no_correction {
+                Correction::None
+            } else if *literal_alg6 {
+                Correction::LiteralAlg6
+            } else {
+                Correction::Full
+            },
+        },
+        AlgoSpec::Bsa {
+            alpha,
+            beta,
+            c_inner,
+            neumann,
+            inner_fixed,
+            beta_per_inner_step,
+        } => {
+            if *beta_per_inner_step {
+                return Err(BilevelError::Unsupported(
+                    "exact moments: BSA with inner steps indexed by the inner counter is not implemented".into(),
+                ));
+            }
+            ExactMethod::Bsa {
+                alpha: alpha.resolve(k, horizon)?,
+                beta: beta.resolve(k, horizon)?,
+                inner: match inner_fixed {
+                    Some(t) => InnerSteps::Fixed(*t),
+                    None => InnerSteps::Sqrt(*c_inner),
+                },
+                neumann: neumann.resolve(k),
+            }
+        }
+        AlgoSpec::Alternating {
+            alpha,
+            beta,
+            inner_steps,
+        } => ExactMethod::Alternating {
+            alpha: alpha.resolve(k, horizon)?,
+            beta: beta.resolve(k, horizon)?,
+            inner_steps: *inner_steps,
+        },
+        AlgoSpec::Stocbio {
+            alpha,
+            beta,
+            inner,
+            batch_c,
+            batch_power,
+            neumann,
+            no_inner_minibatch,
+        } => ExactMethod::Stocbio {
+            alpha: alpha.resolve(k, horizon)?,
+            beta: beta.resolve(k, horizon)?,
+            inner: *inner,
+            neumann: neumann.resolve(k),
+            // As claims::build_solver: B_K = ceil(b K^a).
+            batch: (batch_c * (horizon as f64).powf(*batch_power)).ceil().max(1.0) as usize,
+            no_inner_minibatch: *no_inner_minibatch,
+        },
+        AlgoSpec::Sustain {
+            alpha,
+            beta0_l_l,
+            eta_c,
+            neumann,
+            no_momentum,
+            stale_sample,
+        } => {
+            if *no_momentum || *stale_sample {
+                return Err(BilevelError::Unsupported(
+                    "exact moments: SUSTAIN's planted bugs (no_momentum, stale_sample) are not implemented".into(),
+                ));
+            }
+            // As claims::build_solver.
+            let a = alpha.resolve(k, horizon)?;
+            let a0 = a.at(0);
+            ExactMethod::Sustain {
+                alpha: a,
+                c_beta: beta0_l_l / (k.l_l * a0),
+                c_eta: eta_c / (a0 * a0),
+                neumann: neumann.resolve(k),
+            }
+        }
+    })
+}
+
+/// Expected upper samples and lower-level gradient samples ($S(f_u)$, $S(f_l)$ as the claim runner counts them)
+/// after `kk` iterations: one upper sample and one LL gradient per iteration, $\sum_{k<K}t_k$ LL gradients for BSA,
+/// $B$ upper samples and $TB$ LL gradients per iteration for stocBiO.
+fn samples(method: &ExactMethod, kk: usize) -> (f64, f64) {
+    match method {
+        ExactMethod::Bsa { inner, .. } => (kk as f64, (0..kk).map(|k| inner.at(k) as f64).sum()),
+        ExactMethod::Alternating { inner_steps, .. } => (kk as f64, (kk * inner_steps) as f64),
+        // One LL sample per iteration, its gradient evaluated at two points from k = 1 on while eta > 0.
+        ExactMethod::Sustain { alpha, c_eta, .. } => (
+            kk as f64,
+            (0..kk)
+                .map(|k| {
+                    let a = alpha.at(k);
+                    if k > 0 && c_eta * a * a < 1.0 { 2.0 } else { 1.0 }
+                })
+                .sum(),
+        ),
+        ExactMethod::Stocbio {
+            inner,
+            batch,
+            no_inner_minibatch,
+            ..
+        } => {
+            let per_step = if *no_inner_minibatch { 1 } else { *batch };
+            ((kk * batch) as f64, (kk * inner * per_step) as f64)
+        }
+        _ => (kk as f64, kk as f64),
+    }
+}
+
+/// For each metric: the values $\mathbb{E}\,m_k$ and cumulative sums $c_k = \sum_{j=1}^{k}\mathbb{E}\,m_j$,
+/// $k = 0..=K$ (allocated once, before the loop).
+fn trajectory(run: &mut ExactRun, metrics: &[Metric], kmax: usize) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+    let mut out: Vec<(Vec<f64>, Vec<f64>)> = Vec::with_capacity(metrics.len());
+    for m in metrics {
+        let mut vals = Vec::with_capacity(kmax + 1);
+        vals.push(run.expect(*m)?);
+        let mut cum = Vec::with_capacity(kmax + 1);
+        cum.push(0.0);
+        out.push((vals, cum));
+    }
+    for k in 1..=kmax {
+        run.step()?;
+        for (m, (vals, cum)) in metrics.iter().zip(out.iter_mut()) {
+            let v = run.expect(*m)?;
+            vals.push(v);
+            cum.push(cum[k - 1] + v);
+        }
+    }
+    Ok(out)
+}
+
+/// The statistic at horizon `kk` from a trajectory (the claim runner's definitions: `Recorder`).
+fn statistic_at(stat: Statistic, vals: &[f64], cum: &[f64], kk: usize) -> f64 {
+    match stat {
+        Statistic::Last => vals[kk],
+        Statistic::Average => {
+            if kk == 0 {
+                vals[0]
+            } else {
+                cum[kk] / kk as f64
+            }
+        }
+        Statistic::Window => {
+            if kk == 0 {
+                return vals[0];
+            }
+            let len = ((WINDOW * kk as f64).ceil() as usize).clamp(1, kk);
+            (cum[kk] - cum[kk - len]) / len as f64
+        }
+    }
+}
+
+/// Exact expectations of a claim's statistic of `metric`, and the expected sample counts, on `grid`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExactCurve {
+    /// Horizons.
+    pub horizons: Vec<usize>,
+    /// $\mathbb{E}$ of the statistic at each horizon.
+    pub means: Vec<f64>,
+    /// Expected upper samples at each horizon.
+    pub upper_samples: Vec<f64>,
+    /// Expected lower-level gradient samples at each horizon.
+    pub lower_samples: Vec<f64>,
+}
+
+/// The exact curve of `spec`'s algorithm and instance for `metric` and `statistic` on `grid` (anytime: one
+/// recursion to the largest horizon; per-horizon: one recursion per horizon with that horizon's schedules).
+///
+/// # Errors
+/// [`BilevelError::Unsupported`] where the recursion does not close (another family, a bounded $\Theta$, an
+/// algorithm or noise without a recursion, a metric that is not a quadratic form).
+pub fn exact_curve(spec: &ClaimSpec, metric: Metric, statistic: Statistic, grid: &[usize]) -> Result<ExactCurve> {
+    Ok(exact_curves(spec, &[(metric, statistic)], grid)?.remove(0))
+}
+
+/// [`exact_curve`] for several (metric, statistic) pairs from one recursion.
+///
+/// # Errors
+/// As [`exact_curve`].
+pub fn exact_curves(spec: &ClaimSpec, pairs: &[(Metric, Statistic)], grid: &[usize]) -> Result<Vec<ExactCurve>> {
+    let st = setup(spec)?;
+    let k = st.q.constants();
+    let noise = spec.problem.noise;
+    let mut out: Vec<ExactCurve> = pairs
+        .iter()
+        .map(|_| ExactCurve {
+            horizons: grid.to_vec(),
+            means: Vec::with_capacity(grid.len()),
+            upper_samples: Vec::with_capacity(grid.len()),
+            lower_samples: Vec::with_capacity(grid.len()),
+        })
+        .collect();
+    let kmax = *grid
+        .iter()
+        .max()
+        .ok_or_else(|| BilevelError::invalid("grid", "[]", "must not be empty"))?;
+    let mut metrics: Vec<Metric> = Vec::new();
+    for (m, _) in pairs {
+        if !metrics.contains(m) {
+            metrics.push(*m);
+        }
+    }
+    let mut push = |method: &ExactMethod, tr: &[(Vec<f64>, Vec<f64>)], kk: usize| {
+        for ((m, stat), c) in pairs.iter().zip(out.iter_mut()) {
+            let i = metrics.iter().position(|x| x == m).expect("metric traced");
+            c.means.push(statistic_at(*stat, &tr[i].0, &tr[i].1, kk));
+            let (u, l) = samples(method, kk);
+            c.upper_samples.push(u);
+            c.lower_samples.push(l);
+        }
+    };
+    match spec.horizons.mode {
+        HorizonMode::Anytime => {
+            let method = method_for(&spec.algorithm, &k, kmax)?;
+            let mut run = ExactRun::new(&st.q, noise, method.clone(), &st.theta0, &st.phi0)?;
+            let tr = trajectory(&mut run, &metrics, kmax)?;
+            for &kk in grid {
+                push(&method, &tr, kk);
+            }
+        }
+        HorizonMode::PerHorizon => {
+            for &kk in grid {
+                let method = method_for(&spec.algorithm, &k, kk)?;
+                let mut run = ExactRun::new(&st.q, noise, method.clone(), &st.theta0, &st.phi0)?;
+                let tr = trajectory(&mut run, &metrics, kk)?;
+                push(&method, &tr, kk);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Ordinary least-squares slope of `y` on `x`.
+fn ols(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let sxx: f64 = x.iter().map(|a| (a - mx) * (a - mx)).sum();
+    sxy / sxx
+}
+
+/// The exponent a claim fits, computed from an exact curve over its indices `from..`: the slope of
+/// $\log\mathbb{E}m$ on $\log K$ (rate), or of $\log S$ on $\log(1/\varepsilon)$ (sample complexity).
+fn exponent(measure: Measure, c: &ExactCurve, from: usize) -> f64 {
+    let lx = |v: &[f64]| v[from..].iter().map(|x| x.ln()).collect::<Vec<f64>>();
+    match measure {
+        Measure::Slope => {
+            let k: Vec<f64> = c.horizons.iter().map(|&h| h as f64).collect();
+            ols(&lx(&k), &lx(&c.means))
+        }
+        Measure::ComplexityUpper | Measure::ComplexityLower => {
+            let s = if measure == Measure::ComplexityUpper {
+                &c.upper_samples
+            } else {
+                &c.lower_samples
+            };
+            let inv_eps: Vec<f64> = lx(&c.means).iter().map(|x| -x).collect();
+            ols(&inv_eps, &lx(s))
+        }
+    }
+}
+
+/// The far grid for the slope beyond Monte Carlo horizons: $10^5..10^6$ (anytime runs: one recursion),
+/// $10^4..10^5$ for per-horizon runs (one recursion per horizon; BSA's inner loop makes $10^6$ costly).
+pub fn far_grid(mode: HorizonMode) -> Vec<usize> {
+    match mode {
+        HorizonMode::Anytime => vec![100_000, 177_828, 316_228, 562_341, 1_000_000],
+        HorizonMode::PerHorizon => vec![10_000, 31_623, 100_000],
+    }
+}
+
+/// The exact exponents of a claim (the judgement data of issue 9 §1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ExactSlopes {
+    /// The exponent the claim fits, from the exact means on the claim's own grid and fit window.
+    pub grid: f64,
+    /// The same exponent fitted on [`far_grid`].
+    pub far: f64,
+    /// The largest horizon of the far grid.
+    pub far_horizon: usize,
+}
+
+/// [`ExactSlopes`] of `spec`, `None` where the recursion does not apply (unsupported family, algorithm, noise or
+/// metric); other errors are returned.
+pub fn exact_slopes(spec: &ClaimSpec) -> Result<Option<ExactSlopes>> {
+    Ok(exact_slopes_group(&[spec])?.remove(0))
+}
+
+/// [`exact_slopes`] for claims that share one simulation (same problem, algorithm and horizons: a registry run),
+/// from one recursion on the claims' grid and one on the far grid.
+///
+/// # Errors
+/// Errors other than [`BilevelError::Unsupported`].
+pub fn exact_slopes_group(specs: &[&ClaimSpec]) -> Result<Vec<Option<ExactSlopes>>> {
+    let Some(first) = specs.first() else {
+        return Ok(Vec::new());
+    };
+    let supported: Vec<bool> = specs.iter().map(|s| ExactRun::supports(s.metric)).collect();
+    let pairs: Vec<(Metric, Statistic)> = specs
+        .iter()
+        .zip(&supported)
+        .filter(|(_, ok)| **ok)
+        .map(|(s, _)| (s.metric, s.statistic))
+        .collect();
+    if pairs.is_empty() {
+        return Ok(vec![None; specs.len()]);
+    }
+    let h = first.horizons;
+    let grid = geometric_grid(h.min, h.max, h.points)?;
+    let from = grid.len() - h.tail.unwrap_or(grid.len()).min(grid.len());
+    let near = match exact_curves(first, &pairs, &grid) {
+        Ok(c) => c,
+        Err(BilevelError::Unsupported(_)) => return Ok(vec![None; specs.len()]),
+        Err(e) => return Err(e),
+    };
+    let far_g = far_grid(h.mode);
+    let far = exact_curves(first, &pairs, &far_g)?;
+    let mut i = 0;
+    Ok(specs
+        .iter()
+        .zip(&supported)
+        .map(|(s, ok)| {
+            if !*ok {
+                return None;
+            }
+            let r = ExactSlopes {
+                grid: exponent(s.measure, &near[i], from),
+                far: exponent(s.measure, &far[i], 0),
+                far_horizon: *far_g.last().expect("non-empty"),
+            };
+            i += 1;
+            Some(r)
+        })
+        .collect())
+}
+
+/// Fill `exact_slope_grid` / `exact_slope_far` of each result from its spec (matched by id), computing each
+/// registry run once. Results without a spec (deterministic rates) are left `None`.
+///
+/// # Errors
+/// Errors of the recursion other than [`BilevelError::Unsupported`].
+pub fn attach_exact_slopes(specs: &[ClaimSpec], results: &mut [crate::claims::ClaimResult]) -> Result<()> {
+    let mut runs: Vec<&str> = Vec::new();
+    for s in specs {
+        if !runs.contains(&s.run_name()) {
+            runs.push(s.run_name());
+        }
+    }
+    for run in runs {
+        let group: Vec<&ClaimSpec> = specs.iter().filter(|s| s.run_name() == run).collect();
+        let slopes = exact_slopes_group(&group)?;
+        for (s, e) in group.iter().zip(slopes) {
+            if let Some(r) = results.iter_mut().find(|r| r.id == s.id) {
+                r.exact_slope_grid = e.map(|e| e.grid);
+                r.exact_slope_far = e.map(|e| e.far);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One comparison of the consistency check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// The metric (last iterate).
+    pub metric: Metric,
+    /// The horizon.
+    pub horizon: usize,
+    /// Monte Carlo mean over the replicates.
+    pub mc_mean: f64,
+    /// Its standard error.
+    pub std_error: f64,
+    /// The exact expectation.
+    pub exact: f64,
+    /// $z = (\bar m - \mathbb{E}m)/\mathrm{se}$.
+    pub z: f64,
+}
+
+/// The consistency check of one run: every comparison, and whether all $|z|$ are within the threshold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Consistency {
+    /// All comparisons, metric-major.
+    pub comparisons: Vec<Comparison>,
+    /// $\max|z|$.
+    pub max_abs_z: f64,
+    /// The threshold.
+    pub z_threshold: f64,
+    /// `max_abs_z <= z_threshold`.
+    pub consistent: bool,
+}
+
+/// Default threshold of [`consistency`]: $|z|\le 4.5$. Two-sided Gaussian tail $6.8\cdot10^{-6}$ per comparison;
+/// the suite makes fewer than 200 comparisons, so the family-wise false-alarm rate is below $1.4\cdot10^{-3}$
+/// (Bonferroni; the note discusses the skewness of means of squared errors).
+pub const Z_THRESHOLD: f64 = 4.5;
+
+/// Run `spec`'s simulation with the crate's own claim runner (`replicates` replicates, master seed `seed`) and
+/// compare the Monte Carlo mean of each of `metrics` (last iterate) at each horizon with the exact expectation of
+/// `reference`'s algorithm (the same spec, or the correct algorithm when `spec` carries a planted bug).
+///
+/// # Errors
+/// [`BilevelError::Unsupported`] where the recursion does not apply to `reference`; the runner's errors.
+pub fn consistency(
+    spec: &ClaimSpec,
+    reference: &ClaimSpec,
+    metrics: &[Metric],
+    replicates: usize,
+    seed: u64,
+    z_threshold: f64,
+) -> Result<Consistency> {
+    let h = spec.horizons;
+    let grid = geometric_grid(h.min, h.max, h.points)?;
+    let variants: Vec<ClaimSpec> = metrics
+        .iter()
+        .map(|m| {
+            let mut s = spec.clone();
+            s.metric = *m;
+            s.statistic = Statistic::Last;
+            s.measure = Measure::Slope;
+            s.replicates = replicates;
+            s.run = Some(format!("exact-consistency/{}", spec.run_name()));
+            s.power_for = None;
+            s
+        })
+        .collect();
+    let refs: Vec<&ClaimSpec> = variants.iter().collect();
+    let results = run_group(&refs, seed)?;
+    let mut comparisons = Vec::new();
+    for (m, r) in metrics.iter().zip(&results) {
+        let exact = exact_curve(reference, *m, Statistic::Last, &grid)?;
+        for (i, &horizon) in grid.iter().enumerate() {
+            let z = (r.means[i] - exact.means[i]) / r.std_errors[i];
+            comparisons.push(Comparison {
+                metric: *m,
+                horizon,
+                mc_mean: r.means[i],
+                std_error: r.std_errors[i],
+                exact: exact.means[i],
+                z,
+            });
+        }
+    }
+    let max_abs_z = comparisons.iter().map(|c| c.z.abs()).fold(0.0, f64::max);
+    Ok(Consistency {
+        comparisons,
+        max_abs_z,
+        z_threshold,
+        consistent: max_abs_z <= z_threshold,
+    })
+}

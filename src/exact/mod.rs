@@ -1,0 +1,30 @@
+//! Exact expected curves by moment recursions (issue 9 §1).
+//!
+//! On the quadratic family ([`crate::families::quadratic`]) with the additive noise of [`crate::problem::Noisy`],
+//! every oracle is affine in the state with random coefficients drawn from fresh samples, independent of the
+//! state; the Ghadimi–Wang depth $p$ is independent too. So for TTSA (Algs 4/8/9), eq (20) momentum, BSA (Alg 2),
+//! stocBiO (no Hessian noise), SUSTAIN (eqs (21)–(22)), alternating GD and STABLE (Alg 5, gradient noise only) the first and second moments of $(\theta, h, \phi, \theta^{k-1})$ ($h$: the momentum buffer, if any) obey
+//! a closed linear recursion ([`ExactRun`]), which gives $\mathbb{E}\\|\theta^k-\theta^\star\\|^2$,
+//! $\mathbb{E}\\|\phi^k-\phi^\star(\theta^{k-1})\\|^2$, $\mathbb{E}\\|\nabla F(\theta^k)\\|^2$ exactly at every $k$,
+//! far beyond Monte Carlo horizons. Derivation, the methods covered and why the others are not:
+//! `theory/exact-moments.md`.
+//!
+//! Two uses ([`claim`]):
+//! - **consistency** ([`consistency`]): at each horizon the claim runner's Monte Carlo mean must agree with the
+//!   exact expectation within [`Z_THRESHOLD`] standard errors; with a planted constant-only bug it must not.
+//!   Tests: `exact::*` in `tests/exact.rs`.
+//! - **judgement** ([`exact_slopes`]): the exact exponent on a claim's own grid and fit window, and on a far grid
+//!   ($10^5$–$10^6$); reported per claim as `exact_slope_grid` / `exact_slope_far`.
+//!
+//! [`moments`] needs no feature; [`claim`] reads registry claims and needs the `claims` feature (on by default).
+
+#[cfg(feature = "claims")]
+pub mod claim;
+pub mod moments;
+
+#[cfg(feature = "claims")]
+pub use claim::{
+    Comparison, Consistency, ExactCurve, ExactSlopes, Z_THRESHOLD, attach_exact_slopes, consistency, exact_curve,
+    exact_curves, exact_slopes, exact_slopes_group, far_grid, method_for,
+};
+pub use moments::{Correction, ExactMethod, ExactRun};
