@@ -324,6 +324,7 @@ fn list(as_json: bool) -> CliResult {
         let when = match l.when {
             algorithms::support::When::Always => "always",
             algorithms::support::When::WithNoise => "with noise",
+            algorithms::support::When::WithoutNoise => "without noise",
         };
         s += &format!("{:<18} {:<16} {:<10} {}\n", l.algorithm, l.family, when, l.explanation);
     }
@@ -479,13 +480,16 @@ fn merge(files: &[std::path::PathBuf], as_json: bool, out: Option<&std::path::Pa
             if let Some(dir) = out {
                 cli::check_writable_dir(dir)?;
             }
-            let results = shard::report_results(head.ids.len(), &units);
+            let mut results = shard::report_results(head.ids.len(), &units);
+            // As the unsharded report: exact slopes (seed-independent, computed here) and the planted-bug list.
+            let (specs, rates) = selected(head.only.as_deref())?;
+            bilevel::exact::attach_exact_slopes(&specs, &mut results[rates.len()..])?;
             if let Some(dir) = out {
                 for r in &results {
                     claims::plot(r, dir)?;
                 }
             }
-            shard::print_report(&results, head.seed.unwrap_or(0), as_json, false)
+            shard::print_report(&results, head.seed.unwrap_or(0), as_json, head.only.is_none())
         }
         "sweep" => {
             if out.is_some() {

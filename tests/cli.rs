@@ -340,15 +340,7 @@ fn every_error_names_the_problem_and_gives_a_hint_that_points_at_real_options() 
         ),
         // An indefinite Hessian sample.
         (
-            vec![
-                "run",
-                "--algo",
-                "aid-bio",
-                "--problem",
-                "representation",
-                "--iters",
-                "100",
-            ],
+            vec!["run", "--algo", "ba", "--problem", "representation", "--iters", "100"],
             "not positive definite",
         ),
         (
@@ -471,15 +463,7 @@ fn every_error_names_the_problem_and_gives_a_hint_that_points_at_real_options() 
         "0.1",
     ]);
     assert!(hint.contains("--alpha") && hint.contains("--beta"), "{hint}");
-    let (_, hint) = error_and_hint(&[
-        "run",
-        "--algo",
-        "aid-bio",
-        "--problem",
-        "representation",
-        "--iters",
-        "100",
-    ]);
+    let (_, hint) = error_and_hint(&["run", "--algo", "ba", "--problem", "representation", "--iters", "100"]);
     assert!(hint.contains("--noise"), "{hint}");
     // The suggested fix works: smaller steps make the diverging run converge.
     let out = bilevel(&[

@@ -442,7 +442,19 @@ fn check_pair(algo: &str, fam: &str, noise: f64) -> std::result::Result<(), Stri
         (Some(Reason::IndefiniteHessianSample), other) => Err(format!(
             "declared indefinite Hessian samples, but the run gave {other:?}"
         )),
+        (Some(Reason::ExplicitStepsNeeded), Err(_)) => Ok(()),
         (_, Err(e)) => Err(format!("run failed: {e}")),
+        (Some(Reason::ExplicitStepsNeeded), Ok(last)) => {
+            let (g1, l1) = (stationarity(p, &last.theta), ll_gap(p, &last.theta, &last.phi));
+            if shrank(g0, g1) && shrank(l0, l1) {
+                Err(format!(
+                    "declared to need explicit steps, but the defaults converge: stationarity {g0:.3e} -> {g1:.3e}, \
+                     lower-level gap {l0:.3e} -> {l1:.3e}"
+                ))
+            } else {
+                Ok(())
+            }
+        }
         (Some(Reason::IgnoresImplicitGradient), Ok(last)) => {
             let l1 = ll_gap(p, &last.theta, &last.phi);
             if shrank(l0, l1) {

@@ -1,7 +1,7 @@
 //! Which (algorithm, family) pairs the defaults of [`super::build`] do not solve, and why.
 //!
 //! Every registered pair either converges with the defaults (the CLI's `bilevel run`: $K = 1000$, seed 0, noise
-//! off and $\sigma = 0.1$, $\theta^0 = \mathcal{P}_\Theta(\mathbf 1)$, $\phi^0 = 0$) or is listed in [`LIMITATIONS`]
+//! off and $\sigma = 0.1$, $\theta^0 = \mathcal{P}\_\Theta(\mathbf 1)$, $\phi^0 = 0$) or is listed in [`LIMITATIONS`]
 //! with its reason. `tests/robustness.rs` checks both directions: every unlisted pair converges by the criterion of
 //! `theory/robustness.md`, and every listed reason is verified (a fix that makes a reason false fails the test until
 //! the entry is removed). `bilevel list` can print [`LIMITATIONS`]; [`limitation`] looks a pair up.
@@ -16,6 +16,8 @@ pub enum When {
     Always,
     /// Only with additive oracle noise ([`crate::problem::Noisy`], `--noise > 0`).
     WithNoise,
+    /// Only without oracle noise (`--noise 0`).
+    WithoutNoise,
 }
 
 /// Why the defaults do not solve a pair; each kind names the check that verifies it.
@@ -40,6 +42,11 @@ pub enum Reason {
     /// (ITD-BiO, PZOBO unroll on a single sample). With $\mu_l = 0.2$ the bias is $O(1)$. Verified: the run finishes,
     /// the upper level meets the criterion, and the lower-level gap does *not* shrink.
     BiasedLowerLevel,
+    /// The family's scale defeats the constants-only defaults (benchmark_bilevel's finite sum: rank-one samples, a
+    /// per-sample $L_l$ far above the mean's), so the pair needs explicit steps. Verified: the default run fails with
+    /// an error or does not meet the convergence criterion (so a fix that makes it converge fails the check until
+    /// the entry is removed).
+    ExplicitStepsNeeded,
 }
 
 /// One declared limitation of the defaults.
@@ -63,11 +70,93 @@ const INDEFINITE: &str = "additive Hessian noise makes this family's Hessian sam
                           inverts one sample; run it without noise (--noise 0), or use stocbio/ttsa (Neumann series)";
 const BIASED: &str = "phi converges to a biased point (the penalty's minimiser, or one minibatch's lower-level \
                       minimiser for unrolled methods), O(1) away from phi* when mu_l is small; theta is unaffected here";
+const FINITE_SUM: &str = "benchmark_bilevel's finite sum: one sample's Hessian is rank one plus a small ridge, so the \
+                          per-sample L_l is far above the mean's; the default steps, scaled by it, barely move phi in \
+                          1000 iterations, and methods that invert or unroll one sample fail; pass explicit steps \
+                          (bilevel run --alpha/--beta; docs/performance.md)";
 const IGNORES: &str = "ignores the implicit gradient J^T grad_phi f_u of eq (13): a baseline whose limit is \
                        stationary for F only where that term vanishes";
 
 /// The declared limitations of the defaults, in the order `bilevel list` prints them.
 pub const LIMITATIONS: &[Limitation] = &[
+    // Family-specific entries first: `limitation` returns the first match.
+    Limitation {
+        algorithm: "aid-bio",
+        family: "finite_sum",
+        when: When::Always,
+        reason: Reason::ExplicitStepsNeeded,
+        explanation: FINITE_SUM,
+    },
+    Limitation {
+        algorithm: "alternating",
+        family: "finite_sum",
+        when: When::Always,
+        reason: Reason::ExplicitStepsNeeded,
+        explanation: FINITE_SUM,
+    },
+    Limitation {
+        algorithm: "alternating-multi",
+        family: "finite_sum",
+        when: When::Always,
+        reason: Reason::ExplicitStepsNeeded,
+        explanation: FINITE_SUM,
+    },
+    Limitation {
+        algorithm: "ba",
+        family: "finite_sum",
+        when: When::Always,
+        reason: Reason::ExplicitStepsNeeded,
+        explanation: FINITE_SUM,
+    },
+    Limitation {
+        algorithm: "itd-bio",
+        family: "finite_sum",
+        when: When::Always,
+        reason: Reason::ExplicitStepsNeeded,
+        explanation: FINITE_SUM,
+    },
+    Limitation {
+        algorithm: "momentum",
+        family: "finite_sum",
+        when: When::Always,
+        reason: Reason::ExplicitStepsNeeded,
+        explanation: FINITE_SUM,
+    },
+    Limitation {
+        algorithm: "pzobo",
+        family: "finite_sum",
+        when: When::Always,
+        reason: Reason::ExplicitStepsNeeded,
+        explanation: FINITE_SUM,
+    },
+    Limitation {
+        algorithm: "stable",
+        family: "finite_sum",
+        when: When::Always,
+        reason: Reason::ExplicitStepsNeeded,
+        explanation: FINITE_SUM,
+    },
+    Limitation {
+        algorithm: "ttsa",
+        family: "finite_sum",
+        when: When::Always,
+        reason: Reason::ExplicitStepsNeeded,
+        explanation: FINITE_SUM,
+    },
+    Limitation {
+        algorithm: "stable-alg6-literal",
+        family: "finite_sum",
+        when: When::Always,
+        reason: Reason::ExplicitStepsNeeded,
+        explanation: FINITE_SUM,
+    },
+    Limitation {
+        algorithm: "stocbio",
+        family: "finite_sum",
+        when: When::WithoutNoise,
+        reason: Reason::ExplicitStepsNeeded,
+        explanation: FINITE_SUM,
+    },
     Limitation {
         algorithm: "alternating",
         family: "*",
@@ -181,7 +270,11 @@ pub fn limitations(algorithm: &str, family: &str, noisy: bool) -> Vec<&'static L
     let matches = |l: &&Limitation| {
         (l.algorithm == algorithm || l.algorithm == "*")
             && (l.family == family || l.family == "*")
-            && (l.when == When::Always || noisy)
+            && match l.when {
+                When::Always => true,
+                When::WithNoise => noisy,
+                When::WithoutNoise => !noisy,
+            }
     };
     let mut out: Vec<_> = LIMITATIONS.iter().filter(matches).collect();
     out.sort_by_key(|l| l.algorithm == "*");

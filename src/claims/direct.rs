@@ -48,9 +48,9 @@ pub struct KindCounts {
     pub upper_grad: f64,
     /// Lower-level gradients $\nabla_\phi f_l$.
     pub lower_grad: f64,
-    /// Hessian-vector products $\nabla^2_{\phi\phi}f_l\,v$ (dense Hessians counted in `dense`).
+    /// Hessian-vector products $\nabla^2_{\phi\phi}f_l\\,v$ (dense Hessians counted in `dense`).
     pub hvp: f64,
-    /// Cross products $\nabla^2_{\theta\phi}f_l\,w$ and their transposes.
+    /// Cross products $\nabla^2_{\theta\phi}f_l\\,w$ and their transposes.
     pub cross: f64,
     /// Dense Hessians or cross matrices formed (STABLE).
     pub dense: f64,

@@ -195,7 +195,7 @@ fn samples(method: &ExactMethod, kk: usize) -> (f64, f64) {
     }
 }
 
-/// For each metric: the values $\mathbb{E}\,m_k$ and cumulative sums $c_k = \sum_{j=1}^{k}\mathbb{E}\,m_j$,
+/// For each metric: the values $\mathbb{E}\\,m_k$ and cumulative sums $c_k = \sum_{j=1}^{k}\mathbb{E}\\,m_j$,
 /// $k = 0..=K$ (allocated once, before the loop).
 fn trajectory(run: &mut ExactRun, metrics: &[Metric], kmax: usize) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
     let mut out: Vec<(Vec<f64>, Vec<f64>)> = Vec::with_capacity(metrics.len());

@@ -5,7 +5,7 @@
 //! iteration replaces one block of rows $R$ by $\bar x_R \leftarrow T_R\bar x + r$, where $T_R$ is the stage's
 //! mean map and $r$ is zero-mean noise uncorrelated with $\bar x$ (fresh samples), with covariance $\Sigma_r$ that
 //! may depend on $S$ (the multiplicative noise of the cross and Hessian products). So
-//! $S_{RR} \leftarrow T_R S T_R^\top + \Sigma_r$, $S_{Rj} \leftarrow (T_R S)_j$ for $j\notin R$: $O(|R|\,n^2)$ per
+//! $S_{RR} \leftarrow T_R S T_R^\top + \Sigma_r$, $S_{Rj} \leftarrow (T_R S)\_j$ for $j\notin R$: $O(|R|\\,n^2)$ per
 //! stage, no allocation. The derivation of each $T_R$ and $\Sigma_r$, and where it stops holding, is in
 //! `theory/exact-moments.md`.
 
@@ -17,7 +17,7 @@ use crate::linalg::{Matrix, Vector, check_vector};
 use crate::problem::{Bilevel, Domain, NoiseLevels};
 use crate::solver::{Metric, Schedule};
 
-/// STABLE's lower-step correction $-c\,H^{-1}M^\top(\theta^{k+1}-\theta^k)$.
+/// STABLE's lower-step correction $-c\\,H^{-1}M^\top(\theta^{k+1}-\theta^k)$.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Correction {
     /// Alg 5: $c = 1$.
@@ -168,7 +168,7 @@ impl Block {
         }
     }
 
-    /// $S_{RR} \leftarrow T S T^\top + \text{noise}$, $S_{Rj} = S_{jR} \leftarrow (TS)_j$ ($j\notin R$), with $R$ the
+    /// $S_{RR} \leftarrow T S T^\top + \text{noise}$, $S_{Rj} = S_{jR} \leftarrow (TS)\_j$ ($j\notin R$), with $R$ the
     /// `t.nrows()` rows from `r0`.
     fn apply(&mut self, s: &mut Matrix, r0: usize) {
         let len = self.t.nrows();
@@ -471,7 +471,7 @@ impl ExactRun {
         &self.s
     }
 
-    /// $\mathbb{E}\,\theta^k$.
+    /// $\mathbb{E}\\,\theta^k$.
     pub fn mean_theta(&self) -> Vector {
         self.s
             .view((self.lay.th, self.lay.one), (self.lay.du, 1))
@@ -479,7 +479,7 @@ impl ExactRun {
             .into_owned()
     }
 
-    /// $\mathbb{E}\,\phi^k$.
+    /// $\mathbb{E}\\,\phi^k$.
     pub fn mean_phi(&self) -> Vector {
         self.s
             .view((self.lay.ph, self.lay.one), (self.lay.dl, 1))
@@ -803,7 +803,7 @@ impl ExactRun {
         self.ll.apply(&mut self.s, ph);
     }
 
-    /// $\phi \leftarrow \phi - \beta(H\phi + M^\top\theta_{\rm src} + b_l + \xi_l) - c\,H^{-1}M^\top(\theta - \theta_{\rm prev})$.
+    /// $\phi \leftarrow \phi - \beta(H\phi + M^\top\theta_{\rm src} + b_l + \xi_l) - c\\,H^{-1}M^\top(\theta - \theta_{\rm prev})$.
     fn lower_step(&mut self, beta: f64, src: usize, c: f64) {
         self.lower_step_var(beta, src, c, self.noise.grad_phi_fl.powi(2));
     }

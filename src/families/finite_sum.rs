@@ -5,8 +5,8 @@
 //! \ell_i = \tfrac12\phi^\top(x_ix_i^\top + \rho I)\phi + \theta^\top u_iw_i^\top\phi + b_i^\top\phi,$$
 //! $$f_u(\theta,\phi) = \frac1{n_u}\sum_{j<n_u}g_j(\theta,\phi),\qquad
 //! g_j = \tfrac12\phi^\top y_jy_j^\top\phi + \tfrac12\theta^\top(k_jk_j^\top + \pi I)\theta
-//! \ + \theta^\top u'_jw_j'^\top\phi + e_j^\top\phi + h_j^\top\theta.$$
-//! As in benchmark_bilevel's `gen_matrices`: $x_i = Az_i$ with $z_i$ standard normal and $A = P\,\mathrm{diag}(\sqrt{s})\,P$
+//! \ + \theta^\top u'\_jw\_j'^\top\phi + e_j^\top\phi + h_j^\top\theta.$$
+//! As in benchmark_bilevel's `gen_matrices`: $x_i = Az_i$ with $z_i$ standard normal and $A = P\\,\mathrm{diag}(\sqrt{s})\\,P$
 //! ($P$ a random Householder reflection, the orthogonal factor of a Gaussian vector's SVD there), $s$ log-spaced in
 //! $[\mu, L_{\text{inner}}]$, so $\mathbb{E}[x_ix_i^\top] = A^2$ has spectrum $[\mu, L_{\text{inner}}]$; likewise $y_j$
 //! (spectrum $[\mu, L_{\text{outer}}]$ in $\phi$) and $k_j$ (in $\theta$, with a zero eigenvalue as there). The cross
@@ -26,7 +26,7 @@
 //! $\mu_l$, $L_l$ are the exact extreme eigenvalues of $\bar H$. One drawn minibatch has Hessian
 //! $\frac1b\sum x_ix_i^\top + \rho I \preceq (\max_i\\|x_i\\|^2 + \rho)I$, far above $L_l$ (a rank-one sample carries the
 //! whole trace): `l_l_sample` declares it. $C_{\theta\phi} = \\|\bar C\\|$, $L_\phi = \\|J\\|$, $L_F$, $\mu_F$ exact.
-//! Construction costs $O((n_l + n_u)d^2 + d^3)$ with $d = \max(d_u, d_l)$; an oracle at a minibatch $O(b\,d)$, at the
+//! Construction costs $O((n_l + n_u)d^2 + d^3)$ with $d = \max(d_u, d_l)$; an oracle at a minibatch $O(b\\,d)$, at the
 //! exact objective $O(d^2)$ (the averaged matrices).
 
 use super::data::{check_sizes, draw_word, for_each_in_batch};
@@ -163,7 +163,7 @@ fn unit(rng: &mut ChaCha8Rng, n: usize) -> Vector {
     v / norm
 }
 
-/// `n` vectors $P\,\mathrm{diag}(\sqrt s)\,Pz$ (with a fresh reflection $P$), stacked as columns: $\mathbb{E}[xx^\top]$
+/// `n` vectors $P\\,\mathrm{diag}(\sqrt s)\\,Pz$ (with a fresh reflection $P$), stacked as columns: $\mathbb{E}[xx^\top]$
 /// has eigenvalues $s$.
 fn correlated(rng: &mut ChaCha8Rng, n: usize, s: &[f64]) -> Matrix {
     let d = s.len();

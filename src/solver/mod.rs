@@ -63,7 +63,7 @@ pub trait Observer {
 pub const DIVERGENCE_FACTOR: f64 = 1e6;
 
 /// The size beyond which [`run`] declares a run diverged, relative to its start:
-/// $C\,(\max(\\|\theta^0\\|_\infty, \\|\phi^0\\|_\infty, \\|\phi^\star(\theta^0)\\|_\infty) + 1)$ with
+/// $C\\,(\max(\\|\theta^0\\|\_\infty, \\|\phi^0\\|\_\infty, \\|\phi^\star(\theta^0)\\|\_\infty) + 1)$ with
 /// $C$ = [`DIVERGENCE_FACTOR`]. The lower-level solution $\phi^\star(\theta^0)$ sets the scale of $\phi$, so a lower
 /// level that runs away from it is caught even while $\theta$ stays put; the $+1$ is the scale of a start at 0.
 /// Error if $\phi^\star(\theta^0)$ is not finite.
