@@ -923,3 +923,23 @@ fn every_tunable_algorithm_runs_from_its_two_step_schedules() {
     ]);
     assert!(v["final"]["theta_err_sq"].as_f64().unwrap() < v["trace"][0]["theta_err_sq"].as_f64().unwrap());
 }
+
+/// A power test whose planted bug makes the run diverge is caught, through `report` (and its shards) as through the
+/// library's `run_all`: the report must not stop with a divergence error (it did before `run_group_judged`).
+#[test]
+fn report_counts_a_diverging_planted_bug_as_caught() {
+    for extra in [&[][..], &["--shard", "1/1"][..]] {
+        let mut args = vec!["report", "--only", "power/sustain/upper-samples/stale-sample"];
+        args.extend_from_slice(extra);
+        let out = bilevel(&args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if extra.is_empty() {
+            assert!(text.contains("stale-sample") && text.contains("pass"), "{text}");
+        }
+    }
+}

@@ -45,7 +45,7 @@ pub use plot::plot;
 pub use report::{bug_table, table};
 pub use run::{
     BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, ClaimResult, build_problem, build_solver, run_all, run_claim, run_group,
-    start_point, stationary_point,
+    run_group_judged, start_point, stationary_point,
 };
 pub use spec::{
     AlgoSpec, BugSpec, ClaimSpec, HorizonMode, Horizons, Kind, Measure, NeumannSpec, ProblemSpec, Registry, SchedSpec,

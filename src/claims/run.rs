@@ -442,6 +442,23 @@ fn diverged(spec: &ClaimSpec, iter: usize) -> ClaimResult {
     }
 }
 
+/// [`run_group`], where a planted bug that makes the run diverge counts as caught (every claim of the group is a
+/// power test: no rate can hold for a divergent metric); any other divergence is an error naming the run. The
+/// report, the sweep and their shards all judge groups through this.
+pub fn run_group_judged(group: &[&ClaimSpec], master_seed: u64) -> Result<Vec<ClaimResult>> {
+    match run_group(group, master_seed) {
+        Ok(out) => Ok(out),
+        Err(BilevelError::Diverged { iter, .. }) if group.iter().all(|s| s.power_for.is_some()) => {
+            Ok(group.iter().map(|s| diverged(s, iter)).collect())
+        }
+        Err(BilevelError::Diverged { iter, what }) => Err(BilevelError::Diverged {
+            iter,
+            what: format!("run {}: {what}", group.first().map_or("", |s| s.run_name())),
+        }),
+        Err(other) => Err(other),
+    }
+}
+
 /// Run every claim of `specs`, simulating each shared run once (groups in order of first appearance; each run is
 /// parallel over replicates). Results come back in the order of `specs`.
 pub fn run_all(
@@ -459,20 +476,7 @@ pub fn run_all(
     for run in order {
         let idx: Vec<usize> = (0..specs.len()).filter(|i| specs[*i].run_name() == run).collect();
         let group: Vec<&ClaimSpec> = idx.iter().map(|i| &specs[*i]).collect();
-        let out = match run_group(&group, master_seed) {
-            Ok(out) => out,
-            // A planted bug that makes the run diverge is caught: no rate can hold for a divergent metric.
-            Err(BilevelError::Diverged { iter, .. }) if group.iter().all(|s| s.power_for.is_some()) => {
-                group.iter().map(|s| diverged(s, iter)).collect()
-            }
-            Err(BilevelError::Diverged { iter, what }) => {
-                return Err(BilevelError::Diverged {
-                    iter,
-                    what: format!("run {run}: {what}"),
-                });
-            }
-            Err(other) => return Err(other),
-        };
+        let out = run_group_judged(&group, master_seed)?;
         for (i, r) in idx.into_iter().zip(out) {
             progress(&r);
             results[i] = Some(r);

@@ -127,11 +127,10 @@ pub fn execute(
             },
             Unit::Group { seed, members } => {
                 let group: Vec<&ClaimSpec> = members.iter().map(|i| &specs[*i]).collect();
-                let run = group[0].run_name();
-                let results = claims::run_group(&group, *seed).map_err(|e| match e {
+                let results = claims::run_group_judged(&group, *seed).map_err(|e| match e {
                     BilevelError::Diverged { iter, what } => BilevelError::Diverged {
                         iter,
-                        what: format!("run {run} (seed {seed}): {what}"),
+                        what: format!("{what} (seed {seed})"),
                     },
                     other => other,
                 })?;
