@@ -320,14 +320,7 @@ fn list(as_json: bool) -> CliResult {
         s += &format!("{n:<22} {summary}\n");
     }
     s += "\nknown limitations (pairs whose defaults do not converge; `run` warns before running them):\n";
-    for l in algorithms::LIMITATIONS {
-        let when = match l.when {
-            algorithms::support::When::Always => "always",
-            algorithms::support::When::WithNoise => "with noise",
-            algorithms::support::When::WithoutNoise => "without noise",
-        };
-        s += &format!("{:<18} {:<16} {:<10} {}\n", l.algorithm, l.family, when, l.explanation);
-    }
+    s += &limitations_grouped();
     s += &format!("\n{:<56} {:<8} title\n", "claim", "kind");
     for c in &reg.claim {
         let kind = if c.power_for.is_some() {
@@ -348,6 +341,45 @@ fn list(as_json: bool) -> CliResult {
     s += &format!("\n{}", cli::shard::VERDICT_LEGEND);
     emit(&s)?;
     Ok(())
+}
+
+/// `algorithms::LIMITATIONS` grouped by explanation (printed once), then by (family, when), listing the algorithms.
+fn limitations_grouped() -> String {
+    use algorithms::support::When;
+    let mut groups: Vec<(&str, Vec<(&str, When, Vec<&str>)>)> = Vec::new();
+    for l in algorithms::LIMITATIONS {
+        let gi = match groups.iter().position(|(e, _)| *e == l.explanation) {
+            Some(i) => i,
+            None => {
+                groups.push((l.explanation, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        let rows = &mut groups[gi].1;
+        match rows.iter_mut().find(|(f, w, _)| *f == l.family && *w == l.when) {
+            Some(row) => row.2.push(l.algorithm),
+            None => rows.push((l.family, l.when, vec![l.algorithm])),
+        }
+    }
+    let mut s = String::new();
+    for (explanation, rows) in groups {
+        for (family, when, algs) in rows {
+            let when = match when {
+                When::Always => "always",
+                When::WithNoise => "with noise",
+                When::WithoutNoise => "without noise",
+            };
+            let family = if family == "*" { "every family" } else { family };
+            let algs = if algs == ["*"] {
+                "every algorithm".to_string()
+            } else {
+                algs.join(", ")
+            };
+            s += &format!("  {family} ({when}): {algs}\n");
+        }
+        s += &format!("      {explanation}\n");
+    }
+    s
 }
 
 /// The claims and rates selected by `--only` (comma-separated id prefixes); an error if none.
