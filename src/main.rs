@@ -346,7 +346,9 @@ fn list(as_json: bool) -> CliResult {
 /// `algorithms::LIMITATIONS` grouped by explanation (printed once), then by (family, when), listing the algorithms.
 fn limitations_grouped() -> String {
     use algorithms::support::When;
-    let mut groups: Vec<(&str, Vec<(&str, When, Vec<&str>)>)> = Vec::new();
+    /// (family, when, algorithms) sharing one explanation.
+    type Row = (&'static str, When, Vec<&'static str>);
+    let mut groups: Vec<(&str, Vec<Row>)> = Vec::new();
     for l in algorithms::LIMITATIONS {
         let gi = match groups.iter().position(|(e, _)| *e == l.explanation) {
             Some(i) => i,
