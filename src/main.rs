@@ -452,9 +452,8 @@ fn report(
             done,
         });
     }
-    let mut results = shard::report_results(ids.len(), &done);
-    // Exact expected slopes where the moment recursion applies (issue 9 §1): seed-independent, report only.
-    bilevel::exact::attach_exact_slopes(&specs, &mut results[rates.len()..])?;
+    // Exact expected slopes (issue 9 §1) come with each judged claim: the rule uses them.
+    let results = shard::report_results(ids.len(), &done);
     if let Some(dir) = out {
         for r in &results {
             claims::plot(r, dir)?;
@@ -514,10 +513,8 @@ fn merge(files: &[std::path::PathBuf], as_json: bool, out: Option<&std::path::Pa
             if let Some(dir) = out {
                 cli::check_writable_dir(dir)?;
             }
-            let mut results = shard::report_results(head.ids.len(), &units);
-            // As the unsharded report: exact slopes (seed-independent, computed here) and the planted-bug list.
-            let (specs, rates) = selected(head.only.as_deref())?;
-            bilevel::exact::attach_exact_slopes(&specs, &mut results[rates.len()..])?;
+            // The shards judged with the exact slopes already (claims::run_group_judged), as the unsharded report.
+            let results = shard::report_results(head.ids.len(), &units);
             if let Some(dir) = out {
                 for r in &results {
                     claims::plot(r, dir)?;

@@ -191,3 +191,112 @@ fn malformed_registries_give_typed_errors() {
     let orphan = one.replace("id = \"ttsa-sc/lower-gap\"", "id = \"x\"\npower_for = \"nope\"");
     assert!(matches!(Registry::parse(&orphan), Err(BilevelError::Malformed(m)) if m.contains("unknown claim")));
 }
+
+/// The decision rule with the exact curve (issue 9 §1 "Judgement", §4), case by case with hand-set numbers: a tight
+/// interval inside the band that misses r passes only when the exact curve predicts the miss (grid slope inside,
+/// far slope within tol/4 of r); bounds and refutations are checked against the far slope.
+#[test]
+fn exact_rule_decides_tight_bound_and_refuted_claims() {
+    use bilevel::claims::judge::{EXACT_FAR_FRACTION, Target, exact_rule};
+    use bilevel::claims::{Kind, Measure};
+    use bilevel::exact::ExactSlopes;
+    use bilevel::stats::{Interval, Verdict};
+    let iv = |lo: f64, hi: f64| Interval { lo, hi, level: 0.99 };
+    let ex = |grid: f64, far: f64| {
+        Some(ExactSlopes {
+            grid,
+            far,
+            far_horizon: 1_000_000,
+        })
+    };
+    let t = Target::custom(Kind::Tight, -0.6667, 0.1, Measure::Slope, None).unwrap();
+    assert_eq!(EXACT_FAR_FRACTION, 0.25);
+    // r inside: passes with or without an exact curve.
+    assert_eq!(
+        exact_rule(&t, &iv(-0.70, -0.64), Verdict::Pass, None),
+        (Verdict::Pass, None)
+    );
+    // ttsa-sc/lower-gap at seed 0: interval misses r, exact grid -0.692 inside, far -0.672 within 0.025.
+    let (v, why) = exact_rule(&t, &iv(-0.740, -0.680), Verdict::Pass, ex(-0.6925, -0.6720));
+    assert_eq!(v, Verdict::Pass);
+    assert!(why.unwrap().contains("predicted by the exact curve"));
+    // No exact curve: not tight.
+    let (v, why) = exact_rule(&t, &iv(-0.740, -0.680), Verdict::Pass, None);
+    assert_eq!(v, Verdict::Fail);
+    assert!(why.unwrap().contains("no exact curve"));
+    // The beta typo: interval [-0.655, -0.612] misses r and the correct schedule's grid slope -0.692.
+    let (v, why) = exact_rule(&t, &iv(-0.655, -0.612), Verdict::Pass, ex(-0.6925, -0.6720));
+    assert_eq!(v, Verdict::Fail);
+    assert!(why.unwrap().contains("does not predict"));
+    // Grid slope inside but the far slope 0.03 > tol/4 = 0.025 from r: fails.
+    assert_eq!(
+        exact_rule(&t, &iv(-0.740, -0.680), Verdict::Pass, ex(-0.70, -0.6967)).0,
+        Verdict::Fail
+    );
+    // Just within: 0.024.
+    assert_eq!(
+        exact_rule(&t, &iv(-0.740, -0.680), Verdict::Pass, ex(-0.70, -0.6907)).0,
+        Verdict::Pass
+    );
+    // r inside but the exact far slope outside the band: the family does not attain r.
+    assert_eq!(
+        exact_rule(&t, &iv(-0.70, -0.64), Verdict::Pass, ex(-0.67, -0.80)).0,
+        Verdict::Fail
+    );
+    // The band rule's Fail and Inconclusive stand.
+    assert_eq!(
+        exact_rule(&t, &iv(-0.9, -0.8), Verdict::Fail, ex(-0.85, -0.85)),
+        (Verdict::Fail, None)
+    );
+    assert_eq!(
+        exact_rule(&t, &iv(-0.8, -0.7), Verdict::Inconclusive, None),
+        (Verdict::Inconclusive, None)
+    );
+    // Bound: a grid pass with a far slope beyond r + tol fails; within it passes.
+    let b = Target::custom(Kind::Bound, -0.6667, 0.05, Measure::Slope, None).unwrap();
+    assert_eq!(
+        exact_rule(&b, &iv(-1.0, -0.83), Verdict::Pass, ex(-0.89, -0.92)).0,
+        Verdict::Pass
+    );
+    let (v, why) = exact_rule(&b, &iv(-1.0, -0.83), Verdict::Pass, ex(-0.89, -0.60));
+    assert_eq!(v, Verdict::Fail);
+    assert!(why.unwrap().contains("bound wrong further out"));
+    // Refuted above: the far slope must stay beyond r + tol.
+    let ra = Target::custom(Kind::RefutedAbove, -0.6667, 0.05, Measure::Slope, None).unwrap();
+    assert_eq!(
+        exact_rule(&ra, &iv(-0.53, -0.43), Verdict::Pass, ex(-0.5, -0.5)).0,
+        Verdict::Pass
+    );
+    assert_eq!(
+        exact_rule(&ra, &iv(-0.53, -0.43), Verdict::Pass, ex(-0.5, -0.65)).0,
+        Verdict::Fail
+    );
+    let rb = Target::custom(Kind::RefutedBelow, -0.5, 0.05, Measure::Slope, None).unwrap();
+    assert_eq!(
+        exact_rule(&rb, &iv(-0.9, -0.7), Verdict::Pass, ex(-0.8, -0.8)).0,
+        Verdict::Pass
+    );
+    assert_eq!(
+        exact_rule(&rb, &iv(-0.9, -0.7), Verdict::Pass, ex(-0.8, -0.52)).0,
+        Verdict::Fail
+    );
+}
+
+/// A power test is judged against the exact slopes of the claim it names (the algorithm as specified), not of its
+/// planted bug: the beta typo's own exact curve would be "explained" by itself.
+#[test]
+fn power_tests_are_judged_against_the_parent_exact_curve() {
+    let reg = Registry::builtin().unwrap();
+    let typo = reg
+        .claim
+        .iter()
+        .find(|c| c.id == "power/ttsa-sc/lower-gap/beta-typo-3-5")
+        .expect("the beta-typo power test is registered");
+    let parent = reg.claim.iter().find(|c| c.id == "ttsa-sc/lower-gap").unwrap();
+    let used = bilevel::exact::judging_slopes(&[typo]).unwrap()[0].expect("exact curve of the parent");
+    let own_parent = bilevel::exact::exact_slopes(parent).unwrap().unwrap();
+    assert_eq!(used, own_parent);
+    // The bug's own exact curve is another one: a typo in the exponent (3/5 for 2/3) moves the far slope by ~0.07.
+    let bug = bilevel::exact::exact_slopes(typo).unwrap().unwrap();
+    assert!(bug.far - own_parent.far > 0.05, "{bug:?} vs {own_parent:?}");
+}

@@ -268,3 +268,48 @@ fn exact_consistency_sustain() {
     show("sustain", &c);
     assert!(c.consistent, "{c:#?}");
 }
+
+/// ITD-BiO (reverse-mode ITD through T = 3 warm-started steps at one lower sample) on `ttsa-sc/lower-gap`'s
+/// quadratic with gradient noise only (the recursion needs hess_fl = cross_fl = 0: theory/exact-moments.md), TTSA's
+/// alpha_k and beta = 0.5/L_l: consistent with its exact curve. The near-miss bug, the reverse loop stopped one step
+/// early (truncate = T - 1: the first step's term B_1^T A_2^T A_3^T grad_phi f_u is missing, the literal loop of the
+/// lecture's errata, tests/errata10.rs), moves ITD's biased limit and is rejected against the correct curve.
+#[test]
+fn exact_consistency_itd_bio_and_a_reverse_loop_one_step_short() {
+    use bilevel::claims::SchedSpec;
+    let mut spec = with_grid(claim("ttsa-sc/lower-gap"), 30, 1000, 5);
+    spec.id = "exact/itd-bio".into();
+    spec.run = None;
+    spec.problem.noise.cross_fl = 0.0;
+    spec.problem.noise.hess_fl = 0.0;
+    let sched = |kind: &str, c: f64, per: &str, k0: f64, power: f64| SchedSpec {
+        kind: kind.into(),
+        c,
+        per: Some(per.into()),
+        k0,
+        power,
+    };
+    spec.algorithm = AlgoSpec::ItdBio {
+        alpha: sched("decay", 2.0, "mu_f", 12.0, 1.0),
+        beta: sched("constant", 0.5, "l_l", 1.0, 0.0),
+        steps: 3,
+        truncate: None,
+    };
+    let c = consistency(&spec, &spec, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
+    show("itd-bio", &c);
+    assert!(c.consistent, "{c:#?}");
+    let mut bug = spec.clone();
+    if let AlgoSpec::ItdBio { truncate, .. } = &mut bug.algorithm {
+        *truncate = Some(2);
+    }
+    let c = consistency(&bug, &spec, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
+    show("itd-bio reverse loop one step short vs correct", &c);
+    assert!(c.max_abs_z > Z_THRESHOLD, "truncated reverse loop not caught: {c:#?}");
+    // With Hessian noise the recursion does not close: refused, not approximated.
+    let mut noisy = spec.clone();
+    noisy.problem.noise.hess_fl = 0.1;
+    assert!(matches!(
+        exact_curve(&noisy, Metric::ThetaErrSq, Statistic::Last, &[10]),
+        Err(bilevel::BilevelError::Unsupported(_))
+    ));
+}

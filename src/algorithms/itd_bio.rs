@@ -34,6 +34,13 @@
 //! `algorithms2::new_methods_are_registered_and_run_on_every_family`); a run that still expands stops with
 //! [`BilevelError::Diverged`].
 //!
+//! # Exact expected curve
+//! On the quadratic family with gradient noise only, one iteration is affine in the state (the sample's noise enters
+//! once, through $\beta\sum_{s<T}A^s$), so its second moments follow a closed recursion ([`crate::exact`],
+//! `ExactMethod::ItdBio`; derivation in `theory/exact-moments.md` §2). Test:
+//! `exact::exact_consistency_itd_bio_and_a_reverse_loop_one_step_short` (Monte Carlo means against the exact curve;
+//! a reverse pass one step short is rejected).
+//!
 //! # Oracle cost per iteration
 //! One upper sample, one lower sample; $T$ gradients $\nabla_\phi f_l$, $T'-1$ Hessian-vector products, $T'$
 //! cross products ($T' = T$ untruncated), one $\nabla_\theta f_u$ and one $\nabla_\phi f_u$. Test:

@@ -189,7 +189,7 @@ pub fn run_rate(spec: &RateSpec) -> Result<super::ClaimResult> {
         start_value: None,
         regime_ratio: None,
         direct: None,
-        pending_exact: false,
+        reason: None,
         seconds: start.elapsed().as_secs_f64(),
         exact_slope_grid: None,
         exact_slope_far: None,

@@ -13,6 +13,7 @@
 use super::run::{BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, ClaimResult};
 use super::spec::{ClaimSpec, Kind, Measure};
 use crate::error::{BilevelError, Result};
+use crate::exact::ExactSlopes;
 use crate::stats::{self, ClaimKind, FitConfig, Interval, Rule, SeedKey, Table, Tail, Verdict};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -48,6 +49,9 @@ pub struct Target {
     pub bug: Option<String>,
     /// What is measured, in words (the report's `quantity`).
     pub quantity: String,
+    /// The exact slopes of the claim's algorithm as specified ([`crate::exact::exact_slopes`]; for a power test,
+    /// those of the claim it names), which the decision rule uses ([`exact_rule`]); `None`: no exact curve.
+    pub exact: Option<ExactSlopes>,
 }
 
 impl Target {
@@ -66,6 +70,7 @@ impl Target {
             power_for: c.power_for.clone(),
             bug: c.bug.clone(),
             quantity: format!("{} ({})", c.metric.key(), c.statistic.describe()),
+            exact: None,
         })
     }
 
@@ -85,6 +90,7 @@ impl Target {
             power_for: None,
             bug: None,
             quantity: "metric (as given)".into(),
+            exact: None,
         })
     }
 }
@@ -335,9 +341,96 @@ fn rule_kind(k: Kind) -> ClaimKind {
     }
 }
 
+/// How close the exact far slope must be to the theory exponent $r$, as a fraction of the tolerance $\tau$, for the
+/// exact curve to explain a tight claim whose interval misses $r$: $\delta = \tau/4$. Where the expected metric is a
+/// sum of power laws $aK^{r}+bK^{r-s}+\dots$, the local slope deviates from $r$ by $O(K^{-s})$; every schedule of the
+/// registry has exponent gaps $s\ge1/3$, and the far grid ends at least 100 times beyond the claim's grid, so a
+/// deviation $D\le\tau$ on the grid shrinks to at most $100^{-1/3}D\approx0.22\,\tau$ far out
+/// (theory/README.md, "Decision rules"; the measured far deviations are in theory/exact-moments.md §7).
+pub const EXACT_FAR_FRACTION: f64 = 0.25;
+
+/// The decision rule with the exact curve (issue 9 §1 "Judgement", §4), applied after the band rule `band`
+/// ([`Rule::judge`]) to the interval $[\ell,u]$ of a claim with exponent $r$ and tolerance $\tau$:
+/// - **tight**, band passed: passes when $r\in[\ell,u]$, or when the exact curve explains the miss: its slope on the
+///   claim's grid lies in $[\ell,u]$ and its far slope within $\delta=$ [`EXACT_FAR_FRACTION`]$\cdot\tau$ of $r$.
+///   Otherwise it fails (no exact curve, or one that does not predict the miss). With an exact curve, a far slope
+///   outside $[r-\tau,r+\tau]$ fails it even when $r\in[\ell,u]$: the family does not attain $r$.
+/// - **bound**, band passed: fails when the exact far slope exceeds $r+\tau$ (the bound is wrong further out).
+/// - **refuted above / below**, band passed: fails when the exact far slope is back inside the band's side
+///   ($\le r+\tau$, resp. $\ge r-\tau$): the refutation was a finite-$K$ effect.
+///
+/// Returns the verdict and, where the exact curve decided or explained it, the reason in words.
+pub fn exact_rule(
+    target: &Target,
+    interval: &Interval,
+    band: Verdict,
+    exact: Option<ExactSlopes>,
+) -> (Verdict, Option<String>) {
+    if band != Verdict::Pass {
+        return (band, None);
+    }
+    let (r, tau) = (target.theory_exponent, target.tolerance);
+    let delta = EXACT_FAR_FRACTION * tau;
+    let fail = |why: String| (Verdict::Fail, Some(why));
+    match target.kind {
+        Kind::Tight => {
+            let covers_r = interval.lo <= r && r <= interval.hi;
+            match exact {
+                None if covers_r => (Verdict::Pass, None),
+                None => fail(format!(
+                    "not tight: interval misses r = {r:.4} and there is no exact curve"
+                )),
+                Some(e) if (e.far - r).abs() > tau => fail(format!(
+                    "not tight: exact far slope {:.4} (K to {}) is outside [r - tol, r + tol]",
+                    e.far, e.far_horizon
+                )),
+                Some(_) if covers_r => (Verdict::Pass, None),
+                Some(e) if interval.lo <= e.grid && e.grid <= interval.hi && (e.far - r).abs() <= delta => (
+                    Verdict::Pass,
+                    Some(format!(
+                        "interval misses r = {r:.4}, predicted by the exact curve: grid slope {:.4} inside the \
+                         interval, far slope {:.4} within {delta:.3} of r",
+                        e.grid, e.far
+                    )),
+                ),
+                Some(e) => fail(format!(
+                    "not tight: interval misses r = {r:.4} and the exact curve does not predict it (grid slope \
+                     {:.4}, far slope {:.4}; needs the grid slope inside the interval and the far slope within \
+                     {delta:.3} of r)",
+                    e.grid, e.far
+                )),
+            }
+        }
+        Kind::Bound => match exact {
+            Some(e) if e.far > r + tau => fail(format!(
+                "bound wrong further out: exact far slope {:.4} exceeds r + tol = {:.4}",
+                e.far,
+                r + tau
+            )),
+            _ => (Verdict::Pass, None),
+        },
+        Kind::RefutedAbove => match exact {
+            Some(e) if e.far <= r + tau => fail(format!(
+                "refutation is a finite-K effect: exact far slope {:.4} is <= r + tol = {:.4}",
+                e.far,
+                r + tau
+            )),
+            _ => (Verdict::Pass, None),
+        },
+        Kind::RefutedBelow => match exact {
+            Some(e) if e.far >= r - tau => fail(format!(
+                "refutation is a finite-K effect: exact far slope {:.4} is >= r - tol = {:.4}",
+                e.far,
+                r - tau
+            )),
+            _ => (Verdict::Pass, None),
+        },
+    }
+}
+
 /// Fit and judge tables against `target` with the claims' code: tail fit of the mean (or the sample complexity
 /// against the mean metric), bootstrap interval over replicates seeded by (`master_seed`, target id), and the
-/// target kind's rule. `samples` is used only by complexity measures. [`super::run_claim`] judges with this too.
+/// target kind's rule with the exact curve ([`exact_rule`], `target.exact`). `samples` is used only by complexity measures. [`super::run_claim`] judges with this too.
 pub fn judge_tables(
     target: &Target,
     master_seed: u64,
@@ -365,7 +458,7 @@ pub fn judge_tables(
         }
     };
     let rule = Rule::new(rule_kind(target.kind), target.theory_exponent, target.tolerance)?;
-    let verdict = rule.judge(&interval);
+    let (verdict, reason) = exact_rule(target, &interval, rule.judge(&interval), target.exact);
     let ok = if target.power_for.is_some() {
         verdict == Verdict::Fail
     } else {
@@ -393,13 +486,10 @@ pub fn judge_tables(
         start_value: None,
         regime_ratio: None,
         direct: None,
-        // A tight claim whose interval excludes the theory exponent (issue 9 §4: to be explained by an exact curve).
-        pending_exact: target.kind == Kind::Tight
-            && target.power_for.is_none()
-            && (interval.lo > target.theory_exponent || interval.hi < target.theory_exponent),
+        reason,
         seconds,
-        exact_slope_grid: None,
-        exact_slope_far: None,
+        exact_slope_grid: target.exact.map(|e| e.grid),
+        exact_slope_far: target.exact.map(|e| e.far),
     })
 }
 

@@ -36,13 +36,15 @@ pub mod judge;
 #[cfg(feature = "plots")]
 mod plot;
 mod report;
+mod resolve;
 mod run;
 mod spec;
 
 pub use deterministic::{Estimator, RateSpec, run_rate};
 #[cfg(feature = "plots")]
 pub use plot::plot;
-pub use report::{bug_table, table};
+pub use report::{bug_table, exact_table, table};
+pub use resolve::{BETA_TYPO_POWER, ResolvedAlgo};
 pub use run::{
     BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, ClaimResult, build_problem, build_solver, run_all, run_claim, run_group,
     run_group_judged, start_point, stationary_point,

@@ -29,6 +29,14 @@ pub fn bug_table(results: &[ClaimResult], bugs: &[BugSpec]) -> String {
     );
     for r in results.iter().filter(|r| r.power_for.is_some()) {
         let algo = r.id.trim_start_matches("power/").split('/').next().unwrap_or("");
+        // Where the exact curve decided the verdict, the reason's head says how (the full text is in
+        // `exact_table` and the JSON).
+        let how = r
+            .reason
+            .as_deref()
+            .and_then(|w| w.split(':').next())
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
             "{:<12} {:<64} {:<44} {}",
@@ -36,9 +44,9 @@ pub fn bug_table(results: &[ClaimResult], bugs: &[BugSpec]) -> String {
             r.bug.as_deref().unwrap_or("").chars().take(64).collect::<String>(),
             r.power_for.as_deref().unwrap_or(""),
             if r.ok() {
-                r.rule_verdict.clone()
+                format!("{}{how}", r.rule_verdict)
             } else {
-                format!("MISSED ({})", r.rule_verdict)
+                format!("MISSED ({}{how})", r.rule_verdict)
             }
         );
     }
@@ -101,6 +109,29 @@ pub fn table(results: &[ClaimResult], digits: usize, seconds: bool) -> String {
             } else {
                 String::new()
             }
+        );
+    }
+    s
+}
+
+/// The exact curves the verdicts used (issue 9 §1): per claim with one (for a power test, the exact curve of the
+/// claim it names), the exact slope on the claim's grid and far out, and the rule's reason where the exact curve
+/// decided or explained the verdict; claims judged without an exact curve are listed only when that decided them.
+pub fn exact_table(results: &[ClaimResult], digits: usize) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<52} {:>10} {:>10}  reason", "claim", "exact grid", "exact far");
+    let num = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+    for r in results
+        .iter()
+        .filter(|r| r.exact_slope_grid.is_some() || r.reason.is_some())
+    {
+        let _ = writeln!(
+            s,
+            "{:<52} {:>10} {:>10}  {}",
+            r.id,
+            num(r.exact_slope_grid),
+            num(r.exact_slope_far),
+            r.reason.as_deref().unwrap_or("")
         );
     }
     s

@@ -1,12 +1,9 @@
 //! Running a claim: build the problem and the algorithm from the spec, run $R$ replicates in parallel, fit, judge.
 
+use super::resolve::ResolvedAlgo;
 use super::spec::{AlgoSpec, ClaimSpec, HorizonMode, Kind, Measure, Statistic, WINDOW_FRACTION};
 use crate::algorithms::{
-    alternating::Alternating,
-    double_loop::{DoubleLoop, InnerSteps},
-    stable::Stable,
-    sustain::Sustain,
-    ttsa::Ttsa,
+    alternating::Alternating, double_loop::DoubleLoop, itd_bio::ItdBio, stable::Stable, sustain::Sustain, ttsa::Ttsa,
 };
 use crate::error::{BilevelError, Result};
 use crate::families;
@@ -73,10 +70,11 @@ pub struct ClaimResult {
     pub regime_ratio: Option<f64>,
     /// Direct sample complexity of the claim's run, for complexity claims ([`super::direct`]).
     pub direct: Option<super::direct::DirectComplexity>,
-    /// A tight claim that passes only through its tolerance: the interval excludes the theory exponent. Such a
-    /// verdict awaits the exact finite-$K$ slope (issue 9 §1, §4): it stands only if the exact curve predicts the
-    /// deviation and converges to the theory exponent further out (theory/README.md, "Decision rules").
-    pub pending_exact: bool,
+    /// Where the exact curve decided or explained the verdict ([`super::judge::exact_rule`]), why, in words: e.g. a
+    /// tight claim whose interval misses the theory exponent, passed because the exact curve predicts the miss, or
+    /// failed because it does not or because there is none.
+    #[serde(default)]
+    pub reason: Option<String>,
     /// Wall time in seconds.
     pub seconds: f64,
     /// The exponent the claim fits, from the exact expected curve on its own grid and fit window
@@ -110,103 +108,88 @@ pub fn build_problem(spec: &ClaimSpec) -> Result<Arc<dyn Bilevel>> {
     Ok(if any { Arc::new(Noisy::new(base, n)?) } else { base })
 }
 
-/// The solver of a claim for horizon `horizon`.
+/// The solver of a claim for horizon `horizon`, from the one resolution of its spec ([`AlgoSpec::resolve`], which
+/// the exact recursion reads too).
 pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Box<dyn Solver>> {
-    Ok(match algo {
-        AlgoSpec::Ttsa {
+    Ok(match algo.resolve(k, horizon)? {
+        ResolvedAlgo::Ttsa {
             alpha,
             beta,
             neumann,
             stale_phi,
             momentum,
             swap_momentum_weights,
-            allow_single_timescale,
+            enforce_timescales,
         } => {
-            let mut t = Ttsa::new(
-                alpha.resolve(k, horizon)?,
-                beta.resolve(k, horizon)?,
-                neumann.resolve(k),
-            );
-            t.stale_phi = *stale_phi;
-            t.momentum = *momentum;
-            t.swap_momentum_weights = *swap_momentum_weights;
-            t.enforce_timescales = !*allow_single_timescale;
+            let mut t = Ttsa::new(alpha, beta, neumann);
+            t.stale_phi = stale_phi;
+            t.momentum = momentum;
+            t.swap_momentum_weights = swap_momentum_weights;
+            t.enforce_timescales = enforce_timescales;
             Box::new(t)
         }
-        AlgoSpec::Alternating {
+        ResolvedAlgo::Alternating {
             alpha,
             beta,
             inner_steps,
-        } => Box::new(Alternating::new(
-            alpha.resolve(k, horizon)?,
-            beta.resolve(k, horizon)?,
-            *inner_steps,
-        )),
-        AlgoSpec::Bsa {
-            alpha,
-            beta,
-            c_inner,
-            neumann,
-            beta_per_inner_step,
-            inner_fixed,
-        } => {
-            let mut d = DoubleLoop::bsa(
-                alpha.resolve(k, horizon)?,
-                beta.resolve(k, horizon)?,
-                *c_inner,
-                neumann.resolve(k),
-            );
-            d.beta_per_inner_step = *beta_per_inner_step;
-            if let Some(t) = inner_fixed {
-                d.inner = InnerSteps::Fixed(*t);
-            }
-            Box::new(d)
-        }
-        AlgoSpec::Stocbio {
+        } => Box::new(Alternating::new(alpha, beta, inner_steps)),
+        ResolvedAlgo::Bsa {
             alpha,
             beta,
             inner,
-            batch_c,
-            batch_power,
             neumann,
-            no_inner_minibatch,
+            beta_per_inner_step,
         } => {
-            let batch = (batch_c * (horizon as f64).powf(*batch_power)).ceil().max(1.0) as usize;
-            let mut d = DoubleLoop::stocbio(
-                alpha.resolve(k, horizon)?,
-                beta.resolve(k, horizon)?,
-                *inner,
-                neumann.resolve(k),
-                batch,
-            );
-            d.no_inner_minibatch = *no_inner_minibatch;
+            let mut d = DoubleLoop::bsa(alpha, beta, 1.0, neumann);
+            d.inner = inner;
+            d.beta_per_inner_step = beta_per_inner_step;
             Box::new(d)
         }
-        AlgoSpec::Stable {
+        ResolvedAlgo::Stocbio {
+            alpha,
+            beta,
+            inner,
+            neumann,
+            batch,
+            no_inner_minibatch,
+        } => {
+            let mut d = DoubleLoop::stocbio(alpha, beta, inner, neumann, batch);
+            d.no_inner_minibatch = no_inner_minibatch;
+            Box::new(d)
+        }
+        ResolvedAlgo::Stable {
             alpha,
             beta,
             tau,
             literal_alg6,
             no_correction,
         } => {
-            let mut s = Stable::new(alpha.resolve(k, horizon)?, beta.resolve(k, horizon)?, *tau, k.mu_l);
-            s.literal_alg6 = *literal_alg6;
-            s.no_correction = *no_correction;
+            let mut s = Stable::new(alpha, beta, tau, k.mu_l);
+            s.literal_alg6 = literal_alg6;
+            s.no_correction = no_correction;
             Box::new(s)
         }
-        AlgoSpec::Sustain {
+        ResolvedAlgo::ItdBio {
             alpha,
-            beta0_l_l,
-            eta_c,
+            beta,
+            steps,
+            truncate,
+        } => {
+            let mut s = ItdBio::new(alpha, beta, steps);
+            s.truncate = truncate;
+            Box::new(s)
+        }
+        ResolvedAlgo::Sustain {
+            alpha,
+            c_beta,
+            c_eta,
             neumann,
             no_momentum,
             stale_sample,
         } => {
-            let a = alpha.resolve(k, horizon)?;
-            let a0 = a.at(0);
-            let mut s = Sustain::new(a, beta0_l_l / (k.l_l * a0), eta_c / (a0 * a0), neumann.resolve(k));
-            s.no_momentum = *no_momentum;
-            s.stale_sample = *stale_sample;
+            let mut s = Sustain::new(alpha, c_beta, c_eta, neumann);
+            s.no_momentum = no_momentum;
+            s.stale_sample = stale_sample;
             Box::new(s)
         }
     })
@@ -360,10 +343,13 @@ pub fn run_group(specs: &[&ClaimSpec], master_seed: u64) -> Result<Vec<ClaimResu
     } else {
         None
     };
+    // The exact curves the rule judges against (seed-independent; cached across seeds).
+    let exact = crate::exact::judging_slopes(specs)?;
     let seconds = start.elapsed().as_secs_f64();
     specs
         .iter()
-        .map(|spec| {
+        .zip(exact)
+        .map(|(spec, exact)| {
             let m = metrics.iter().position(|x| *x == spec.metric).expect("metric recorded");
             let rows: Vec<&Vec<f64>> = reps
                 .iter()
@@ -374,7 +360,7 @@ pub fn run_group(specs: &[&ClaimSpec], master_seed: u64) -> Result<Vec<ClaimResu
                 })
                 .collect();
             let metric = Table::from_rows(&rows)?;
-            let mut r = judge(spec, master_seed, &grid, &metric, &upper, &lower, seconds)?;
+            let mut r = judge(spec, exact, master_seed, &grid, &metric, &upper, &lower, seconds)?;
             let at0 = start_values[m];
             r.start_value = Some(at0);
             if matches!(spec.metric, Metric::GradNormSq | Metric::MoreauGradSq) {
@@ -391,6 +377,7 @@ pub fn run_group(specs: &[&ClaimSpec], master_seed: u64) -> Result<Vec<ClaimResu
 #[allow(clippy::too_many_arguments)]
 fn judge(
     spec: &ClaimSpec,
+    exact: Option<crate::exact::ExactSlopes>,
     master_seed: u64,
     grid: &[usize],
     metric: &Table,
@@ -401,6 +388,7 @@ fn judge(
     // The same code judges other implementations' data (`bilevel judge`).
     let mut target = super::judge::Target::from_claim(spec)?;
     target.horizons = Some(grid.to_vec());
+    target.exact = exact;
     let samples = match spec.measure {
         Measure::ComplexityLower => Some(lower),
         Measure::ComplexityUpper => Some(upper),
@@ -435,7 +423,7 @@ fn diverged(spec: &ClaimSpec, iter: usize) -> ClaimResult {
         start_value: None,
         regime_ratio: None,
         direct: None,
-        pending_exact: false,
+        reason: None,
         seconds: 0.0,
         exact_slope_grid: None,
         exact_slope_far: None,

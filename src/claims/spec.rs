@@ -221,6 +221,10 @@ pub enum AlgoSpec {
         /// happens at one timescale (theory/single-timescale.md).
         #[serde(default)]
         allow_single_timescale: bool,
+        /// Replace $\beta_k$'s exponent by 3/5 while `beta` says 2/3 (a planted bug: the typo $k^{-3/5}$;
+        /// [`super::resolve::BETA_TYPO_POWER`]).
+        #[serde(default)]
+        beta_power_typo: bool,
     },
     /// [`crate::algorithms::alternating::Alternating`] (drops the implicit gradient).
     Alternating {
@@ -285,6 +289,19 @@ pub enum AlgoSpec {
         /// Drop the lower step's correction term (a planted bug).
         #[serde(default)]
         no_correction: bool,
+    },
+    /// [`crate::algorithms::itd_bio::ItdBio`]: $T$ unrolled inner steps of constant size, reverse-mode ITD.
+    ItdBio {
+        /// $\alpha_k$.
+        alpha: SchedSpec,
+        /// The inner step $\beta$: a `constant` schedule (ITD-BiO's step does not decay).
+        beta: SchedSpec,
+        /// Unrolled steps $T$.
+        steps: usize,
+        /// Back-propagate only the last $T'$ steps (`None`: all $T$; $T' = T-1$ is the planted bug that drops
+        /// $B_1^\top A_2^\top\cdots A_T^\top\nabla_\phi f_u$, the first step's term).
+        #[serde(default)]
+        truncate: Option<usize>,
     },
     /// [`crate::algorithms::sustain::Sustain`].
     Sustain {

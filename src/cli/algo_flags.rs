@@ -218,6 +218,7 @@ pub fn spec_name(a: &AlgoSpec) -> &'static str {
         AlgoSpec::Stocbio { .. } => "stocbio",
         AlgoSpec::Stable { .. } => "stable",
         AlgoSpec::Sustain { .. } => "sustain",
+        AlgoSpec::ItdBio { .. } => "itd-bio",
     }
 }
 

@@ -40,7 +40,10 @@ fn target(a: &Args) -> Result<Target, BilevelError> {
                     name: id.clone(),
                     accepted: reg.claim.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", "),
                 })?;
-            Target::from_claim(c)
+            // The registry claim's exact curve (where one exists) judges other implementations' data too.
+            let mut t = Target::from_claim(c)?;
+            t.exact = bilevel::exact::judging_slopes(&[c])?.remove(0);
+            Ok(t)
         }
         (None, Some(exponent)) => {
             let kind: Kind = parse(

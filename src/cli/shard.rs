@@ -308,7 +308,7 @@ pub fn print_report(results: &[ClaimResult], seed: u64, as_json: bool, all_bugs:
         let planted: Vec<_> = results
             .iter()
             .filter(|r| r.power_for.is_some())
-            .map(|r| json!({"bug": r.bug, "power_test": r.id, "claim": r.power_for, "verdict": r.rule_verdict, "caught": r.ok()}))
+            .map(|r| json!({"bug": r.bug, "power_test": r.id, "claim": r.power_for, "verdict": r.rule_verdict, "reason": r.reason, "caught": r.ok()}))
             .chain(bugs.iter().map(|b| json!({"bug": b.bug, "algorithm": b.algorithm, "switch": b.switch, "test": b.caught_by, "why": b.why})))
             .collect();
         emitln(
@@ -318,8 +318,9 @@ pub fn print_report(results: &[ClaimResult], seed: u64, as_json: bool, all_bugs:
     } else {
         let failed = results.iter().filter(|r| !r.ok()).count();
         emit(&format!(
-            "{}\nplanted bugs\n{}\n{} passed, {} failed\n\n{}",
+            "{}\nexact curves (the rule's second test; theory/exact-moments.md)\n{}\nplanted bugs\n{}\n{} passed, {} failed\n\n{}",
             claims::table(results, 3, true),
+            claims::exact_table(results, 3),
             claims::bug_table(results, &bugs),
             results.len() - failed,
             failed,
@@ -392,8 +393,13 @@ How claims are judged (theory = the theorem's exponent r, tol = the claim's tole
 bootstrap interval of the fitted exponent over replicates; design.md, theory/README.md):
   bound    an upper bound: pass when the interval lies below r + tol (decays at least as fast as the theorem
            says, or needs at most as many samples);
-  tight    the family attains the bound: pass when the interval lies inside [r - tol, r + tol];
-  refuted  a statement of the lecture that is false: pass when the interval lies outside [r - tol, r + tol];
+  tight    the family attains the bound: pass when the interval lies inside [r - tol, r + tol] and either
+           contains r, or the exact expected curve explains the miss (its slope on the claim's grid lies in the
+           interval and its slope at K = 1e5..1e6 is within tol/4 of r); else 'not tight' (FAIL);
+  refuted  a statement of the lecture that is false: pass when the interval lies beyond r + tol (refuted>) or
+           below r - tol (refuted<);
+  exact    where the exact curve exists (quadratic family), its far slope must agree too: a bound or tight
+           claim fails when it is beyond r + tol (tight: outside the band), a refutation when it is not;
   power    a power test: the rule of the claim it names, applied to a planted bug; 'pass' means the bug was
            caught (the rule failed), 'FAIL' that it slipped through.
 An interval straddling a boundary is inconclusive and shows as FAIL. reps = independent replicates R;

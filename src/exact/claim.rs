@@ -2,8 +2,7 @@
 //! (on the claim's fit window and far out), and the consistency check of Monte Carlo means against them.
 
 use super::moments::{Correction, ExactMethod, ExactRun};
-use crate::algorithms::double_loop::InnerSteps;
-use crate::claims::{AlgoSpec, ClaimSpec, HorizonMode, Measure, Statistic, run_group};
+use crate::claims::{AlgoSpec, ClaimSpec, HorizonMode, Measure, ResolvedAlgo, Statistic, run_group};
 use crate::error::{BilevelError, Result};
 use crate::families::quadratic::{Quadratic, QuadraticSpec};
 use crate::linalg::Vector;
@@ -53,10 +52,14 @@ fn setup(spec: &ClaimSpec) -> Result<Setup> {
     Ok(Setup { q, theta0, phi0 })
 }
 
-/// The [`ExactMethod`] of a claim's algorithm at `horizon` (as `claims::build_solver` builds the solver).
+/// The [`ExactMethod`] of a claim's algorithm at `horizon`, from the one resolution of its spec
+/// ([`AlgoSpec::resolve`], which `claims::build_solver` reads too).
+///
+/// # Errors
+/// The resolution's errors; [`BilevelError::Unsupported`] for the variants without a recursion.
 pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<ExactMethod> {
-    Ok(match algo {
-        AlgoSpec::Ttsa {
+    Ok(match algo.resolve(k, horizon)? {
+        ResolvedAlgo::Ttsa {
             alpha,
             beta,
             neumann,
@@ -64,102 +67,104 @@ pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Exac
             momentum,
             swap_momentum_weights,
             // The recursion does not check timescales; it follows whatever steps the claim gives.
-            allow_single_timescale: _,
+            enforce_timescales: _,
         } => ExactMethod::Ttsa {
-            alpha: alpha.resolve(k, horizon)?,
-            beta: beta.resolve(k, horizon)?,
-            neumann: neumann.resolve(k),
-            momentum: *momentum,
-            swap_momentum_weights: *swap_momentum_weights,
-            stale_phi: *stale_phi,
+            alpha,
+            beta,
+            neumann,
+            momentum,
+            swap_momentum_weights,
+            stale_phi,
         },
-        AlgoSpec::Stable {
+        ResolvedAlgo::Stable {
             alpha,
             beta,
             tau: _,
             literal_alg6,
             no_correction,
         } => ExactMethod::Stable {
-            alpha: alpha.resolve(k, horizon)?,
-            beta: beta.resolve(k, horizon)?,
-            correction: if *no_correction {
+            alpha,
+            beta,
+            correction: if no_correction {
                 Correction::None
-            } else if *literal_alg6 {
+            } else if literal_alg6 {
                 Correction::LiteralAlg6
             } else {
                 Correction::Full
             },
         },
-        AlgoSpec::Bsa {
+        ResolvedAlgo::Bsa {
             alpha,
             beta,
-            c_inner,
+            inner,
             neumann,
-            inner_fixed,
             beta_per_inner_step,
         } => {
-            if *beta_per_inner_step {
+            if beta_per_inner_step {
                 return Err(BilevelError::Unsupported(
                     "exact moments: BSA with inner steps indexed by the inner counter is not implemented".into(),
                 ));
             }
             ExactMethod::Bsa {
-                alpha: alpha.resolve(k, horizon)?,
-                beta: beta.resolve(k, horizon)?,
-                inner: match inner_fixed {
-                    Some(t) => InnerSteps::Fixed(*t),
-                    None => InnerSteps::Sqrt(*c_inner),
-                },
-                neumann: neumann.resolve(k),
+                alpha,
+                beta,
+                inner,
+                neumann,
             }
         }
-        AlgoSpec::Alternating {
+        ResolvedAlgo::Alternating {
             alpha,
             beta,
             inner_steps,
         } => ExactMethod::Alternating {
-            alpha: alpha.resolve(k, horizon)?,
-            beta: beta.resolve(k, horizon)?,
-            inner_steps: *inner_steps,
+            alpha,
+            beta,
+            inner_steps,
         },
-        AlgoSpec::Stocbio {
+        ResolvedAlgo::Stocbio {
             alpha,
             beta,
             inner,
-            batch_c,
-            batch_power,
             neumann,
+            batch,
             no_inner_minibatch,
         } => ExactMethod::Stocbio {
-            alpha: alpha.resolve(k, horizon)?,
-            beta: beta.resolve(k, horizon)?,
-            inner: *inner,
-            neumann: neumann.resolve(k),
-            // As claims::build_solver: B_K = ceil(b K^a).
-            batch: (batch_c * (horizon as f64).powf(*batch_power)).ceil().max(1.0) as usize,
-            no_inner_minibatch: *no_inner_minibatch,
-        },
-        AlgoSpec::Sustain {
             alpha,
-            beta0_l_l,
-            eta_c,
+            beta,
+            inner,
+            neumann,
+            batch,
+            no_inner_minibatch,
+        },
+        ResolvedAlgo::ItdBio {
+            alpha,
+            beta,
+            steps,
+            truncate,
+        } => ExactMethod::ItdBio {
+            alpha,
+            beta,
+            steps,
+            backprop: truncate.unwrap_or(steps),
+        },
+        ResolvedAlgo::Sustain {
+            alpha,
+            c_beta,
+            c_eta,
             neumann,
             no_momentum,
             stale_sample,
         } => {
-            if *no_momentum || *stale_sample {
+            if no_momentum || stale_sample {
                 return Err(BilevelError::Unsupported(
                     "exact moments: SUSTAIN's planted bugs (no_momentum, stale_sample) are not implemented".into(),
                 ));
             }
-            // As claims::build_solver.
-            let a = alpha.resolve(k, horizon)?;
-            let a0 = a.at(0);
             ExactMethod::Sustain {
-                alpha: a,
-                c_beta: beta0_l_l / (k.l_l * a0),
-                c_eta: eta_c / (a0 * a0),
-                neumann: neumann.resolve(k),
+                alpha,
+                c_beta,
+                c_eta,
+                neumann,
             }
         }
     })
@@ -172,6 +177,7 @@ fn samples(method: &ExactMethod, kk: usize) -> (f64, f64) {
     match method {
         ExactMethod::Bsa { inner, .. } => (kk as f64, (0..kk).map(|k| inner.at(k) as f64).sum()),
         ExactMethod::Alternating { inner_steps, .. } => (kk as f64, (kk * inner_steps) as f64),
+        ExactMethod::ItdBio { steps, .. } => (kk as f64, (kk * steps) as f64),
         // One LL sample per iteration, its gradient evaluated at two points from k = 1 on while eta > 0.
         ExactMethod::Sustain { alpha, c_eta, .. } => (
             kk as f64,
@@ -422,29 +428,66 @@ pub fn exact_slopes_group(specs: &[&ClaimSpec]) -> Result<Vec<Option<ExactSlopes
         .collect())
 }
 
-/// Fill `exact_slope_grid` / `exact_slope_far` of each result from its spec (matched by id), computing each
-/// registry run once. Results without a spec (deterministic rates) are left `None`.
+/// The exact slopes the decision rule judges each of `specs` against ([`crate::claims::judge::exact_rule`]): a
+/// claim's own, and for a power test those of the claim it names (the algorithm as specified, not the planted
+/// bug), looked up in the built-in registry (`None` if it is not there). Seed-independent, so each distinct
+/// computation is done once per process (a sweep asks for the same run under every seed).
 ///
 /// # Errors
 /// Errors of the recursion other than [`BilevelError::Unsupported`].
-pub fn attach_exact_slopes(specs: &[ClaimSpec], results: &mut [crate::claims::ClaimResult]) -> Result<()> {
+pub fn judging_slopes(specs: &[&ClaimSpec]) -> Result<Vec<Option<ExactSlopes>>> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, Vec<Option<ExactSlopes>>>>> = OnceLock::new();
+    let registry = if specs.iter().any(|s| s.power_for.is_some()) {
+        Some(crate::claims::Registry::builtin()?)
+    } else {
+        None
+    };
+    // The subject of each spec: itself, or the claim its power test names.
+    let subjects: Vec<Option<ClaimSpec>> = specs
+        .iter()
+        .map(|s| match (&s.power_for, &registry) {
+            (Some(parent), Some(reg)) => reg.claim.iter().find(|c| &c.id == parent).cloned(),
+            _ => Some((*s).clone()),
+        })
+        .collect();
+    let mut out = vec![None; specs.len()];
     let mut runs: Vec<&str> = Vec::new();
-    for s in specs {
+    for s in subjects.iter().flatten() {
         if !runs.contains(&s.run_name()) {
             runs.push(s.run_name());
         }
     }
     for run in runs {
-        let group: Vec<&ClaimSpec> = specs.iter().filter(|s| s.run_name() == run).collect();
-        let slopes = exact_slopes_group(&group)?;
-        for (s, e) in group.iter().zip(slopes) {
-            if let Some(r) = results.iter_mut().find(|r| r.id == s.id) {
-                r.exact_slope_grid = e.map(|e| e.grid);
-                r.exact_slope_far = e.map(|e| e.far);
+        let idx: Vec<usize> = (0..specs.len())
+            .filter(|i| subjects[*i].as_ref().is_some_and(|s| s.run_name() == run))
+            .collect();
+        let group: Vec<&ClaimSpec> = idx.iter().filter_map(|i| subjects[*i].as_ref()).collect();
+        let key = serde_json::to_string(&group)
+            .map_err(|e| BilevelError::Malformed(format!("claim spec not serialisable: {e}")))?;
+        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+        let cached = cache
+            .lock()
+            .map_err(|_| BilevelError::Unsupported("exact-slope cache poisoned".into()))?
+            .get(&key)
+            .cloned();
+        let slopes = match cached {
+            Some(v) => v,
+            None => {
+                let v = exact_slopes_group(&group)?;
+                cache
+                    .lock()
+                    .map_err(|_| BilevelError::Unsupported("exact-slope cache poisoned".into()))?
+                    .insert(key, v.clone());
+                v
             }
+        };
+        for (i, e) in idx.into_iter().zip(slopes) {
+            out[i] = e;
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// One comparison of the consistency check.

@@ -3,7 +3,8 @@
 //! On the quadratic family ([`crate::families::quadratic`]) with the additive noise of [`crate::problem::Noisy`],
 //! every oracle is affine in the state with random coefficients drawn from fresh samples, independent of the
 //! state; the Ghadimi–Wang depth $p$ is independent too. So for TTSA (Algs 4/8/9), eq (20) momentum, BSA (Alg 2),
-//! stocBiO (no Hessian noise), SUSTAIN (eqs (21)–(22)), alternating GD and STABLE (Alg 5, gradient noise only) the first and second moments of $(\theta, h, \phi, \theta^{k-1})$ ($h$: the momentum buffer, if any) obey
+//! stocBiO (no Hessian noise), SUSTAIN (eqs (21)–(22)), alternating GD, STABLE (Alg 5, gradient noise only) and ITD-BiO (eqs (30)–(32), gradient noise
+//! only) the first and second moments of $(\theta, h, \phi, \theta^{k-1})$ ($h$: the momentum buffer, if any) obey
 //! a closed linear recursion ([`ExactRun`]), which gives $\mathbb{E}\\|\theta^k-\theta^\star\\|^2$,
 //! $\mathbb{E}\\|\phi^k-\phi^\star(\theta^{k-1})\\|^2$, $\mathbb{E}\\|\nabla F(\theta^k)\\|^2$ exactly at every $k$,
 //! far beyond Monte Carlo horizons. Derivation, the methods covered and why the others are not:
@@ -13,8 +14,9 @@
 //! - **consistency** ([`consistency`]): at each horizon the claim runner's Monte Carlo mean must agree with the
 //!   exact expectation within [`Z_THRESHOLD`] standard errors; with a planted constant-only bug it must not.
 //!   Tests: `exact::*` in `tests/exact.rs`.
-//! - **judgement** ([`exact_slopes`]): the exact exponent on a claim's own grid and fit window, and on a far grid
-//!   ($10^5$–$10^6$); reported per claim as `exact_slope_grid` / `exact_slope_far`.
+//! - **judgement** ([`exact_slopes`], [`judging_slopes`]): the exact exponent on a claim's own grid and fit window,
+//!   and on a far grid ($10^5$–$10^6$); reported per claim as `exact_slope_grid` / `exact_slope_far`, and used by
+//!   the decision rule ([`crate::claims::judge::exact_rule`]).
 //!
 //! [`moments`] needs no feature; [`claim`] reads registry claims and needs the `claims` feature (on by default).
 
@@ -24,7 +26,7 @@ pub mod moments;
 
 #[cfg(feature = "claims")]
 pub use claim::{
-    Comparison, Consistency, ExactCurve, ExactSlopes, Z_THRESHOLD, attach_exact_slopes, consistency, exact_curve,
-    exact_curves, exact_slopes, exact_slopes_group, far_grid, method_for,
+    Comparison, Consistency, ExactCurve, ExactSlopes, Z_THRESHOLD, consistency, exact_curve, exact_curves,
+    exact_slopes, exact_slopes_group, far_grid, judging_slopes, method_for,
 };
 pub use moments::{Correction, ExactMethod, ExactRun};

@@ -89,6 +89,18 @@ pub enum ExactMethod {
         /// $N_k$ and $\eta$.
         neumann: NeumannGrowth,
     },
+    /// [`crate::algorithms::itd_bio::ItdBio`] without Hessian or cross noise: $T$ unrolled steps of size $\beta$ at
+    /// one lower sample, reverse-mode ITD through the last `backprop` $=T'$ of them ($T' = T$: untruncated).
+    ItdBio {
+        /// $\alpha_k$.
+        alpha: Schedule,
+        /// Inner step $\beta$.
+        beta: f64,
+        /// $T$.
+        steps: usize,
+        /// $T'$.
+        backprop: usize,
+    },
     /// [`crate::algorithms::double_loop::DoubleLoop::stocbio`] without Hessian noise: $T$ inner SGD steps with
     /// minibatch $B$, the mean of $B$ stocBiO hypergradients (deterministic partial sums when $\sigma_H = 0$).
     Stocbio {
@@ -274,6 +286,21 @@ pub struct ExactRun {
     inner: InnerCache,
     /// Gram matrices $L^\top L$ of the metrics, in [`Metric::ALL`] order (`None`: not a second moment).
     grams: Vec<Option<Matrix>>,
+    /// ITD-BiO's unroll maps.
+    itd: Option<ItdCache>,
+}
+
+/// ITD-BiO's maps on the quadratic: $A^T$ and $\beta S_T$ ($S_t = \sum_{s<t}A^s$, $A = I-\beta H$) of the unroll,
+/// and $W = \beta M S_{T'}$ of the reverse pass ($\nabla F_T = \nabla_\theta f_u - W\nabla_\phi f_u$).
+#[derive(Debug, Clone)]
+struct ItdCache {
+    a_pow: Matrix,
+    bs_t: Matrix,
+    w: Matrix,
+    /// $\sigma_l^2(\beta S_T)^2$: the lower sample's noise through the unroll.
+    ll_noise: Matrix,
+    /// $\sigma_\theta^2I + \sigma_\phi^2WW^\top$: the upper sample's noise in the hypergradient.
+    sigma_u: Matrix,
 }
 
 impl ExactRun {
@@ -359,6 +386,30 @@ impl ExactRun {
                 }
                 false
             }
+            ExactMethod::ItdBio {
+                alpha,
+                beta,
+                steps,
+                backprop,
+            } => {
+                alpha.check("alpha")?;
+                crate::hypergrad::itd::ItdParams {
+                    beta: *beta,
+                    steps: *steps,
+                }
+                .check(l_l)?;
+                if !(1..=*steps).contains(backprop) {
+                    return Err(BilevelError::invalid("truncate", backprop, "must satisfy 1 <= T' <= T"));
+                }
+                if noise.hess_fl != 0.0 || noise.cross_fl != 0.0 {
+                    return Err(BilevelError::Unsupported(
+                        "exact moments of ITD-BiO need hess_fl = cross_fl = 0: the unroll multiplies T times by one \
+                         sample's Hessian, so its moments need E[(A+E)^T x (A+E)^T] (theory/exact-moments.md)"
+                            .into(),
+                    ));
+                }
+                false
+            }
             ExactMethod::Stocbio {
                 alpha,
                 beta,
@@ -400,6 +451,42 @@ impl ExactRun {
         b.view_mut((0, lay.ph), (dl, dl)).copy_from(&q.q);
         b.view_mut((0, lay.one), (dl, 1)).copy_from(&q.q_u);
         let grams = Metric::ALL.iter().map(|m| gram(q, &lay, *m)).collect();
+        // ITD-BiO's unroll maps, fixed for the run (beta and T are constants).
+        let itd = match &method {
+            ExactMethod::ItdBio {
+                beta, steps, backprop, ..
+            } => {
+                let (v, lam) = (&eig.eigenvectors, &eig.eigenvalues);
+                let spectral = |f: &dyn Fn(f64) -> f64| {
+                    let d = Matrix::from_diagonal(&lam.map(f));
+                    v * d * v.transpose()
+                };
+                // r = 1 - beta lambda; A^T and beta S_t = beta sum_{s<t} A^s.
+                let geo = |r: f64, t: usize| {
+                    if r == 1.0 {
+                        t as f64
+                    } else {
+                        (1.0 - r.powi(t as i32)) / (1.0 - r)
+                    }
+                };
+                let a_pow = spectral(&|l| (1.0 - beta * l).powi(*steps as i32));
+                let bs_t = spectral(&|l| beta * geo(1.0 - beta * l, *steps));
+                let bs_back = spectral(&|l| beta * geo(1.0 - beta * l, *backprop));
+                let w = &q.m * &bs_back;
+                let mut sigma_u = &w * w.transpose() * noise.grad_phi_fu.powi(2);
+                for a in 0..du {
+                    sigma_u[(a, a)] += noise.grad_theta_fu.powi(2);
+                }
+                Some(ItdCache {
+                    ll_noise: &bs_t * &bs_t * noise.grad_phi_fl.powi(2),
+                    w,
+                    sigma_u,
+                    bs_t,
+                    a_pow,
+                })
+            }
+            _ => None,
+        };
         Ok(ExactRun {
             method,
             noise,
@@ -453,6 +540,7 @@ impl ExactRun {
                 scratch_p: Matrix::zeros(dl, dl),
             },
             grams,
+            itd,
         })
     }
 
@@ -597,6 +685,7 @@ impl ExactRun {
                 self.lower_steps(beta.at(k), inner, var);
                 self.gw_upper_step(alpha.at(k), neumann.at(k), None, Some(batch));
             }
+            ExactMethod::ItdBio { alpha, .. } => self.itd_step(alpha.at(k)),
             ExactMethod::Sustain { .. } => unreachable!("handled above"),
         }
         self.finish_step()
@@ -738,6 +827,41 @@ impl ExactRun {
         }
         self.ul.noise.fill(0.0);
         self.ul.apply(&mut self.s, th);
+    }
+
+    /// One ITD-BiO iteration (theory/exact-moments.md §ITD-BiO): $\phi \leftarrow A^T\phi - \beta S_T(M^\top\theta + b_l
+    /// + \xi_l)$ (one lower sample for all $T$ steps, so its noise enters once, through $\beta S_T$), then
+    /// $\theta \leftarrow \theta - \alpha(\nabla_\theta f_u - W\nabla_\phi f_u)$ at the new $\phi$ and one upper sample:
+    /// noise covariance $\sigma_\theta^2I + \sigma_\phi^2WW^\top$.
+    fn itd_step(&mut self, alpha: f64) {
+        let Layout {
+            th, ph, du, dl, one, ..
+        } = self.lay;
+        let c = self.itd.as_ref().expect("ITD-BiO cache");
+        let t = &mut self.ll.t;
+        t.fill(0.0);
+        for a in 0..dl {
+            let mut lin = 0.0;
+            for b in 0..dl {
+                t[(a, ph + b)] = c.a_pow[(a, b)];
+                lin += c.bs_t[(a, b)] * self.b_l[b];
+            }
+            t[(a, one)] = -lin;
+            for b in 0..du {
+                let mut v = 0.0;
+                for e in 0..dl {
+                    v += c.bs_t[(a, e)] * self.m[(b, e)];
+                }
+                t[(a, th + b)] = -v;
+            }
+        }
+        self.ll.noise.copy_from(&c.ll_noise);
+        self.ll.apply(&mut self.s, ph);
+        let c = self.itd.as_ref().expect("ITD-BiO cache");
+        self.du_l.copy_from(&c.w);
+        self.sigma_r.copy_from(&c.sigma_u);
+        self.fill_gh();
+        self.upper_apply(alpha, None);
     }
 
     /// $\theta_{\rm prev} \leftarrow \theta$ (rows, then columns).
