@@ -263,11 +263,9 @@ fn list(as_json: bool) -> CliResult {
             .claim
             .iter()
             .map(|c| json!({"id": c.id, "kind": c.kind, "title": c.title, "power_for": c.power_for, "note": c.note}))
-            .chain(
-                reg.rate
-                    .iter()
-                    .map(|r| json!({"id": r.id, "kind": r.kind, "title": r.title, "power_for": null, "note": r.note})),
-            )
+            .chain(reg.rate.iter().map(
+                |r| json!({"id": r.id, "kind": r.kind, "title": r.title, "power_for": r.power_for, "note": r.note}),
+            ))
             .collect();
         emitln(
             &serde_json::to_string_pretty(&json!({
@@ -331,12 +329,12 @@ fn list(as_json: bool) -> CliResult {
         s += &format!("{:<56} {:<8} {}\n", c.id, kind, c.title);
     }
     for r in &reg.rate {
-        s += &format!(
-            "{:<56} {:<8} {}\n",
-            r.id,
-            format!("{:?}", r.kind).to_lowercase(),
-            r.title
-        );
+        let kind = if r.power_for.is_some() {
+            "power".to_string()
+        } else {
+            format!("{:?}", r.kind).to_lowercase()
+        };
+        s += &format!("{:<56} {:<8} {}\n", r.id, kind, r.title);
     }
     s += &format!("\n{}", cli::shard::VERDICT_LEGEND);
     emit(&s)?;

@@ -5,6 +5,7 @@ mod algorithms2;
 mod claims;
 mod cli;
 mod common;
+mod coupling;
 mod docs;
 mod errata10;
 mod exact;

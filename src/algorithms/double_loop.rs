@@ -73,6 +73,10 @@ pub struct DoubleLoop {
     /// Planted bug of stocBiO: the inner SGD steps use one sample instead of the minibatch of `batch` (the UL
     /// hypergradient keeps its batch).
     pub no_inner_minibatch: bool,
+    /// Planted bug of AID-BiO: CG starts from $z = 0$ at every outer iteration instead of the previous solution
+    /// (Alg 3's warm start, which Ji et al.'s analysis assumes). With fewer CG steps than $d_l$ the hypergradient
+    /// keeps an error that no outer iteration removes; caught by `power/rate/aid-bio-linear/cg-cold-start`.
+    pub cg_cold_start: bool,
     ws: Workspace,
     h: Vector,
     acc: Vector,
@@ -91,6 +95,7 @@ impl DoubleLoop {
             batch: 1,
             beta_per_inner_step: false,
             no_inner_minibatch: false,
+            cg_cold_start: false,
             ws: Workspace::new(0, 0),
             h: Vector::zeros(0),
             acc: Vector::zeros(0),
@@ -202,6 +207,9 @@ impl Solver for DoubleLoop {
         }
         let method = self.method_at(st.k);
         self.acc.fill(0.0);
+        if self.cg_cold_start {
+            self.ws.z.fill(0.0);
+        }
         for _ in 0..self.batch {
             // ws.z keeps the previous solution: CG's warm start across iterations (Alg 3).
             estimate(o, &method, &st.theta, &st.phi, &mut self.ws, &mut self.h)?;

@@ -63,6 +63,10 @@ pub struct ItdBio {
     pub steps: usize,
     /// Back-propagate only the last $T'$ steps (`None`: all $T$).
     pub truncate: Option<usize>,
+    /// Planted bug: each outer iteration unrolls from $\varphi^0 = 0$ instead of the warm start $\phi^k$. The
+    /// lower-level error $(I-\beta H)^T\phi^\star$ then never vanishes and the iteration settles at another point;
+    /// caught by `power/rate/itd-bio-linear/cold-start`.
+    pub cold_start: bool,
 }
 
 impl ItdBio {
@@ -73,6 +77,7 @@ impl ItdBio {
             beta,
             steps,
             truncate: None,
+            cold_start: false,
         }
     }
 }
@@ -106,6 +111,9 @@ impl Solver for ItdBio {
             beta: self.beta,
             steps: self.steps,
         };
+        if self.cold_start {
+            st.phi.fill(0.0);
+        }
         let out = reverse(o, &st.theta, &st.phi, &p, samples, self.truncate)?;
         st.phi = out.phi_t;
         st.theta_prev.copy_from(&st.theta);

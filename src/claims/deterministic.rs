@@ -25,6 +25,28 @@ pub enum Estimator {
     /// Forward ITD (32) with $\beta = 1/L_l$ from $\phi^0 = 0$: $e_T = \\|\hat\nabla F_T(\theta) - \nabla F(\theta)\\|$,
     /// $q = \max_i|1-\beta\lambda_i| = 1 - \mu_l/L_l$.
     Itd,
+    /// AID-BiO (Alg 3, Ji et al. 2021) on the quadratic, exact oracles, $T$ warm-started inner GD steps and $N$
+    /// warm-started CG steps: $e_k = \|\theta^k - \theta^\star\|$; predicted factor $\rho(M)$ of the affine outer
+    /// iteration with an exact inverse (`theory/aid-itd.md`).
+    AidBio,
+    /// ITD-BiO on the quadratic, exact oracles, $T$ warm-started steps: $e_k = \|\theta^k - \bar\theta_T\|$ to its
+    /// biased limit; predicted factor $\rho(M)$ of the affine outer iteration.
+    ItdBio,
+    /// Reverse ITD from the warm start $\varphi^0 = \phi^\star(\theta)$: $e_T = \|\nabla F_T - \nabla F\|$, $q =
+    /// \max_i|1-\beta\lambda_i(H(\theta))|$, $\beta = 1/L_l$ (ITD-BiO's bias at its fixed point).
+    ItdWarm,
+}
+
+/// A planted near-miss bug of a deterministic rate's run (its power test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateBug {
+    /// AID-BiO's CG starts from $z=0$ every outer iteration (no warm start).
+    CgColdStart,
+    /// ITD-BiO unrolls from $\varphi^0 = 0$ every outer iteration (no warm start).
+    ItdColdStart,
+    /// Reverse ITD's backward products use $I - H$ instead of $I - \beta H$ (the lecture's eq (31) slip).
+    DroppedBeta,
 }
 
 impl Estimator {
@@ -34,6 +56,9 @@ impl Estimator {
             Estimator::Cg => "CG error |x_k - x*|_H / |x_0 - x*|_H",
             Estimator::Neumann => "Neumann error |z_N - H^-1 v|",
             Estimator::Itd => "ITD error |grad F_T - grad F|",
+            Estimator::AidBio => "AID-BiO |theta_k - theta*|",
+            Estimator::ItdBio => "ITD-BiO |theta_k - theta_bar_T|",
+            Estimator::ItdWarm => "ITD error from phi*: |grad F_T - grad F|",
         }
     }
 }
@@ -64,6 +89,24 @@ pub struct RateSpec {
     pub steps: usize,
     /// Fit on the last `tail` steps.
     pub tail: usize,
+    /// Inner steps $T$ per outer iteration (outer rates only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner: Option<usize>,
+    /// CG steps $N$ per outer iteration (AID-BiO only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solver_steps: Option<usize>,
+    /// Outer step $\alpha = $ `alpha_scale`$/\lambda_{\max}(\nabla^2F)$ (outer rates; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha_scale: Option<f64>,
+    /// A power test: the id of the rate whose rule must Fail on this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_for: Option<String>,
+    /// The planted bug in words (power tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bug: Option<String>,
+    /// The planted bug's switch (power tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planted: Option<RateBug>,
 }
 
 fn fit_slope(ks: &[f64], errs: &[f64]) -> f64 {
@@ -117,6 +160,8 @@ fn errors(spec: &RateSpec) -> Result<(Vec<f64>, f64)> {
             }
             (errs, 1.0 - mu / l)
         }
+        Estimator::AidBio | Estimator::ItdBio => super::aid_itd::outer_errors(spec)?,
+        Estimator::ItdWarm => super::aid_itd::bias_errors(spec)?,
         Estimator::Itd => {
             let exact = p.grad_f(&theta)?;
             let phi0 = Vector::zeros(d.d_l);
@@ -137,6 +182,13 @@ pub fn run_rate(spec: &RateSpec) -> Result<super::ClaimResult> {
     let start = Instant::now();
     if spec.tail < 2 || spec.tail > spec.steps {
         return Err(BilevelError::invalid("tail", spec.tail, "need 2 <= tail <= steps"));
+    }
+    if spec.power_for.is_some() != spec.planted.is_some() || spec.power_for.is_some() != spec.bug.is_some() {
+        return Err(BilevelError::invalid(
+            "power_for/bug/planted",
+            &spec.id,
+            "a power test of a rate sets all three; a rate none",
+        ));
     }
     let (errs, q) = errors(spec)?;
     let from = spec.steps - spec.tail;
@@ -170,14 +222,15 @@ pub fn run_rate(spec: &RateSpec) -> Result<super::ClaimResult> {
         fitted_exponent: slope,
         interval: [slope, slope],
         tolerance: spec.tolerance,
-        verdict: if verdict == Verdict::Pass {
+        // A power test passes when its planted bug Fails the rule (an inconclusive verdict is not a catch).
+        verdict: if (verdict == Verdict::Pass) == spec.power_for.is_none() && verdict != Verdict::Inconclusive {
             "pass".into()
         } else {
             "fail".into()
         },
         rule_verdict: format!("{verdict:?}").to_lowercase(),
-        power_for: None,
-        bug: None,
+        power_for: spec.power_for.clone(),
+        bug: spec.bug.clone(),
         quantity: spec.estimator.error_name().into(),
         replicates: 1,
         horizons: (1..=spec.steps).collect(),

@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+mod aid_itd;
 mod deterministic;
 pub mod direct;
 pub mod judge;
@@ -40,7 +41,7 @@ mod resolve;
 mod run;
 mod spec;
 
-pub use deterministic::{Estimator, RateSpec, run_rate};
+pub use deterministic::{Estimator, RateBug, RateSpec, run_rate};
 #[cfg(feature = "plots")]
 pub use plot::plot;
 pub use report::{bug_table, exact_table, table};

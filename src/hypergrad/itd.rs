@@ -232,6 +232,34 @@ pub fn reverse(
     samples: ItdSamples,
     truncate: Option<usize>,
 ) -> Result<ReverseOutput> {
+    reverse_with(o, theta, phi0, p, samples, truncate, p.beta)
+}
+
+/// **Planted bug** (a near miss of [`reverse`]): the backward loop multiplies by $A_t^\top = I -
+/// \nabla^2_{\phi\phi} f_l$, dropping the step $\beta$ the way the lecture's eq (31) drops it (see
+/// `theory/lecture-errata.md`). The forward steps are right; only the derivative is wrong, so the estimate no longer
+/// tends to $\nabla F$: its Jacobian sum tends to $\beta J$ (or blows up when $L_l > 2$). Caught by
+/// `power/rate/itd-bias-warm/dropped-beta` and `power/rate/itd-bias-cold/dropped-beta` (`theory/aid-itd.md`).
+pub fn reverse_dropped_beta(
+    o: &mut Oracle,
+    theta: &Vector,
+    phi0: &Vector,
+    p: &ItdParams,
+    samples: ItdSamples,
+) -> Result<ReverseOutput> {
+    reverse_with(o, theta, phi0, p, samples, None, 1.0)
+}
+
+/// [`reverse`] with the step `gamma` of the backward Hessian products ($\beta$ when correct).
+fn reverse_with(
+    o: &mut Oracle,
+    theta: &Vector,
+    phi0: &Vector,
+    p: &ItdParams,
+    samples: ItdSamples,
+    truncate: Option<usize>,
+    gamma: f64,
+) -> Result<ReverseOutput> {
     check_inputs(o, theta, phi0, p)?;
     let kept = truncate.unwrap_or(p.steps);
     if kept == 0 || kept > p.steps {
@@ -266,7 +294,7 @@ pub fn reverse(
         g.axpy(-beta, &cu, 1.0);
         if k > 0 {
             o.hvp_fl(s, theta, state, &lambda, &mut hl)?;
-            lambda.axpy(-beta, &hl, 1.0);
+            lambda.axpy(-gamma, &hl, 1.0);
         }
     }
     check_finite_output("reverse ITD hypergradient", &g)?;
