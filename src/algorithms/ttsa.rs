@@ -96,7 +96,9 @@ impl Solver for Ttsa {
     }
     fn step(&mut self, o: &mut Oracle, mut st: Iterate) -> Result<Iterate> {
         let k = st.k;
-        self.phi_old.copy_from(&st.phi);
+        if self.stale_phi {
+            self.phi_old.copy_from(&st.phi);
+        }
         lower_step(o, &st.theta, &mut st.phi, self.beta.at(k), &mut self.buf_l)?;
         let method = InverseMethod::GhadimiWang(self.neumann.at(k));
         let at_phi = if self.stale_phi { &self.phi_old } else { &st.phi };

@@ -310,15 +310,56 @@ impl LowRank {
 
     /// `out ← β·out + H x` without temporaries beyond $r$ scalars per column of $V$: $O(r d_l)$.
     fn apply_h(&self, x: &Vector, out: &mut Vector, beta: f64) {
-        for ((o, d), xi) in out.iter_mut().zip(self.diag.iter()).zip(x.iter()) {
-            *o = beta * *o + d * xi;
-        }
-        for k in 0..self.rank {
-            let col = self.v.column(k);
-            let t = col.dot(x);
-            out.axpy(t, &col, 1.0);
+        match self.rank {
+            0 => self.apply_h_fused::<0>(x, out, beta),
+            1 => self.apply_h_fused::<1>(x, out, beta),
+            2 => self.apply_h_fused::<2>(x, out, beta),
+            3 => self.apply_h_fused::<3>(x, out, beta),
+            4 => self.apply_h_fused::<4>(x, out, beta),
+            _ => {
+                for ((o, d), xi) in out.iter_mut().zip(self.diag.iter()).zip(x.iter()) {
+                    *o = beta * *o + d * xi;
+                }
+                for k in 0..self.rank {
+                    let col = self.v.column(k);
+                    let t = col.dot(x);
+                    out.axpy(t, &col, 1.0);
+                }
+            }
         }
     }
+
+    /// [`Self::apply_h`] for rank `R`: the dot products $t = V^\top x$ (four partial sums each, so the pass
+    /// vectorises), then one fused pass $out = \beta\,out + Dx + Vt$; 2 + R vector reads instead of 3 + 5R.
+    fn apply_h_fused<const R: usize>(&self, x: &Vector, out: &mut Vector, beta: f64) {
+        let d = x.len();
+        let x = x.as_slice();
+        let cols: [&[f64]; R] = std::array::from_fn(|k| &self.v.as_slice()[k * d..(k + 1) * d]);
+        let t: [f64; R] = std::array::from_fn(|k| dot4(cols[k], x));
+        // Slices, not nalgebra's strided iterators: the loop then vectorises.
+        let (out, diag) = (&mut out.as_mut_slice()[..d], &self.diag.as_slice()[..d]);
+        for i in 0..d {
+            let mut y = beta * out[i] + diag[i] * x[i];
+            for k in 0..R {
+                y += t[k] * cols[k][i];
+            }
+            out[i] = y;
+        }
+    }
+}
+
+/// $a\cdot b$ with four interleaved partial sums (independent chains: the loop vectorises and does not wait on
+/// one add's latency per element).
+fn dot4(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (p, q) in ca.zip(cb) {
+        for j in 0..4 {
+            acc[j] += p[j] * q[j];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 impl Bilevel for LowRank {

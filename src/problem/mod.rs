@@ -20,6 +20,7 @@
 
 mod checked;
 mod domain;
+pub mod keystream;
 mod noise;
 mod oracle;
 

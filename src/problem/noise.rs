@@ -26,10 +26,11 @@
 //! and different samples are independent. Tests: `noise_model::low_rank_noise_*`.
 //! - gradients: $\sigma\\,z$ with $z$ standard normal; values: $\sigma_v\\,z$ with scalar $z$.
 
+use super::keystream::Keystream;
 use super::{Bilevel, Constants, Dims, Domain, Level, Sample};
 use crate::error::{BilevelError, Result};
 use crate::linalg::{Matrix, Vector};
-use rand::{Rng, RngExt, SeedableRng};
+use rand::{Rng, RngExt};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::Serialize;
@@ -97,21 +98,24 @@ enum Stream {
     Cross,
 }
 
-/// The noise generator of one (sample, kind) pair.
-fn stream(word: u64, kind: Stream) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(word);
-    rng.set_stream(kind as u64);
-    rng
+/// The noise generator of one (sample, kind) pair: the keystream of `ChaCha8Rng::seed_from_u64(word)` on stream
+/// `kind`, computed lazily one block at a time ([`Keystream`], bit-identical).
+fn stream(word: u64, kind: Stream) -> Keystream {
+    Keystream::new(word, kind as u64)
 }
 
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
+fn normal(rng: &mut Keystream) -> f64 {
     rng.sample(StandardNormal)
 }
 
-/// ±1 from the lowest bit of `bits` (1 → +1).
+/// ±1 from the lowest bit of `bits` (1 → +1). Built from the bit, without a branch: random signs mispredict.
+#[inline(always)]
 fn sign(bits: u64) -> f64 {
-    if bits & 1 == 1 { 1.0 } else { -1.0 }
+    f64::from_bits(1.0f64.to_bits() | ((!bits & 1) << 63))
 }
+
+/// Words of Hessian signs (32 pairs each) kept on the stack between a product's two passes: $d_l \le 2048$.
+const KEPT_WORDS: usize = 64;
 
 /// `out += sigma * z`, z standard normal from the (sample, kind) stream.
 fn add_vector_noise(word: u64, kind: Stream, sigma: f64, out: &mut Vector) {
@@ -129,13 +133,24 @@ fn add_vector_noise(word: u64, kind: Stream, sigma: f64, out: &mut Vector) {
 pub struct Noisy {
     inner: Arc<dyn Bilevel>,
     levels: NoiseLevels,
+    /// $c_H = \sigma_H/\sqrt{2 d_l}$, computed once (a division and a square root per product cost as much as a
+    /// 10-dimensional product's noise).
+    hess_scale: f64,
+    /// $c_C = \sigma_C/\sqrt{d_l}$.
+    cross_scale: f64,
 }
 
 impl Noisy {
     /// Wrap `inner`; checks the noise levels.
     pub fn new(inner: Arc<dyn Bilevel>, levels: NoiseLevels) -> Result<Self> {
         levels.check()?;
-        Ok(Noisy { inner, levels })
+        let d_l = inner.dims().d_l as f64;
+        Ok(Noisy {
+            hess_scale: levels.hess_fl / (2.0 * d_l).sqrt(),
+            cross_scale: levels.cross_fl / d_l.sqrt(),
+            inner,
+            levels,
+        })
     }
 
     /// The noise levels.
@@ -167,7 +182,7 @@ impl Noisy {
     fn hess_factors(&self, s: Sample, mut f: impl FnMut(usize, f64, f64)) -> Option<f64> {
         let w = Self::noise_word(s)?;
         let d = self.inner.dims().d_l;
-        let scale = self.levels.hess_fl / (2.0 * d as f64).sqrt();
+        let scale = self.hess_scale;
         if scale == 0.0 {
             return None;
         }
@@ -186,18 +201,25 @@ impl Noisy {
     }
 
     /// The cross noise factors at sample `s`: calls `fa(i, a'_i)` for $i = 0..d_u$, then `fb(j, b'_j)` for
-    /// $j = 0..d_l$, in that order from the (sample, cross) stream, and returns $c_C$; `None` when noise is off.
-    fn cross_factors(&self, s: Sample, mut fa: impl FnMut(usize, f64), mut fb: impl FnMut(usize, f64)) -> Option<f64> {
+    /// $j = 0..d_l$, in that order from the (sample, cross) stream, stopping after the first `limit` signs, and
+    /// returns $c_C$; `None` when noise is off.
+    fn cross_factors(
+        &self,
+        s: Sample,
+        limit: usize,
+        mut fa: impl FnMut(usize, f64),
+        mut fb: impl FnMut(usize, f64),
+    ) -> Option<f64> {
         let w = Self::noise_word(s)?;
         let Dims { d_u, d_l } = self.inner.dims();
-        let scale = self.levels.cross_fl / (d_l as f64).sqrt();
+        let scale = self.cross_scale;
         if scale == 0.0 {
             return None;
         }
         let mut rng = stream(w, Stream::Cross);
         // Signs in order: a'_0..a'_{d_u-1}, then b'_0..b'_{d_l-1}; bit t of the (t/64)-th word is the t-th sign.
         let mut bits = 0u64;
-        for t in 0..d_u + d_l {
+        for t in 0..(d_u + d_l).min(limit) {
             if t % 64 == 0 {
                 bits = rng.next_u64();
             }
@@ -224,7 +246,7 @@ impl Noisy {
     pub fn cross_noise(&self, s: Sample) -> Matrix {
         let Dims { d_u, d_l } = self.inner.dims();
         let (mut a, mut b) = (Vector::zeros(d_u), Vector::zeros(d_l));
-        match self.cross_factors(s, |i, x| a[i] = x, |j, x| b[j] = x) {
+        match self.cross_factors(s, usize::MAX, |i, x| a[i] = x, |j, x| b[j] = x) {
             Some(c) => &a * b.transpose() * c,
             None => Matrix::zeros(d_u, d_l),
         }
@@ -285,33 +307,61 @@ impl Bilevel for Noisy {
     }
     fn hvp_fl(&self, s: Sample, theta: &Vector, phi: &Vector, v: &Vector, out: &mut Vector) {
         self.inner.hvp_fl(s, theta, phi, v, out);
-        // out += c (a (b·v) + b (a·v)): one pass for the dot products, a second over the regenerated stream.
-        let (mut av, mut bv) = (0.0, 0.0);
-        let Some(c) = self.hess_factors(s, |i, a, b| {
-            av += a * v[i];
-            bv += b * v[i];
-        }) else {
+        // out += c (a (b·v) + b (a·v)): one pass for the dot products, a second to add. The signs (the bits of
+        // `hess_factors`, 32 pairs per word) are kept for the second pass when they fit on the stack, regenerated
+        // otherwise (then a stream set-up is small beside the O(d) passes).
+        let Some(w) = Self::noise_word(s) else {
             return;
         };
-        self.hess_factors(s, |i, a, b| out[i] += c * (a * bv + b * av));
+        let d = self.inner.dims().d_l;
+        let c = self.hess_scale;
+        if c == 0.0 {
+            return;
+        }
+        let mut kept = [0u64; KEPT_WORDS];
+        let keep = d.div_ceil(32) <= KEPT_WORDS;
+        let mut rng = stream(w, Stream::Hess);
+        let (mut av, mut bv) = (0.0, 0.0);
+        for (q, chunk) in v.as_slice().chunks(32).enumerate() {
+            let bits = rng.next_u64();
+            if keep {
+                kept[q] = bits;
+            }
+            for (j, x) in chunk.iter().enumerate() {
+                av += sign(bits >> (2 * j)) * x;
+                bv += sign(bits >> (2 * j + 1)) * x;
+            }
+        }
+        let mut rng = (!keep).then(|| stream(w, Stream::Hess));
+        for (q, chunk) in out.as_mut_slice().chunks_mut(32).enumerate() {
+            let bits = match rng.as_mut() {
+                Some(r) => r.next_u64(),
+                None => kept[q],
+            };
+            for (j, o) in chunk.iter_mut().enumerate() {
+                *o += c * (sign(bits >> (2 * j)) * bv + sign(bits >> (2 * j + 1)) * av);
+            }
+        }
     }
     fn cross_fl(&self, s: Sample, theta: &Vector, phi: &Vector, w: &Vector, out: &mut Vector) {
         self.inner.cross_fl(s, theta, phi, w, out);
-        // out += c a' (b'·w).
+        // out += c a' (b'·w); the second pass stops after the d_u signs of a'.
+        let d_u = self.inner.dims().d_u;
         let mut bw = 0.0;
-        let Some(c) = self.cross_factors(s, |_, _| {}, |j, b| bw += b * w[j]) else {
+        let Some(c) = self.cross_factors(s, usize::MAX, |_, _| {}, |j, b| bw += b * w[j]) else {
             return;
         };
-        self.cross_factors(s, |i, a| out[i] += c * a * bw, |_, _| {});
+        self.cross_factors(s, d_u, |i, a| out[i] += c * a * bw, |_, _| {});
     }
     fn cross_t_fl(&self, s: Sample, theta: &Vector, phi: &Vector, u: &Vector, out: &mut Vector) {
         self.inner.cross_t_fl(s, theta, phi, u, out);
-        // out += c b' (a'·u).
+        // out += c b' (a'·u); the first pass stops after the d_u signs of a'.
+        let d_u = self.inner.dims().d_u;
         let mut au = 0.0;
-        let Some(c) = self.cross_factors(s, |i, a| au += a * u[i], |_, _| {}) else {
+        let Some(c) = self.cross_factors(s, d_u, |i, a| au += a * u[i], |_, _| {}) else {
             return;
         };
-        self.cross_factors(s, |_, _| {}, |j, b| out[j] += c * b * au);
+        self.cross_factors(s, usize::MAX, |_, _| {}, |j, b| out[j] += c * b * au);
     }
     fn hess_fl(&self, s: Sample, theta: &Vector, phi: &Vector) -> Matrix {
         // One noise matrix per sample: the same E that `hvp_fl` applies, generated once, added in place entry by
