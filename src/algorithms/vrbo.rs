@@ -15,7 +15,16 @@
 //! Neumann estimator of $H^{-1}\nabla_\phi f_u$ with a fixed length $N$ and scale $\eta$
 //! ([`crate::hypergrad::InverseMethod::Stocbio`]), as in the paper. The outer/inner structure ($m$ SPIDER steps on
 //! $\phi$ per step on $\theta$, estimators carried over between outer steps) is the paper's Algorithm 1 as
-//! recalled here \[recall\]; the lecture does not state it.
+//! recalled here; the lecture does not state it. The paper's text was not retrievable; the structure was checked
+//! against the authors' code (github.com/JunjieYang97/MRVRBO, `mnist_exp.py`, function `vrbo` and its caller): the
+//! same SPIDER differences at one sample at two consecutive points, the stocBiO estimator in the refresh and in
+//! the corrections, $m$ inner steps on $\phi$ per outer step, estimators carried across outer steps and refreshed
+//! every $q$ (`spider_epoch`) steps. Two differences, neither changing the mean of the estimators: (a) the
+//! authors' code corrects the $\theta$ change at fixed $\phi$ and then each $\phi$ change at fixed $\theta$, while
+//! here the first correction moves both, $(\theta^k,\varphi^0)\to(\theta^{k+1},\varphi^1)$ (both telescope; the
+//! variances differ); (b) their $\theta$ step comes after the inner loop, here before it: with the estimators
+//! carried over this is the same sequence shifted by half an iteration, except that here a refreshed estimate is
+//! used for the $\theta$ step at once, there after $m$ inner corrections.
 //!
 //! # Why VRBO (and not SABA) here
 //! SABA (Dagréou et al. 2022) keeps a SAGA memory per component and therefore needs a finite sum with per-component

@@ -26,13 +26,13 @@ pub enum Estimator {
     /// $q = \max_i|1-\beta\lambda_i| = 1 - \mu_l/L_l$.
     Itd,
     /// AID-BiO (Alg 3, Ji et al. 2021) on the quadratic, exact oracles, $T$ warm-started inner GD steps and $N$
-    /// warm-started CG steps: $e_k = \|\theta^k - \theta^\star\|$; predicted factor $\rho(M)$ of the affine outer
+    /// warm-started CG steps: $e_k = \\|\theta^k - \theta^\star\\|$; predicted factor $\rho(M)$ of the affine outer
     /// iteration with an exact inverse (`theory/aid-itd.md`).
     AidBio,
-    /// ITD-BiO on the quadratic, exact oracles, $T$ warm-started steps: $e_k = \|\theta^k - \bar\theta_T\|$ to its
+    /// ITD-BiO on the quadratic, exact oracles, $T$ warm-started steps: $e_k = \\|\theta^k - \bar\theta_T\\|$ to its
     /// biased limit; predicted factor $\rho(M)$ of the affine outer iteration.
     ItdBio,
-    /// Reverse ITD from the warm start $\varphi^0 = \phi^\star(\theta)$: $e_T = \|\nabla F_T - \nabla F\|$, $q =
+    /// Reverse ITD from the warm start $\varphi^0 = \phi^\star(\theta)$: $e_T = \\|\nabla F_T - \nabla F\\|$, $q =
     /// \max_i|1-\beta\lambda_i(H(\theta))|$, $\beta = 1/L_l$ (ITD-BiO's bias at its fixed point).
     ItdWarm,
 }
