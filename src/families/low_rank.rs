@@ -330,7 +330,7 @@ impl LowRank {
     }
 
     /// [`Self::apply_h`] for rank `R`: the dot products $t = V^\top x$ (four partial sums each, so the pass
-    /// vectorises), then one fused pass $out = \beta\,out + Dx + Vt$; 2 + R vector reads instead of 3 + 5R.
+    /// vectorises), then one fused pass $out = \beta\\,out + Dx + Vt$; 2 + R vector reads instead of 3 + 5R.
     fn apply_h_fused<const R: usize>(&self, x: &Vector, out: &mut Vector, beta: f64) {
         let d = x.len();
         let x = x.as_slice();

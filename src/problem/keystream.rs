@@ -88,8 +88,8 @@ fn lanes_left(r: Row, n: usize) -> Row {
 /// n = 3 undoes it.
 #[inline(always)]
 fn diagonalize(x: &mut [Row; 4], n: usize) {
-    for r in 1..4 {
-        x[r] = lanes_left(x[r], r * n);
+    for (r, row) in x.iter_mut().enumerate().skip(1) {
+        *row = lanes_left(*row, r * n);
     }
 }
 
