@@ -10,6 +10,7 @@ use crate::linalg::Vector;
 use crate::problem::{Bilevel, Constants};
 use crate::solver::Metric;
 use crate::stats::geometric_grid;
+use rayon::prelude::*;
 use serde::Serialize;
 
 /// The window fraction of [`Statistic::Window`] (the claim runner's `WINDOW_FRACTION`).
@@ -65,8 +66,16 @@ pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Exac
             swap_momentum_weights,
             // The recursion does not check timescales; it follows whatever steps the claim gives.
             allow_single_timescale: _,
+            // The recursion needs an unbounded Theta (setup refuses a box), where the projection is the identity.
+            no_projection: _,
+            upper_step_beta,
         } => ExactMethod::Ttsa {
-            alpha: alpha.resolve(k, horizon)?,
+            // The recursion's upper step is alpha_k: the planted mix-up is that schedule replaced by beta_k.
+            alpha: if *upper_step_beta {
+                beta.resolve(k, horizon)?
+            } else {
+                alpha.resolve(k, horizon)?
+            },
             beta: beta.resolve(k, horizon)?,
             neumann: neumann.resolve(k),
             momentum: *momentum,
@@ -307,10 +316,18 @@ pub fn exact_curves(spec: &ClaimSpec, pairs: &[(Metric, Statistic)], grid: &[usi
             }
         }
         HorizonMode::PerHorizon => {
-            for &kk in grid {
-                let method = method_for(&spec.algorithm, &k, kk)?;
-                let mut run = ExactRun::new(&st.q, noise, method.clone(), &st.theta0, &st.phi0)?;
-                let tr = trajectory(&mut run, &metrics, kk)?;
+            // One independent recursion per horizon: in parallel, pushed in grid order.
+            let per: Vec<Result<_>> = grid
+                .par_iter()
+                .map(|&kk| {
+                    let method = method_for(&spec.algorithm, &k, kk)?;
+                    let mut run = ExactRun::new(&st.q, noise, method.clone(), &st.theta0, &st.phi0)?;
+                    let tr = trajectory(&mut run, &metrics, kk)?;
+                    Ok((method, tr))
+                })
+                .collect();
+            for (&kk, r) in grid.iter().zip(per) {
+                let (method, tr) = r?;
                 push(&method, &tr, kk);
             }
         }
@@ -396,13 +413,18 @@ pub fn exact_slopes_group(specs: &[&ClaimSpec]) -> Result<Vec<Option<ExactSlopes
     let h = first.horizons;
     let grid = geometric_grid(h.min, h.max, h.points)?;
     let from = grid.len() - h.tail.unwrap_or(grid.len()).min(grid.len());
-    let near = match exact_curves(first, &pairs, &grid) {
+    let far_g = far_grid(h.mode);
+    // The near and far recursions are independent: run them side by side.
+    let (near, far) = rayon::join(
+        || exact_curves(first, &pairs, &grid),
+        || exact_curves(first, &pairs, &far_g),
+    );
+    let near = match near {
         Ok(c) => c,
         Err(BilevelError::Unsupported(_)) => return Ok(vec![None; specs.len()]),
         Err(e) => return Err(e),
     };
-    let far_g = far_grid(h.mode);
-    let far = exact_curves(first, &pairs, &far_g)?;
+    let far = far?;
     let mut i = 0;
     Ok(specs
         .iter()
@@ -434,9 +456,17 @@ pub fn attach_exact_slopes(specs: &[ClaimSpec], results: &mut [crate::claims::Cl
             runs.push(s.run_name());
         }
     }
-    for run in runs {
-        let group: Vec<&ClaimSpec> = specs.iter().filter(|s| s.run_name() == run).collect();
-        let slopes = exact_slopes_group(&group)?;
+    // Runs in parallel (each is a deterministic recursion: same bits for any thread count).
+    let per_run: Vec<Result<(Vec<&ClaimSpec>, Vec<Option<ExactSlopes>>)>> = runs
+        .par_iter()
+        .map(|run| {
+            let group: Vec<&ClaimSpec> = specs.iter().filter(|s| s.run_name() == *run).collect();
+            let slopes = exact_slopes_group(&group)?;
+            Ok((group, slopes))
+        })
+        .collect();
+    for r in per_run {
+        let (group, slopes) = r?;
         for (s, e) in group.iter().zip(slopes) {
             if let Some(r) = results.iter_mut().find(|r| r.id == s.id) {
                 r.exact_slope_grid = e.map(|e| e.grid);
