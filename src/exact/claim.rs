@@ -457,7 +457,8 @@ pub fn attach_exact_slopes(specs: &[ClaimSpec], results: &mut [crate::claims::Cl
         }
     }
     // Runs in parallel (each is a deterministic recursion: same bits for any thread count).
-    let per_run: Vec<Result<(Vec<&ClaimSpec>, Vec<Option<ExactSlopes>>)>> = runs
+    type GroupSlopes<'a> = (Vec<&'a ClaimSpec>, Vec<Option<ExactSlopes>>);
+    let per_run: Vec<Result<GroupSlopes>> = runs
         .par_iter()
         .map(|run| {
             let group: Vec<&ClaimSpec> = specs.iter().filter(|s| s.run_name() == *run).collect();
