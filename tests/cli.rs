@@ -752,6 +752,30 @@ fn without_seconds(mut v: serde_json::Value) -> serde_json::Value {
     v
 }
 
+/// The report runs its units (registry runs) concurrently: the JSON (without wall times) is the same bits with one
+/// thread as with several. Two cheap runs, one of them with exact slopes (BSA's recursion).
+#[test]
+fn report_units_in_parallel_give_the_same_bits_for_any_thread_count() {
+    let args = [
+        "report",
+        "--json",
+        "--only",
+        "power/ttsa-wc/moreau/fixed,power/bsa/rate/no-implicit,rate/",
+    ];
+    let run = |threads: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bilevel"))
+            .args(args)
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        without_seconds(serde_json::from_slice(&out.stdout).unwrap())
+    };
+    let one = run("1");
+    assert_eq!(one["claims"].as_array().unwrap().len(), 5);
+    assert_eq!(one, run("3"), "the report depends on the thread count");
+}
+
 #[test]
 fn sharded_report_and_sweep_merge_into_exactly_the_unsharded_result() {
     let dir = tmp_dir("shards");
@@ -820,8 +844,9 @@ fn sharded_report_and_sweep_merge_into_exactly_the_unsharded_result() {
         table(bilevel(&[&["report"][..], &only].concat()))
     );
 
-    // sweep: 2 seeds x 1 simulation over 2 shards.
-    let sweep = ["sweep", "--seeds", "2", "--only", "bsa"];
+    // sweep: 2 seeds x 1 simulation over 2 shards (a cheap run: bsa's honest-regime grid, to 3000 with sum_k sqrt(k)
+    // inner steps, would be simulated five times here).
+    let sweep = ["sweep", "--seeds", "2", "--only", "power/ttsa-wc/moreau/fixed"];
     let whole = json(&bilevel(&[&sweep[..], &["--json"]].concat()));
     let a = run_to(&[&sweep[..], &["--shard", "1/2"]].concat(), "sweep-1.json");
     // Another "machine": one thread instead of all cores; the bits do not change.

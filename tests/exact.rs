@@ -212,7 +212,7 @@ fn exact_consistency_stable_and_its_planted_bugs() {
     }
 }
 
-/// BSA on the claim `bsa/*`'s own instance and grid (per horizon, 100..1000) is consistent; with t_k = 1 it is
+/// BSA on the claim `bsa/*`'s own instance and grid (per horizon, 300..3000, start (5, -7)) is consistent; with t_k = 1 it is
 /// rejected (its E|theta^K - theta*|^2 is ~40% above the correct one; 1000 replicates of the cheap buggy run).
 #[test]
 fn exact_consistency_bsa_and_a_single_inner_step() {
@@ -227,6 +227,21 @@ fn exact_consistency_bsa_and_a_single_inner_step() {
     let c = consistency(&bug, &spec, &METRICS, 1000, 0, Z_THRESHOLD).unwrap();
     show("bsa t_k = 1 vs correct", &c);
     assert!(c.max_abs_z > Z_THRESHOLD, "t_k = 1 not caught: {c:#?}");
+}
+
+/// BSA with the Ghadimi–Wang length fixed at 2 on `bsa/rate`'s design (far start, 300..3000): the rate rule passes it
+/// there (the bias floor is ~10% of the transient the honest regime needs; theory/bsa.md), so the exact curve of
+/// the correct algorithm must reject its Monte Carlo means.
+#[test]
+fn exact_consistency_bsa_fixed_neumann() {
+    let spec = claim("bsa/rate");
+    let mut bug = spec.clone();
+    if let AlgoSpec::Bsa { neumann, .. } = &mut bug.algorithm {
+        neumann.fixed = Some(2);
+    }
+    let c = consistency(&bug, &spec, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
+    show("bsa N = 2 vs correct", &c);
+    assert!(c.max_abs_z > Z_THRESHOLD, "N = 2 not caught: {c:#?}");
 }
 
 /// stocBiO (Hessian noise off, as in its claims) on the claim `stocbio/*`'s own instance and grid (per horizon,

@@ -149,3 +149,48 @@ fn stocbio_inner_minibatch_counted_by_hand() {
     assert_eq!(count(false), 24);
     assert_eq!(count(true), 6);
 }
+
+/// TTSA's upper step without the projection on $\Theta$ (`Ttsa.skip_projection`): invisible to every rate claim
+/// (from ttsa-wc's start (2.5, -2.5) the iterates stay inside $[-3,3]^2$; measured on `ttsa-wc/moreau`'s design:
+/// -0.478 [-0.514, -0.442], means within 1% of the correct run's). Caught here: one step (noise off) from a corner
+/// of a small box with a step longer than the box is wide; the correct step is the coordinatewise clamp of the buggy one
+/// and lies on the boundary, the buggy one outside.
+#[test]
+fn ttsa_upper_step_is_projected_on_theta() {
+    use bilevel::families::weakly_convex::WeaklyConvexSpec;
+    let p = WeaklyConvexSpec {
+        radius: 0.5,
+        ..Default::default()
+    }
+    .build()
+    .unwrap();
+    let ph0 = Vector::from_element(3, 0.3);
+    let run = |t0: &Vector, skip: bool| {
+        let mut s = Ttsa::new(
+            // A step far longer than the box is wide: whichever way the gradient points, it leaves the box.
+            Schedule::constant(50.0),
+            Schedule::constant(0.1),
+            NeumannGrowth::fixed(0.2, 1),
+        );
+        s.enforce_timescales = false;
+        s.skip_projection = skip;
+        let mut o = Oracle::new(&p, 0);
+        solver::run(&mut s, &mut o, t0, &ph0, 1, &mut NoObserver).unwrap().theta
+    };
+    let mut checked = 0;
+    for (a, b) in [(0.5, 0.5), (0.5, -0.5), (-0.5, 0.5), (-0.5, -0.5)] {
+        let t0 = Vector::from_vec(vec![a, b]);
+        let (right, bug) = (run(&t0, false), run(&t0, true));
+        if bug.amax() <= 0.5 + 1e-6 {
+            continue;
+        }
+        let clamped = bug.map(|x| x.clamp(-0.5, 0.5));
+        assert!((&right - &clamped).amax() < 1e-15, "{right} vs clamp({bug})");
+        assert!(right.amax() <= 0.5);
+        checked += 1;
+    }
+    assert!(
+        checked > 0,
+        "no corner's step leaves the box: the test would mean nothing"
+    );
+}

@@ -41,6 +41,14 @@ pub struct Ttsa {
     /// Planted bug: eq (20) with the weights swapped, $h^k \leftarrow (1-\eta)h^{k-1} + \eta\hat\nabla f$ (invisible
     /// at $\eta = 0.5$; test `planted_bugs::momentum_weights_match_eq20_by_hand`).
     pub swap_momentum_weights: bool,
+    /// Planted bug: the upper step $\theta - \alpha_k h$ without the projection on $\Theta$ of Alg 4 / eq (49) (on
+    /// an unbounded $\Theta$ the projection is the identity and the bug is invisible; power test
+    /// `power/ttsa-wc/moreau/no-projection`).
+    pub skip_projection: bool,
+    /// Planted bug: the upper step taken with the lower level's step $\beta_k$ instead of $\alpha_k$ (a schedule
+    /// mix-up that the two-timescale check in `init` cannot see: both schedules are right, one is used twice;
+    /// power test `power/ttsa-wc/step-average/upper-step-beta`).
+    pub upper_step_beta: bool,
     ws: Workspace,
     h: Vector,
     dir: Vector,
@@ -59,6 +67,8 @@ impl Ttsa {
             enforce_timescales: true,
             stale_phi: false,
             swap_momentum_weights: false,
+            skip_projection: false,
+            upper_step_beta: false,
             ws: Workspace::new(0, 0),
             h: Vector::zeros(0),
             dir: Vector::zeros(0),
@@ -118,7 +128,16 @@ impl Solver for Ttsa {
             }
         }
         st.theta_prev.copy_from(&st.theta);
-        upper_step(o, &mut st.theta, self.alpha.at(k), &self.dir);
+        let alpha = if self.upper_step_beta {
+            self.beta.at(k)
+        } else {
+            self.alpha.at(k)
+        };
+        if self.skip_projection {
+            st.theta.axpy(-alpha, &self.dir, 1.0);
+        } else {
+            upper_step(o, &mut st.theta, alpha, &self.dir);
+        }
         st.k += 1;
         Ok(st)
     }

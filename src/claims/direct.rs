@@ -18,12 +18,13 @@
 //! $\log S$ on $\log(1/\varepsilon)$ (point estimates; no interval), reported next to the table's exponent and to
 //! $p=-1/r$ with $r$ the fitted last-iterate rate of the same runs.
 
-use super::run::{build_solver, start_point};
+use super::run::{BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, build_solver, start_point};
 use super::spec::{ClaimSpec, HorizonMode};
 use crate::error::Result;
 use crate::problem::{Bilevel, Counts, Oracle};
 use crate::solver::{self, Metric, Recorder};
-use crate::stats;
+use crate::stats::{self, Bootstrap, Interval, Rule, SeedKey, Verdict};
+use rayon::prelude::*;
 use serde::Serialize;
 
 /// The number of $\varepsilon$ values.
@@ -93,6 +94,38 @@ pub struct KindExponents {
     pub dense: Option<f64>,
 }
 
+/// Bootstrap intervals $[\text{lo}, \text{hi}]$ of [`KindExponents`] (`None` where the kind is never used or too
+/// few resamples give a slope).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, Default)]
+pub struct KindIntervals {
+    /// Upper-level gradients.
+    pub upper_grad: Option<[f64; 2]>,
+    /// Lower-level gradients.
+    pub lower_grad: Option<[f64; 2]>,
+    /// Hessian-vector products.
+    pub hvp: Option<[f64; 2]>,
+    /// Cross products.
+    pub cross: Option<[f64; 2]>,
+    /// Dense second-order matrices.
+    pub dense: Option<[f64; 2]>,
+}
+
+impl KindIntervals {
+    fn get(&self, kind: usize) -> Option<[f64; 2]> {
+        [self.upper_grad, self.lower_grad, self.hvp, self.cross, self.dense][kind]
+    }
+}
+
+/// The kind a complexity claim counts: upper-level gradients for `complexity_upper`, lower-level gradients for
+/// `complexity_lower` (the lecture's $S(f_u)$, $S(f_l)$).
+pub fn kind_of(measure: super::spec::Measure) -> Option<usize> {
+    match measure {
+        super::spec::Measure::ComplexityUpper => Some(0),
+        super::spec::Measure::ComplexityLower => Some(1),
+        super::spec::Measure::Slope => None,
+    }
+}
+
 /// The direct measurement for one run.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct DirectComplexity {
@@ -108,6 +141,19 @@ pub struct DirectComplexity {
     pub samples: Vec<KindCounts>,
     /// Fitted $p$ per kind (empty grid: all `None`).
     pub exponents: KindExponents,
+    /// Bootstrap intervals of `exponents` (module docs).
+    #[serde(default)]
+    pub intervals: KindIntervals,
+    /// Two-sided level of `intervals` (nominal; the percentiles are taken at the expanded level).
+    #[serde(default)]
+    pub level: f64,
+    /// For a complexity claim: its own rule (kind, table exponent, tolerance) applied to the interval of the kind it
+    /// counts (informational: module docs). Set by the claim runner.
+    #[serde(default)]
+    pub rule_verdict: Option<Verdict>,
+    /// For a complexity claim: whether the interval of the kind it counts contains $p=-1/r$.
+    #[serde(default)]
+    pub contains_p_from_rate: Option<bool>,
     /// The last-iterate rate $r$ of $\mathbb{E}\\|\nabla F(\theta^K)\\|^2\sim K^{r}$ over the horizons, and $-1/r$.
     pub rate: Option<f64>,
     /// $p = -1/r$ (what the complexity claims' re-expression of the rate gives for $S = K$).
@@ -158,21 +204,7 @@ pub fn measure(spec: &ClaimSpec, master_seed: u64, p: &dyn Bilevel) -> Result<Di
             Ok(out)
         },
     )?;
-    let w = 1.0 / reps as f64;
-    let mut curves: Vec<(Vec<usize>, Curve)> = Vec::new();
-    for (j, _) in runs.iter().enumerate() {
-        let (cps, v0, c0) = &per_rep[0][j];
-        let mut mean = vec![0.0; v0.len()];
-        let mut counts = vec![KindCounts::default(); c0.len()];
-        for r in &per_rep {
-            let (_, v, c) = &r[j];
-            for i in 0..mean.len() {
-                mean[i] += w * v[i];
-                counts[i].add_scaled(&c[i], w);
-            }
-        }
-        curves.push((cps.clone(), Curve { mean, counts }));
-    }
+    let curves = mean_curves(&per_rep, &vec![1u32; reps]);
     let smallest = curves
         .iter()
         .flat_map(|(_, c)| c.mean.iter().copied())
@@ -193,37 +225,23 @@ pub fn measure(spec: &ClaimSpec, master_seed: u64, p: &dyn Bilevel) -> Result<Di
     } else {
         Vec::new()
     };
-    // S(ε) per kind: the smallest over horizons of the counts at the first checkpoint below ε.
-    let samples: Vec<KindCounts> = eps
-        .iter()
-        .map(|&e| {
-            let mut best: Option<KindCounts> = None;
-            for (_, c) in &curves {
-                if let Some(i) = c.mean.iter().position(|m| *m < e) {
-                    let s = c.counts[i];
-                    if best.is_none_or(|b| s.upper_grad + s.lower_grad < b.upper_grad + b.lower_grad) {
-                        best = Some(s);
-                    }
-                }
-            }
-            best.unwrap_or_default()
-        })
-        .collect();
-    let slope_of = |kind: usize| -> Option<f64> {
-        let pts: Vec<(f64, f64)> = eps
-            .iter()
-            .zip(&samples)
-            .filter(|(_, s)| s.get(kind) > 0.0)
-            .map(|(e, s)| ((1.0 / e).ln(), s.get(kind).ln()))
-            .collect();
-        ls_slope(&pts)
-    };
+    let samples = first_crossings(&eps, &curves);
+    let [upper_grad, lower_grad, hvp, cross, dense] = slopes(&eps, &samples);
     let exponents = KindExponents {
-        upper_grad: slope_of(0),
-        lower_grad: slope_of(1),
-        hvp: slope_of(2),
-        cross: slope_of(3),
-        dense: slope_of(4),
+        upper_grad,
+        lower_grad,
+        hvp,
+        cross,
+        dense,
+    };
+    let intervals = if eps.is_empty() {
+        KindIntervals::default()
+    } else {
+        bootstrap_intervals(
+            &SeedKey::new(master_seed, &format!("{}/direct", spec.run_name())),
+            &per_rep,
+            &eps,
+        )?
     };
     // Last-iterate rate over the horizons of the claim's grid (the tail it fits).
     let tail = h.tail.unwrap_or(grid.len()).min(grid.len());
@@ -246,8 +264,125 @@ pub fn measure(spec: &ClaimSpec, master_seed: u64, p: &dyn Bilevel) -> Result<Di
         eps,
         samples,
         exponents,
+        intervals,
+        level: BOOTSTRAP_LEVEL,
+        rule_verdict: None,
+        contains_p_from_rate: None,
         rate,
         p_from_rate: rate.filter(|r| *r < 0.0).map(|r| -1.0 / r),
+    })
+}
+
+impl DirectComplexity {
+    /// Fill [`DirectComplexity::rule_verdict`] and [`DirectComplexity::contains_p_from_rate`] for a complexity
+    /// claim counting `kind` (see [`kind_of`]) with rule `rule`.
+    pub fn compare(&mut self, kind: usize, rule: &Rule) {
+        let iv = self.intervals.get(kind);
+        self.rule_verdict = iv.map(|[lo, hi]| {
+            rule.judge(&Interval {
+                lo,
+                hi,
+                level: self.level,
+            })
+        });
+        self.contains_p_from_rate = iv.zip(self.p_from_rate).map(|([lo, hi], p)| lo <= p && p <= hi);
+    }
+}
+
+/// One replicate's record per run: checkpoints, $\\|\nabla F\\|^2$, counts.
+type RepRuns = Vec<(Vec<usize>, Vec<f64>, Vec<KindCounts>)>;
+
+/// Mean curves over replicates with multiplicities `mult` (all ones: the plain mean; a bootstrap resample otherwise).
+fn mean_curves(per_rep: &[RepRuns], mult: &[u32]) -> Vec<(Vec<usize>, Curve)> {
+    let total: u32 = mult.iter().sum();
+    let w = 1.0 / f64::from(total);
+    (0..per_rep[0].len())
+        .map(|j| {
+            let (cps, v0, c0) = &per_rep[0][j];
+            let mut mean = vec![0.0; v0.len()];
+            let mut counts = vec![KindCounts::default(); c0.len()];
+            for (r, &m) in per_rep.iter().zip(mult) {
+                if m == 0 {
+                    continue;
+                }
+                let (_, v, c) = &r[j];
+                let wm = w * f64::from(m);
+                for i in 0..mean.len() {
+                    mean[i] += wm * v[i];
+                    counts[i].add_scaled(&c[i], wm);
+                }
+            }
+            (cps.clone(), Curve { mean, counts })
+        })
+        .collect()
+}
+
+/// $S(\varepsilon)$ per kind: the smallest over horizons of the counts at the first checkpoint below $\varepsilon$
+/// (all zero where no curve gets below it).
+fn first_crossings(eps: &[f64], curves: &[(Vec<usize>, Curve)]) -> Vec<KindCounts> {
+    eps.iter()
+        .map(|&e| {
+            let mut best: Option<KindCounts> = None;
+            for (_, c) in curves {
+                if let Some(i) = c.mean.iter().position(|m| *m < e) {
+                    let s = c.counts[i];
+                    if best.is_none_or(|b| s.upper_grad + s.lower_grad < b.upper_grad + b.lower_grad) {
+                        best = Some(s);
+                    }
+                }
+            }
+            best.unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The slope of $\log S$ on $\log(1/\varepsilon)$ per kind, over the $\varepsilon$ where the kind was used.
+fn slopes(eps: &[f64], samples: &[KindCounts]) -> [Option<f64>; 5] {
+    std::array::from_fn(|kind| {
+        let pts: Vec<(f64, f64)> = eps
+            .iter()
+            .zip(samples)
+            .filter(|(_, s)| s.get(kind) > 0.0)
+            .map(|(e, s)| ((1.0 / e).ln(), s.get(kind).ln()))
+            .collect();
+        ls_slope(&pts)
+    })
+}
+
+/// Bootstrap intervals of the per-kind slopes (module docs): resample $b$ reads its multiplicities from
+/// `key.bootstrap(b)`, so the result does not depend on the thread count.
+fn bootstrap_intervals(key: &SeedKey, per_rep: &[RepRuns], eps: &[f64]) -> Result<KindIntervals> {
+    let boot = Bootstrap {
+        resamples: BOOTSTRAP_RESAMPLES,
+        level: BOOTSTRAP_LEVEL,
+        expanded: true,
+    };
+    let level = boot.percentile_level(per_rep.len())?;
+    let draws: Vec<[Option<f64>; 5]> = (0..BOOTSTRAP_RESAMPLES)
+        .into_par_iter()
+        .map(|b| {
+            let mut mult = vec![0u32; per_rep.len()];
+            stats::bootstrap::resample_counts(key, b, &mut mult);
+            let curves = mean_curves(per_rep, &mult);
+            slopes(eps, &first_crossings(eps, &curves))
+        })
+        .collect();
+    let interval = |kind: usize| -> Option<[f64; 2]> {
+        let mut xs: Vec<f64> = draws.iter().filter_map(|d| d[kind]).collect();
+        // Every resample must give a slope: an interval over the resamples that happen to reach the grid would be
+        // conditional on that event.
+        if xs.len() < BOOTSTRAP_RESAMPLES {
+            return None;
+        }
+        let iv = stats::bootstrap::percentile_interval(&mut xs, level);
+        Some([iv.lo, iv.hi])
+    };
+    Ok(KindIntervals {
+        upper_grad: interval(0),
+        lower_grad: interval(1),
+        hvp: interval(2),
+        cross: interval(3),
+        dense: interval(4),
     })
 }
 

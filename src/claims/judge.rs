@@ -332,7 +332,8 @@ pub fn tables(records: &[Record], target: &Target) -> Result<(Vec<usize>, Table,
     Ok((grid, metric, samples))
 }
 
-fn rule_kind(k: Kind) -> ClaimKind {
+/// The decision-rule kind of a registry kind.
+pub(super) fn rule_kind(k: Kind) -> ClaimKind {
     match k {
         Kind::Bound => ClaimKind::Bound,
         Kind::Tight => ClaimKind::Tight,

@@ -32,6 +32,10 @@ pub enum ResolvedAlgo {
         swap_momentum_weights: bool,
         /// Check $\alpha_k/\beta_k\to0$.
         enforce_timescales: bool,
+        /// Upper step without the projection onto $\Theta$ (planted bug).
+        no_projection: bool,
+        /// Upper step taken with $\beta_k$ instead of $\alpha_k$ (planted bug).
+        upper_step_beta: bool,
     },
     /// Alternating gradient descent.
     Alternating {
@@ -127,6 +131,8 @@ impl AlgoSpec {
                 swap_momentum_weights,
                 allow_single_timescale,
                 beta_power_typo,
+                no_projection,
+                upper_step_beta,
             } => {
                 let beta = if *beta_power_typo {
                     let mut b = beta.clone();
@@ -143,6 +149,8 @@ impl AlgoSpec {
                     momentum: *momentum,
                     swap_momentum_weights: *swap_momentum_weights,
                     enforce_timescales: !*allow_single_timescale,
+                    no_projection: *no_projection,
+                    upper_step_beta: *upper_step_beta,
                 }
             }
             AlgoSpec::Alternating {

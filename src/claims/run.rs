@@ -120,12 +120,16 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             momentum,
             swap_momentum_weights,
             enforce_timescales,
+            no_projection,
+            upper_step_beta,
         } => {
             let mut t = Ttsa::new(alpha, beta, neumann);
             t.stale_phi = stale_phi;
             t.momentum = momentum;
             t.swap_momentum_weights = swap_momentum_weights;
             t.enforce_timescales = enforce_timescales;
+            t.skip_projection = no_projection;
+            t.upper_step_beta = upper_step_beta;
             Box::new(t)
         }
         ResolvedAlgo::Alternating {
@@ -368,6 +372,15 @@ pub fn run_group(specs: &[&ClaimSpec], master_seed: u64) -> Result<Vec<ClaimResu
             }
             if spec.measure != Measure::Slope {
                 r.direct = direct.clone();
+                // The claim's own rule on the direct interval of the kind it counts: informational (direct.rs).
+                if let (Some(d), Some(kind)) = (r.direct.as_mut(), super::direct::kind_of(spec.measure)) {
+                    let rule = crate::stats::Rule::new(
+                        super::judge::rule_kind(spec.kind),
+                        spec.theory_exponent,
+                        spec.tolerance,
+                    )?;
+                    d.compare(kind, &rule);
+                }
             }
             Ok(r)
         })

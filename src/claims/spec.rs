@@ -216,6 +216,14 @@ pub enum AlgoSpec {
         /// Swap eq (20)'s weights, $h \leftarrow (1-\eta)h + \eta\hat\nabla f$ (a planted bug).
         #[serde(default)]
         swap_momentum_weights: bool,
+        /// The upper step without the projection on $\Theta$ (a planted bug, sets
+        /// [`crate::algorithms::ttsa::Ttsa::skip_projection`]).
+        #[serde(default)]
+        no_projection: bool,
+        /// The upper step with $\beta_k$ instead of $\alpha_k$ (a planted bug, sets
+        /// [`crate::algorithms::ttsa::Ttsa::upper_step_beta`]).
+        #[serde(default)]
+        upper_step_beta: bool,
         /// Skip TTSA's two-timescale check $\alpha_k/\beta_k\to0$ (sets
         /// [`crate::algorithms::ttsa::Ttsa::enforce_timescales`] to false): only for the claims that show what
         /// happens at one timescale (theory/single-timescale.md).

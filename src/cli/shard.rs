@@ -10,6 +10,7 @@ use super::output::{Progress, emit, emitln};
 use super::{CliResult, Failure};
 use bilevel::BilevelError;
 use bilevel::claims::{self, ClaimResult, ClaimSpec, RateSpec};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -116,8 +117,11 @@ pub fn execute(
         })
         .sum();
     progress.set_total(claims as u64);
-    let mut out = Vec::with_capacity(mine.len());
-    for u in mine {
+    // Units run concurrently (each unit's replicates are parallel too): a unit's results depend only on its seed
+    // and its members, never on scheduling, so the output is the same bits for any thread count; collected in plan
+    // order, the first error by unit index wins (as in a sequential loop).
+    let progress = std::sync::Mutex::new(progress);
+    let run_unit = |u: usize| -> CliResult<UnitResult> {
         let r = match &plan[u] {
             Unit::Rate(i) => UnitResult {
                 unit: u,
@@ -143,12 +147,18 @@ pub fn execute(
             }
         };
         let label = r.results.first().map(|c| c.id.clone()).unwrap_or_default();
+        let mut bar = progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for _ in &r.results {
-            progress.inc(&label);
+            bar.inc(&label);
         }
-        out.push(r);
-    }
-    progress.finish();
+        Ok(r)
+    };
+    let done: Vec<CliResult<UnitResult>> = mine.into_par_iter().map(run_unit).collect();
+    let out = done.into_iter().collect::<CliResult<Vec<UnitResult>>>()?;
+    progress
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .finish();
     Ok(out)
 }
 

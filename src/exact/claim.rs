@@ -9,6 +9,7 @@ use crate::linalg::Vector;
 use crate::problem::{Bilevel, Constants};
 use crate::solver::Metric;
 use crate::stats::geometric_grid;
+use rayon::prelude::*;
 use serde::Serialize;
 
 /// The window fraction of [`Statistic::Window`] (the claim runner's `WINDOW_FRACTION`).
@@ -68,8 +69,12 @@ pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Exac
             swap_momentum_weights,
             // The recursion does not check timescales; it follows whatever steps the claim gives.
             enforce_timescales: _,
+            // The recursion needs an unbounded Theta (setup refuses a box), where the projection is the identity.
+            no_projection: _,
+            upper_step_beta,
         } => ExactMethod::Ttsa {
-            alpha,
+            // The recursion's upper step is alpha_k: the planted mix-up is that schedule replaced by beta_k.
+            alpha: if upper_step_beta { beta.clone() } else { alpha },
             beta,
             neumann,
             momentum,
@@ -313,10 +318,18 @@ pub fn exact_curves(spec: &ClaimSpec, pairs: &[(Metric, Statistic)], grid: &[usi
             }
         }
         HorizonMode::PerHorizon => {
-            for &kk in grid {
-                let method = method_for(&spec.algorithm, &k, kk)?;
-                let mut run = ExactRun::new(&st.q, noise, method.clone(), &st.theta0, &st.phi0)?;
-                let tr = trajectory(&mut run, &metrics, kk)?;
+            // One independent recursion per horizon: in parallel, pushed in grid order.
+            let per: Vec<Result<_>> = grid
+                .par_iter()
+                .map(|&kk| {
+                    let method = method_for(&spec.algorithm, &k, kk)?;
+                    let mut run = ExactRun::new(&st.q, noise, method.clone(), &st.theta0, &st.phi0)?;
+                    let tr = trajectory(&mut run, &metrics, kk)?;
+                    Ok((method, tr))
+                })
+                .collect();
+            for (&kk, r) in grid.iter().zip(per) {
+                let (method, tr) = r?;
                 push(&method, &tr, kk);
             }
         }
@@ -402,13 +415,18 @@ pub fn exact_slopes_group(specs: &[&ClaimSpec]) -> Result<Vec<Option<ExactSlopes
     let h = first.horizons;
     let grid = geometric_grid(h.min, h.max, h.points)?;
     let from = grid.len() - h.tail.unwrap_or(grid.len()).min(grid.len());
-    let near = match exact_curves(first, &pairs, &grid) {
+    let far_g = far_grid(h.mode);
+    // The near and far recursions are independent: run them side by side.
+    let (near, far) = rayon::join(
+        || exact_curves(first, &pairs, &grid),
+        || exact_curves(first, &pairs, &far_g),
+    );
+    let near = match near {
         Ok(c) => c,
         Err(BilevelError::Unsupported(_)) => return Ok(vec![None; specs.len()]),
         Err(e) => return Err(e),
     };
-    let far_g = far_grid(h.mode);
-    let far = exact_curves(first, &pairs, &far_g)?;
+    let far = far?;
     let mut i = 0;
     Ok(specs
         .iter()
