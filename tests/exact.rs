@@ -328,3 +328,23 @@ fn exact_consistency_itd_bio_and_a_reverse_loop_one_step_short() {
         Err(bilevel::BilevelError::Unsupported(_))
     ));
 }
+
+/// STABLE on the nonconvex schedule of `stable-nc/rate` (alpha = beta ~ K^-1/2, per horizon; gradient noise only)
+/// is consistent; Alg 6 as printed and the missing correction are rejected. The rate claim cannot see either
+/// (nl/stable-nc/rate with the bug fits -0.486 and -0.490 against -0.499: the term is O(alpha/beta) = O(1) times a
+/// lag that the average's transient dominates), so this check is what catches them on this schedule.
+#[test]
+fn exact_consistency_stable_nonconvex_schedule_and_its_planted_bugs() {
+    let mut spec = with_grid(claim("stable-nc/rate"), 100, 1000, 4);
+    spec.problem.noise.cross_fl = 0.0;
+    let c = consistency(&spec, &spec, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
+    show("stable-nc", &c);
+    assert!(c.consistent, "{c:#?}");
+    for (name, alg6, no_corr) in [("alg6 literal", true, false), ("no correction", false, true)] {
+        let mut bug = spec.clone();
+        set_stable(&mut bug, alg6, no_corr);
+        let c = consistency(&bug, &spec, &METRICS, 400, 0, Z_THRESHOLD).unwrap();
+        show(name, &c);
+        assert!(c.max_abs_z > Z_THRESHOLD, "{name} not caught: {c:#?}");
+    }
+}
