@@ -151,3 +151,39 @@ fn eq45_product_over_i_needs_alpha_i() {
     assert!(p5 > floor && p3 > floor, "{p3}, {p5} vs {floor}");
     assert!(p5 / p3 > 0.9, "{p3} -> {p5}: does not decay");
 }
+
+/// (51) states $\frac1K\sum_k\\|\theta^k-\theta^{k-1}\\|^2\le\tilde O(K^{-6/5})$ without $\mathbb{E}$. The iterates are random:
+/// no finite sample can refute a pathwise bound with an unknown constant, but the left-hand side is a
+/// non-degenerate random variable (Gaussian oracle noise gives it unbounded support at every $K$), so only its mean
+/// (or a high-probability statement) can obey a deterministic rate; `ttsa-wc/step-average` measures the mean. Here:
+/// on that claim's run at $K = 300$, 40 independent paths; the spread is far from zero.
+#[test]
+fn eq51_left_side_is_random_so_the_bound_needs_an_expectation() {
+    use bilevel::solver::{self, Recorder};
+    let reg = claims::Registry::builtin().unwrap();
+    let spec = reg.claim.iter().find(|c| c.id == "ttsa-wc/step-average").unwrap();
+    let p = claims::build_problem(spec).unwrap();
+    let (theta0, phi0) = claims::start_point(spec, p.as_ref()).unwrap();
+    let kk = 300;
+    let vals: Vec<f64> = (0..40u64)
+        .map(|seed| {
+            let mut s = claims::build_solver(&spec.algorithm, &p.constants(), kk).unwrap();
+            let mut o = Oracle::new(p.as_ref(), 1000 + seed);
+            let mut rec = Recorder::new(&[Metric::StepSq], &[kk], true);
+            solver::run(s.as_mut(), &mut o, &theta0, &phi0, kk, &mut rec).unwrap();
+            rec.finish().averages.unwrap()[0][0]
+        })
+        .collect();
+    let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+    let sd = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (vals.len() - 1) as f64).sqrt();
+    let (lo, hi) = vals.iter().fold((f64::MAX, 0.0f64), |(a, b), &v| (a.min(v), b.max(v)));
+    assert!(
+        sd / mean > 0.1 && hi / lo > 1.5,
+        "mean {mean}, sd {sd}, range [{lo}, {hi}]"
+    );
+    eprintln!(
+        "eq (51) at K = {kk}: mean {mean:.4e}, sd/mean {:.3}, max/min {:.3}",
+        sd / mean,
+        hi / lo
+    );
+}
