@@ -3,6 +3,7 @@
 mod algorithms;
 mod algorithms2;
 mod claims;
+mod claims10b;
 mod cli;
 mod common;
 mod coupling;

@@ -287,7 +287,10 @@ fn replicate(
             let mut o = Oracle::with_rng(p, rng);
             // Averages over every iterate; the costly Moreau metric over a regular subsample (~64 per smallest horizon).
             let rec = Recorder::new(metrics, grid, average).with_window(WINDOW_FRACTION);
-            let mut rec = rec.with_average_stride(Metric::MoreauGradSq, (grid[0] / 64).max(1));
+            let stride = (grid[0] / 64).max(1);
+            let rec = rec.with_average_stride(Metric::MoreauGradSq, stride);
+            let rec = rec.with_average_stride(Metric::MoreauGrad, stride);
+            let mut rec = rec.with_average_stride(Metric::MoreauGradSqUnconstrained, stride);
             solver::run(s.as_mut(), &mut o, &theta0, &phi0, kmax, &mut rec)?;
             let trace = rec.finish();
             for i in 0..grid.len() {
@@ -301,7 +304,10 @@ fn replicate(
                 let mut s = build_solver(&spec.algorithm, &k, kk)?;
                 let mut o = Oracle::with_rng(p, sub);
                 let rec = Recorder::new(metrics, &[kk], average).with_window(WINDOW_FRACTION);
-                let mut rec = rec.with_average_stride(Metric::MoreauGradSq, (kk / 128).max(1));
+                let stride = (kk / 128).max(1);
+                let rec = rec.with_average_stride(Metric::MoreauGradSq, stride);
+                let rec = rec.with_average_stride(Metric::MoreauGrad, stride);
+                let mut rec = rec.with_average_stride(Metric::MoreauGradSqUnconstrained, stride);
                 solver::run(s.as_mut(), &mut o, &theta0, &phi0, kk, &mut rec)?;
                 take(&rec.finish(), 0);
             }
@@ -367,7 +373,10 @@ pub fn run_group(specs: &[&ClaimSpec], master_seed: u64) -> Result<Vec<ClaimResu
             let mut r = judge(spec, exact, master_seed, &grid, &metric, &upper, &lower, seconds)?;
             let at0 = start_values[m];
             r.start_value = Some(at0);
-            if matches!(spec.metric, Metric::GradNormSq | Metric::MoreauGradSq) {
+            if matches!(
+                spec.metric,
+                Metric::GradNormSq | Metric::MoreauGradSq | Metric::MoreauGradSqUnconstrained
+            ) {
                 r.regime_ratio = Some(at0 / r.means.last().copied().unwrap_or(f64::NAN));
             }
             if spec.measure != Measure::Slope {

@@ -546,7 +546,15 @@ impl ExactRun {
 
     /// Whether [`Self::expect`] supports `metric` (a quadratic form of the state).
     pub fn supports(metric: Metric) -> bool {
-        !matches!(metric, Metric::ThetaErr | Metric::FValue | Metric::MoreauGradSq)
+        !matches!(
+            metric,
+            Metric::ThetaErr
+                | Metric::FValue
+                | Metric::MoreauGradSq
+                | Metric::PhiGap
+                | Metric::MoreauGrad
+                | Metric::MoreauGradSqUnconstrained
+        )
     }
 
     /// Outer iterations done.
@@ -1267,7 +1275,14 @@ fn gram(q: &Quadratic, lay: &Layout, metric: Metric) -> Option<Matrix> {
             l.view_mut((0, one), (du, 1)).copy_from(&(-(&sqrt * &star)));
             l
         }
-        Metric::ThetaErr | Metric::FValue | Metric::MoreauGradSq => return None,
+        Metric::ThetaErr
+        | Metric::FValue
+        | Metric::MoreauGradSq
+        | Metric::PhiGap
+        | Metric::MoreauGrad
+        | Metric::MoreauGradSqUnconstrained => {
+            return None;
+        }
     };
     Some(l.transpose() * l)
 }

@@ -29,11 +29,21 @@ pub enum Metric {
     /// Moreau-envelope stationarity $\rho^2\\|\hat\theta(\theta^k) - \theta^k\\|^2$ of (38), with $\rho = 2\rho_F$
     /// (or 1 when $F$ is convex); equal to $\\|\nabla M_{1/\rho}(\theta^k)\\|^2$.
     MoreauGradSq,
+    /// $\\|\phi^k - \phi^\star(\theta^{k-1})\\|$ (unsquared; the lecture's $\Delta_\phi$ of (50) as printed).
+    PhiGap,
+    /// $\rho\\|\hat\theta(\theta^k) - \theta^k\\|$ (unsquared; $\rho$ times the lecture's $\tilde\Delta_\theta$ of (52) as
+    /// printed).
+    MoreauGrad,
+    /// $\rho^2\\|\hat\theta_{\mathbb{R}^{d_u}}(\theta^k) - \theta^k\\|^2$: the Moreau measure with the proximal map (37)
+    /// taken over all of $\mathbb{R}^{d_u}$ instead of $\Theta$. Not a stationarity measure under an active
+    /// constraint (it tends to a positive value at a point satisfying (36)); kept as the planted bug "prox computed
+    /// without the constraint" of the claim `cons/ttsa-wc/moreau`.
+    MoreauGradSqUnconstrained,
 }
 
 impl Metric {
     /// Every metric, in a fixed order.
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 12] = [
         Metric::GradNormSq,
         Metric::ThetaErrSq,
         Metric::ThetaErr,
@@ -43,6 +53,9 @@ impl Metric {
         Metric::FGap,
         Metric::FValue,
         Metric::MoreauGradSq,
+        Metric::PhiGap,
+        Metric::MoreauGrad,
+        Metric::MoreauGradSqUnconstrained,
     ];
 
     /// The snake-case name used in JSON/CSV.
@@ -57,6 +70,9 @@ impl Metric {
             Metric::FGap => "f_gap",
             Metric::FValue => "f_value",
             Metric::MoreauGradSq => "moreau_grad_sq",
+            Metric::PhiGap => "phi_gap",
+            Metric::MoreauGrad => "moreau_grad",
+            Metric::MoreauGradSqUnconstrained => "moreau_grad_sq_unconstrained",
         }
     }
 
@@ -98,6 +114,16 @@ impl Metric {
                 let hat = prox(o, &state.theta, rho)?;
                 rho * rho * (&hat - &state.theta).norm_squared()
             }
+            Metric::PhiGap => (&state.phi - p.phi_star(&state.theta_prev)).norm(),
+            Metric::MoreauGrad => {
+                let rho = moreau_rho(p.constants().weak_convexity);
+                rho * (&prox(o, &state.theta, rho)? - &state.theta).norm()
+            }
+            Metric::MoreauGradSqUnconstrained => {
+                let rho = moreau_rho(p.constants().weak_convexity);
+                let hat = prox_over(o, &state.theta, rho, false)?;
+                rho * rho * (&hat - &state.theta).norm_squared()
+            }
         })
     }
 }
@@ -116,6 +142,12 @@ pub fn moreau_rho(weak_convexity: f64) -> f64 {
 /// projected gradient with step $1/(L_F+\rho)$ on this $(\rho-\rho_F)$-strongly convex problem, until the iterate
 /// moves less than $10^{-13}$ (linear convergence).
 pub fn prox(o: &Oracle, vartheta: &Vector, rho: f64) -> Result<Vector> {
+    prox_over(o, vartheta, rho, true)
+}
+
+/// [`prox`] over $\Theta$ (`constrained`) or over all of $\mathbb{R}^{d_u}$ (the planted bug of
+/// [`Metric::MoreauGradSqUnconstrained`]).
+fn prox_over(o: &Oracle, vartheta: &Vector, rho: f64, constrained: bool) -> Result<Vector> {
     let p = o.problem();
     let k = p.constants();
     if rho <= k.weak_convexity {
@@ -127,11 +159,15 @@ pub fn prox(o: &Oracle, vartheta: &Vector, rho: f64) -> Result<Vector> {
     }
     let step = 1.0 / (k.l_f + rho);
     let mut x = vartheta.clone();
-    p.domain().project(&mut x);
+    if constrained {
+        p.domain().project(&mut x);
+    }
     for _ in 0..100_000 {
         let g = p.grad_f(&x)? + rho * (&x - vartheta);
         let mut next = &x - step * g;
-        p.domain().project(&mut next);
+        if constrained {
+            p.domain().project(&mut next);
+        }
         let moved = (&next - &x).amax();
         x = next;
         if moved < 1e-13 {
