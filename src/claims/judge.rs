@@ -346,7 +346,7 @@ pub(super) fn rule_kind(k: Kind) -> ClaimKind {
 /// exact curve to explain a tight claim whose interval misses $r$: $\delta = \tau/4$. Where the expected metric is a
 /// sum of power laws $aK^{r}+bK^{r-s}+\dots$, the local slope deviates from $r$ by $O(K^{-s})$; every schedule of the
 /// registry has exponent gaps $s\ge1/3$, and the far grid ends at least 100 times beyond the claim's grid, so a
-/// deviation $D\le\tau$ on the grid shrinks to at most $100^{-1/3}D\approx0.22\,\tau$ far out
+/// deviation $D\le\tau$ on the grid shrinks to at most $100^{-1/3}D\approx0.22\\,\tau$ far out
 /// (theory/README.md, "Decision rules"; the measured far deviations are in theory/exact-moments.md §7).
 pub const EXACT_FAR_FRACTION: f64 = 0.25;
 

@@ -48,7 +48,7 @@ pub use report::{bug_table, exact_table, table};
 pub use resolve::{BETA_TYPO_POWER, ResolvedAlgo};
 pub use run::{
     BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, ClaimResult, build_problem, build_solver, run_all, run_claim, run_group,
-    run_group_judged, start_point, stationary_point,
+    run_group_band_only, run_group_judged, start_point, stationary_point,
 };
 pub use spec::{
     AlgoSpec, BugSpec, ClaimSpec, HorizonMode, Horizons, Kind, Measure, NeumannSpec, ProblemSpec, Registry, SchedSpec,

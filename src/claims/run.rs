@@ -321,8 +321,19 @@ pub fn run_claim(spec: &ClaimSpec, master_seed: u64) -> Result<ClaimResult> {
     Ok(run_group(&[spec], master_seed)?.remove(0))
 }
 
-/// Simulate the run shared by `specs` once (they must share it: see [`ClaimSpec::run`]) and judge each claim.
+/// Simulate the run shared by `specs` once (they must share it: see [`ClaimSpec::run`]) and judge each claim, with
+/// the exact curves where they exist ([`crate::exact::judging_slopes`], [`super::judge::exact_rule`]).
 pub fn run_group(specs: &[&ClaimSpec], master_seed: u64) -> Result<Vec<ClaimResult>> {
+    simulate_group(specs, master_seed, true)
+}
+
+/// [`run_group`] judged by the band rule alone, without computing exact curves: for callers that read only the
+/// Monte Carlo means (the exact consistency check compares them with the exact curve itself).
+pub fn run_group_band_only(specs: &[&ClaimSpec], master_seed: u64) -> Result<Vec<ClaimResult>> {
+    simulate_group(specs, master_seed, false)
+}
+
+fn simulate_group(specs: &[&ClaimSpec], master_seed: u64, with_exact: bool) -> Result<Vec<ClaimResult>> {
     let start = Instant::now();
     let first = specs[0];
     let p = build_problem(first)?;
@@ -354,7 +365,11 @@ pub fn run_group(specs: &[&ClaimSpec], master_seed: u64) -> Result<Vec<ClaimResu
         None
     };
     // The exact curves the rule judges against (seed-independent; cached across seeds).
-    let exact = crate::exact::judging_slopes(specs)?;
+    let exact = if with_exact {
+        crate::exact::judging_slopes(specs)?
+    } else {
+        vec![None; specs.len()]
+    };
     let seconds = start.elapsed().as_secs_f64();
     specs
         .iter()

@@ -837,10 +837,10 @@ impl ExactRun {
         self.ul.apply(&mut self.s, th);
     }
 
-    /// One ITD-BiO iteration (theory/exact-moments.md §ITD-BiO): $\phi \leftarrow A^T\phi - \beta S_T(M^\top\theta + b_l
-    /// + \xi_l)$ (one lower sample for all $T$ steps, so its noise enters once, through $\beta S_T$), then
-    /// $\theta \leftarrow \theta - \alpha(\nabla_\theta f_u - W\nabla_\phi f_u)$ at the new $\phi$ and one upper sample:
-    /// noise covariance $\sigma_\theta^2I + \sigma_\phi^2WW^\top$.
+    /// One ITD-BiO iteration (theory/exact-moments.md §2): the unroll
+    /// $\phi \leftarrow A^T\phi - \beta S_T(M^\top\theta + b_l + \xi_l)$ at one lower sample (its noise enters once,
+    /// through $\beta S_T$), then $\theta \leftarrow \theta - \alpha(\nabla_\theta f_u - W\nabla_\phi f_u)$ at the new
+    /// $\phi$ and one upper sample, whose noise covariance is $\sigma_\theta^2I + \sigma_\phi^2WW^\top$.
     fn itd_step(&mut self, alpha: f64) {
         let Layout {
             th, ph, du, dl, one, ..
