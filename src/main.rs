@@ -324,7 +324,7 @@ fn list(as_json: bool) -> CliResult {
         let kind = if c.power_for.is_some() {
             "power".to_string()
         } else {
-            format!("{:?}", c.kind).to_lowercase()
+            c.kind.label().to_string()
         };
         s += &format!("{:<56} {:<8} {}\n", c.id, kind, c.title);
     }

@@ -123,14 +123,10 @@ fn registry_is_consistent() {
             assert!(c.bug.is_some(), "{}: a power test states its planted bug", c.id);
         }
     }
-    // Every planted bug caught by a test names a test that exists (`module::name` in tests/module.rs), or the exact
-    // moment recursions' consistency check (another branch; the integrator connects it).
+    // Every planted bug caught by a test names tests that exist (`module::name` in tests/module.rs).
     for b in &reg.bug {
         assert!(b.why.len() > 20, "{}: say why no rate sees it", b.switch);
         for t in b.caught_by.split(" and ") {
-            if t.starts_with("exact") {
-                continue;
-            }
             let (module, name) = t.split_once("::").unwrap_or_else(|| panic!("{t}: module::test"));
             let text = std::fs::read_to_string(root.join("tests").join(format!("{module}.rs")))
                 .unwrap_or_else(|_| panic!("{t}: tests/{module}.rs missing"));

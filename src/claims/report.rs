@@ -1,19 +1,14 @@
 //! The report table (human-readable); the plots are in `plot.rs` (feature `plots`).
 
 use super::run::ClaimResult;
-use super::spec::{BugSpec, Kind};
+use super::spec::BugSpec;
 use std::fmt::Write as _;
 
 pub(super) fn kind_label(r: &ClaimResult) -> String {
     if r.power_for.is_some() {
         return "power".into();
     }
-    let k = match r.kind {
-        Kind::Bound => "bound",
-        Kind::Tight => "tight",
-        Kind::RefutedAbove => "refuted>",
-        Kind::RefutedBelow => "refuted<",
-    };
+    let k = r.kind.label();
     // `*`: fitted where the start still dominates (ClaimSpec::regime says why it is kept).
     if r.regime.is_some() { format!("{k}*") } else { k.into() }
 }

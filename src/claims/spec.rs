@@ -38,6 +38,19 @@ pub enum Kind {
     RefutedBelow,
 }
 
+impl Kind {
+    /// The short label of reports and listings: `bound`, `tight`, `refuted>` (the truth lies above the statement's
+    /// band), `refuted<` (below it).
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Bound => "bound",
+            Kind::Tight => "tight",
+            Kind::RefutedAbove => "refuted>",
+            Kind::RefutedBelow => "refuted<",
+        }
+    }
+}
+
 /// What is fitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
