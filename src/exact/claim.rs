@@ -74,7 +74,7 @@ pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Exac
             upper_step_beta,
         } => ExactMethod::Ttsa {
             // The recursion's upper step is alpha_k: the planted mix-up is that schedule replaced by beta_k.
-            alpha: if upper_step_beta { beta.clone() } else { alpha },
+            alpha: if upper_step_beta { beta } else { alpha },
             beta,
             neumann,
             momentum,
