@@ -77,6 +77,11 @@ pub struct DoubleLoop {
     /// (Alg 3's warm start, which Ji et al.'s analysis assumes). With fewer CG steps than $d_l$ the hypergradient
     /// keeps an error that no outer iteration removes; caught by `power/rate/aid-bio-linear/cg-cold-start`.
     pub cg_cold_start: bool,
+    /// Planted bug of AID-BiO: the inner loop restarts from $\varphi = 0$ at every outer iteration instead of the
+    /// previous $\varphi^k$ (Alg 3's warm start, which Ji et al.'s analysis assumes). With $T$ fixed the lower-level
+    /// error $(I-\beta H)^T\varphi^\star$ never vanishes, so $\theta$ settles at a biased point; caught by
+    /// `power/rate/aid-bio-linear/inner-cold-start`.
+    pub inner_cold_start: bool,
     ws: Workspace,
     h: Vector,
     acc: Vector,
@@ -96,6 +101,7 @@ impl DoubleLoop {
             beta_per_inner_step: false,
             no_inner_minibatch: false,
             cg_cold_start: false,
+            inner_cold_start: false,
             ws: Workspace::new(0, 0),
             h: Vector::zeros(0),
             acc: Vector::zeros(0),
@@ -190,6 +196,9 @@ impl Solver for DoubleLoop {
         Ok(())
     }
     fn step(&mut self, o: &mut Oracle, mut st: Iterate) -> Result<Iterate> {
+        if self.inner_cold_start {
+            st.phi.fill(0.0);
+        }
         for t in 0..self.inner.at(st.k) {
             let beta = self.beta.at(if self.beta_per_inner_step { t } else { st.k });
             if self.batch == 1 || self.no_inner_minibatch {

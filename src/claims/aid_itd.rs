@@ -192,6 +192,7 @@ pub(super) fn outer_errors(spec: &RateSpec) -> Result<(Vec<f64>, f64)> {
                 },
             );
             s.cg_cold_start = bug == Some(RateBug::CgColdStart);
+            s.inner_cold_start = bug == Some(RateBug::AidInnerColdStart);
             Box::new(s)
         }
         _ => {

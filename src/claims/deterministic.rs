@@ -43,6 +43,8 @@ pub enum Estimator {
 pub enum RateBug {
     /// AID-BiO's CG starts from $z=0$ every outer iteration (no warm start).
     CgColdStart,
+    /// AID-BiO's inner loop restarts from $\varphi = 0$ every outer iteration (no warm start of $\varphi$).
+    AidInnerColdStart,
     /// ITD-BiO unrolls from $\varphi^0 = 0$ every outer iteration (no warm start).
     ItdColdStart,
     /// Reverse ITD's backward products use $I - H$ instead of $I - \beta H$ (the lecture's eq (31) slip).
