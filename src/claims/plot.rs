@@ -107,6 +107,17 @@ fn title(r: &ClaimResult) -> Vec<String> {
             r.rule_verdict
         )),
     }
+    // The exact curve is half of a tight verdict (a power test shows its parent's): say what it predicts.
+    if let (Some(grid), Some(far)) = (r.exact_slope_grid, r.exact_slope_far) {
+        lines.push(format!(
+            "exact expected curve{}: exponent {grid:.3} on this grid, {far:.3} at K = 1e5..1e6",
+            if r.power_for.is_some() {
+                " of the correct algorithm"
+            } else {
+                ""
+            }
+        ));
+    }
     lines
 }
 
