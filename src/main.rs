@@ -58,7 +58,10 @@ enum Command {
         #[arg(long)]
         progress: bool,
     },
-    /// Run every claim under master seeds 0..N and report how often each passes (the lucky-seed check).
+    /// Run every claim under master seeds 0..N and report how often each passes (the lucky-seed check). A claim
+    /// passes the sweep when it fails under at most as many seeds as its rule's own false-failure rate allows (1% tight,
+    /// 0.5% bound or refuted; binomial test at level 5%: 1 of 20, 3 of 100); a power test must catch its bug under
+    /// every seed. Exit 1 otherwise.
     #[command(after_help = cli::shard::VERDICT_LEGEND)]
     Sweep {
         /// Number of master seeds N, in 1..=10000.
@@ -67,7 +70,8 @@ enum Command {
         /// Only claims whose id starts with one of these comma-separated prefixes (ids: `bilevel list`).
         #[arg(long)]
         only: Option<String>,
-        /// Print JSON (passes, failing seeds and fitted exponents per claim) instead of a table.
+        /// Print JSON (passes, failing seeds, allowed failures, sweep verdict and fitted exponents per claim) instead
+        /// of a table.
         #[arg(long)]
         json: bool,
         /// Run only shard I of N (1 <= I <= N) of the (simulation, seed) work and print its partial result as

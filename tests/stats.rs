@@ -762,3 +762,34 @@ fn coverage_sweep() {
         }
     }
 }
+
+/// The sweep's binomial check (theory/README.md, "Decision rules", item 8). Expected tails computed independently
+/// with Python's `math.comb` (sum of the pmf below k): P(Bin(20, .01) >= 1) = 0.1820930624, >= 2: 0.0168593376;
+/// P(Bin(100, .01) >= 3) = 0.0793732023, >= 4: 0.0183740364; P(Bin(20, .005) >= 2) = 0.0044738936;
+/// P(Bin(160, .01) >= 5) = 0.0230197507.
+#[test]
+fn sweep_allowance_is_the_binomial_test_of_the_rules_false_failure_rate() {
+    use bilevel::stats::decision::{binomial_upper_tail, sweep_allowance};
+    for (n, p, k, want) in [
+        (20, 0.01, 1, 0.1820930624),
+        (20, 0.01, 2, 0.0168593376),
+        (100, 0.01, 3, 0.0793732023),
+        (100, 0.01, 4, 0.0183740364),
+        (20, 0.005, 2, 0.0044738936),
+        (160, 0.01, 5, 0.0230197507),
+    ] {
+        let got = binomial_upper_tail(n, p, k);
+        assert!(
+            (got - want).abs() < 1e-9,
+            "P(Bin({n}, {p}) >= {k}) = {got}, want {want}"
+        );
+    }
+    assert_eq!(binomial_upper_tail(20, 0.01, 0), 1.0);
+    assert_eq!(binomial_upper_tail(20, 0.01, 21), 0.0);
+    // A tight claim (1% per seed) may fail 1 of 20 seeds, not 2; 3 of 100, not 4; a bound (0.5%) 1 of 20.
+    assert_eq!(sweep_allowance(20, 0.01, 0.05), 1);
+    assert_eq!(sweep_allowance(100, 0.01, 0.05), 3);
+    assert_eq!(sweep_allowance(20, 0.005, 0.05), 1);
+    // One seed: a single failure has probability p < 5%, so none is allowed.
+    assert_eq!(sweep_allowance(1, 0.01, 0.05), 0);
+}

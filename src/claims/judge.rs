@@ -5,7 +5,7 @@
 //! module reads it ([`read_records`]: CSV with a header `replicate,k,metric[,samples]`, or JSON, an array of
 //! objects with those keys), checks it ([`tables`]), and judges it with **the claims' own code**
 //! ([`judge_tables`], which [`super::run_claim`] also calls): the same tail fit, the same bootstrap
-//! ([`super::BOOTSTRAP_RESAMPLES`], [`super::BOOTSTRAP_LEVEL`], streams from the seed and the target's id) and the same
+//! ([`super::BOOTSTRAP_RESAMPLES`], [`BOOTSTRAP_LEVEL`], streams from the seed and the target's id) and the same
 //! decision rule. The target is a registry claim ([`Target::from_claim`]: its exponent, kind, tolerance, measure,
 //! tail, horizons and minimum replicates) or an exponent and kind given by the user ([`Target::custom`]).
 //! Format and a worked example: `docs/judge.md`. Tests: `tests/golden.rs` (`judge_*`).
@@ -330,6 +330,17 @@ pub fn tables(records: &[Record], target: &Target) -> Result<(Vec<usize>, Table,
         )));
     }
     Ok((grid, metric, samples))
+}
+
+/// The nominal per-seed false-failure rate of a claim's rule ([`Rule::false_failure_rate`] at
+/// [`BOOTSTRAP_LEVEL`]: 1% for a tight claim, 0.5% for a bound or a refutation), which a sweep allows for
+/// ([`crate::stats::decision::sweep_allowance`]); `None` for a power test, whose bug must be caught under every seed.
+pub fn false_failure_rate(r: &ClaimResult) -> Option<f64> {
+    if r.power_for.is_some() {
+        return None;
+    }
+    let rule = Rule::new(rule_kind(r.kind), r.theory_exponent, r.tolerance).ok()?;
+    Some(rule.false_failure_rate(BOOTSTRAP_LEVEL))
 }
 
 /// The decision-rule kind of a registry kind.

@@ -42,6 +42,7 @@ mod run;
 mod spec;
 
 pub use deterministic::{Estimator, RateBug, RateSpec, run_rate};
+pub use judge::false_failure_rate;
 #[cfg(feature = "plots")]
 pub use plot::plot;
 pub use report::{bug_table, exact_table, table};

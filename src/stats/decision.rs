@@ -180,3 +180,37 @@ impl Rule {
         (1.0 - level) / 2.0
     }
 }
+
+/// Level of the sweep's check that a claim's failures across seeds are no more than its rule's own false failures
+/// ([`sweep_allowance`]; theory/README.md, "Decision rules", item 8).
+pub const SWEEP_LEVEL: f64 = 0.05;
+
+/// $P(X \ge k)$ for $X \sim \mathrm{Binomial}(n, p)$, summed exactly from the probability mass function.
+pub fn binomial_upper_tail(n: u64, p: f64, k: u64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if k > n {
+        return 0.0;
+    }
+    // P(X < k) by the pmf recursion pmf(i+1) = pmf(i) (n-i)/(i+1) p/(1-p), from pmf(0) = (1-p)^n.
+    let mut pmf = (1.0 - p).powf(n as f64);
+    let mut below = 0.0;
+    for i in 0..k {
+        below += pmf;
+        pmf *= (n - i) as f64 / (i + 1) as f64 * p / (1.0 - p);
+    }
+    (1.0 - below).max(0.0)
+}
+
+/// How many of `seeds` independent runs a correct claim may fail in a sweep: the largest $k$ with
+/// $P(\mathrm{Binomial}(\text{seeds}, p) \ge k) \ge$ `level`, where $p$ is the rule's per-seed false-failure rate
+/// ([`Rule::false_failure_rate`]). A claim with more failures than this fails the sweep: its rule fails more often
+/// than the rule's level allows, at the sweep's `level` (a binomial test). With $p = 0.01$ (a tight claim at the
+/// 99% level), `level` $= 0.05$: 1 of 20 seeds, 3 of 100.
+pub fn sweep_allowance(seeds: u64, p: f64, level: f64) -> u64 {
+    (1..=seeds)
+        .take_while(|&k| binomial_upper_tail(seeds, p, k) >= level)
+        .last()
+        .unwrap_or(0)
+}
