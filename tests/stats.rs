@@ -793,3 +793,20 @@ fn sweep_allowance_is_the_binomial_test_of_the_rules_false_failure_rate() {
     // One seed: a single failure has probability p < 5%, so none is allowed.
     assert_eq!(sweep_allowance(1, 0.01, 0.05), 0);
 }
+
+/// The Poisson-binomial tail of the sweep's registry-wide count: equal probabilities give the binomial (values of
+/// the test above); p = (0.5, 0.1, 0.2) by hand: P(X >= 2) = P(1, 2, not 3) + P(1, 3, not 2) + P(2, 3, not 1) +
+/// P(all) = 0.04 + 0.09 + 0.01 + 0.01 = 0.15.
+#[test]
+fn poisson_binomial_tail_matches_hand_values() {
+    use bilevel::stats::decision::poisson_binomial_upper_tail;
+    let t = poisson_binomial_upper_tail(&[0.01; 20], 2);
+    assert!((t - 0.0168593376).abs() < 1e-9, "{t}");
+    let t = poisson_binomial_upper_tail(&[0.01; 160], 5);
+    assert!((t - 0.0230197507).abs() < 1e-9, "{t}");
+    // X >= 2 of (0.5, 0.1, 0.2): {1,2} not 3: 0.04; {1,3} not 2: 0.09; {2,3} not 1: 0.01; all three: 0.01.
+    let t = poisson_binomial_upper_tail(&[0.5, 0.1, 0.2], 2);
+    assert!((t - 0.15).abs() < 1e-12, "{t}");
+    assert_eq!(poisson_binomial_upper_tail(&[0.3], 0), 1.0);
+    assert!(poisson_binomial_upper_tail(&[0.3], 2).abs() < 1e-15);
+}

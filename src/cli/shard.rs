@@ -344,7 +344,7 @@ pub fn print_report(results: &[ClaimResult], seed: u64, as_json: bool, all_bugs:
 /// whose bug slipped through under some seed, or a claim that failed under more seeds than its rule's own
 /// false-failure rate allows ([`bilevel::stats::decision::sweep_allowance`]; theory/README.md, "Decision rules").
 pub fn print_sweep(ids: &[String], seeds: u64, units: &[UnitResult], as_json: bool) -> CliResult {
-    use bilevel::stats::decision::{SWEEP_LEVEL, binomial_upper_tail, sweep_allowance};
+    use bilevel::stats::decision::{SWEEP_LEVEL, poisson_binomial_upper_tail, sweep_allowance};
     // Per claim: the verdict and fitted exponent under each seed, in seed order, and its per-seed false-failure
     // rate (None for a power test: a bug must be caught under every seed).
     let mut per: Vec<Vec<(u64, bool, f64)>> = vec![Vec::new(); ids.len()];
@@ -368,22 +368,20 @@ pub fn print_sweep(ids: &[String], seeds: u64, units: &[UnitResult], as_json: bo
     let n_ok = ok.iter().filter(|x| **x).count();
     // The registry as a whole, per simulation and seed (claims sharing a run are judged on one set of replicates,
     // so they fail together): a unit fails when one of its claims (not power tests) fails. Its false-failure
-    // probability is at most the sum of its claims' rates, and units are independent, so the count of failing
-    // units is dominated by a binomial at the largest such sum.
-    let (mut unit_runs, mut unit_fails, mut expected, mut p_max) = (0u64, 0u64, 0.0f64, 0.0f64);
+    // probability is at most the sum of its claims' rates, units are independent, and the tail of their count is
+    // increasing in each probability: the Poisson-binomial tail at those sums bounds it.
+    let (mut unit_p, mut unit_fails) = (Vec::new(), 0usize);
     for u in units {
         let rates: Vec<f64> = u.results.iter().filter_map(claims::false_failure_rate).collect();
         if rates.is_empty() {
             continue;
         }
-        let p: f64 = rates.iter().sum();
-        unit_runs += 1;
-        expected += p;
-        p_max = p_max.max(p);
-        let failed = u.results.iter().any(|r| r.power_for.is_none() && !r.ok());
-        unit_fails += u64::from(failed);
+        unit_p.push(rates.iter().sum::<f64>().min(1.0));
+        unit_fails += usize::from(u.results.iter().any(|r| r.power_for.is_none() && !r.ok()));
     }
-    let tail = binomial_upper_tail(unit_runs, p_max.min(1.0), unit_fails);
+    let unit_runs = unit_p.len();
+    let expected: f64 = unit_p.iter().sum();
+    let tail = poisson_binomial_upper_tail(&unit_p, unit_fails);
     if as_json {
         let rows: Vec<_> = ids
             .iter()

@@ -203,6 +203,24 @@ pub fn binomial_upper_tail(n: u64, p: f64, k: u64) -> f64 {
     (1.0 - below).max(0.0)
 }
 
+/// $P(X \ge k)$ for $X$ the number of successes of independent trials with probabilities `p` (Poisson-binomial),
+/// exactly, by the dynamic programme over trials. Increasing in every $p_i$, so an upper bound on each $p_i$ gives an
+/// upper bound on the tail.
+pub fn poisson_binomial_upper_tail(p: &[f64], k: usize) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    // below[j] = P(exactly j successes so far), for j < k.
+    let mut below = vec![0.0; k];
+    below[0] = 1.0;
+    for &pi in p {
+        for j in (0..k).rev() {
+            below[j] = below[j] * (1.0 - pi) + if j > 0 { below[j - 1] * pi } else { 0.0 };
+        }
+    }
+    (1.0 - below.iter().sum::<f64>()).max(0.0)
+}
+
 /// How many of `seeds` independent runs a correct claim may fail in a sweep: the largest $k$ with
 /// $P(\mathrm{Binomial}(\text{seeds}, p) \ge k) \ge$ `level`, where $p$ is the rule's per-seed false-failure rate
 /// ([`Rule::false_failure_rate`]). A claim with more failures than this fails the sweep: its rule fails more often
