@@ -79,6 +79,10 @@ pub struct Vrbo {
     pub inner: usize,
     /// Neumann scale $\eta$ and length $N$ of the stocBiO estimator.
     pub neumann: NeumannParams,
+    /// Planted bug: each correction evaluates the previous point at fresh samples instead of replaying the ones
+    /// drawn at the new point. The difference $\hat\nabla f(x^t;\bar\xi_j)-\hat\nabla f(x^{t-1};\bar\xi'_j)$ then
+    /// carries the full sample variance, which the recursion sums over the $q$ steps of a period.
+    pub stale_sample: bool,
     ws: Workspace,
     u: Vector,
     v: Vector,
@@ -111,6 +115,7 @@ impl Vrbo {
             batch,
             inner,
             neumann,
+            stale_sample: false,
             ws: Workspace::new(0, 0),
             u: Vector::zeros(0),
             v: Vector::zeros(0),
@@ -160,12 +165,17 @@ impl Vrbo {
             let snap = o.snapshot();
             estimate(o, &method, theta, phi, &mut self.ws, &mut self.g_new)?;
             let (ws, g_old, lt, lp) = (&mut self.ws, &mut self.g_old, &self.last_theta, &self.last_phi);
-            o.replay(snap, |o| estimate(o, &method, lt, lp, ws, g_old))?;
+            if self.stale_sample {
+                estimate(o, &method, lt, lp, ws, g_old)?;
+            } else {
+                o.replay(snap, |o| estimate(o, &method, lt, lp, ws, g_old))?;
+            }
             self.acc_u += &self.g_new;
             self.acc_u -= &self.g_old;
             let s = o.draw(Level::Lower);
             o.grad_phi_fl(s, theta, phi, &mut self.l_new)?;
-            o.grad_phi_fl(s, &self.last_theta, &self.last_phi, &mut self.l_old)?;
+            let s_old = if self.stale_sample { o.draw(Level::Lower) } else { s };
+            o.grad_phi_fl(s_old, &self.last_theta, &self.last_phi, &mut self.l_old)?;
             self.acc_l += &self.l_new;
             self.acc_l -= &self.l_old;
         }
