@@ -46,6 +46,12 @@
 //! $\mathbb{E}\\|\nabla F\\|^2\le\varepsilon$ (references §4 lists the same order for SUSTAIN). Defaults
 //! ([`super::build`]): $q = b = \lceil\sqrt K\rceil$, $S = qb$ for a horizon $K$.
 //!
+//! **Checked by** the registry claims `vrbo/upper-samples` ($S(f_u,\varepsilon)$ exponent $\le 3/2$) and `vrbo/rate`
+//! ($\mathbb{E}\\|\nabla F(\theta_\zeta)\\|^2 = O(1/K)$) on the noisy quadratic with the theorem's sizes tied to the
+//! horizon, $q = b = \lceil\sqrt K\rceil$, $S = K$ ([`crate::claims::AlgoSpec::Vrbo`]); two planted near-miss bugs
+//! fail them: [`Vrbo::stale_sample`] and a refresh with the correction batch (theory/vrbo.md, with the theorem's
+//! statement and what of it was verified).
+//!
 //! # Oracle cost per iteration
 //! Let $N$ be the Neumann length; one estimate $\hat\nabla f$ uses one upper sample, $N$ lower samples ($N-1$
 //! Hessian-vector products, one cross product), one $\nabla_\theta f_u$, one $\nabla_\phi f_u$. Every iteration:
@@ -80,7 +86,7 @@ pub struct Vrbo {
     /// Neumann scale $\eta$ and length $N$ of the stocBiO estimator.
     pub neumann: NeumannParams,
     /// Planted bug: each correction evaluates the previous point at fresh samples instead of replaying the ones
-    /// drawn at the new point. The difference $\hat\nabla f(x^t;\bar\xi_j)-\hat\nabla f(x^{t-1};\bar\xi'_j)$ then
+    /// drawn at the new point. The difference $\hat\nabla f(x^t;\bar\xi_j)-\hat\nabla f(x^{t-1};\bar\xi'\_j)$ then
     /// carries the full sample variance, which the recursion sums over the $q$ steps of a period.
     pub stale_sample: bool,
     ws: Workspace,
