@@ -437,6 +437,24 @@ fn oracle_counts_of_the_new_methods_match_the_docs() {
     );
     assert_eq!(c.fl_hvp, (n - 1) * estimates);
     assert_eq!(c.fl_grad_phi, 2 * corrections + r * big);
+    // The planted stale sample (theory/vrbo.md): the old point of each correction draws its own samples (one upper,
+    // N lower for the estimate, one lower for the LL gradient) instead of replaying them; evaluations unchanged.
+    s = vrbo(
+        0.01,
+        0.5 / l_l,
+        q as usize,
+        big as usize,
+        b as usize,
+        m as usize,
+        1.0 / l_l,
+        n as usize,
+    );
+    s.stale_sample = true;
+    let c = counts(&mut s);
+    assert_eq!(c.upper_samples, 2 * corrections + r * big);
+    assert_eq!(c.lower_samples, (n + 1) * (2 * corrections + r * big));
+    assert_eq!(c.fl_hvp, (n - 1) * estimates);
+    assert_eq!(c.fl_grad_phi, 2 * corrections + r * big);
 }
 
 #[test]

@@ -300,3 +300,59 @@ fn power_tests_are_judged_against_the_parent_exact_curve() {
     let bug = bilevel::exact::exact_slopes(typo).unwrap().unwrap();
     assert!(bug.far - own_parent.far > 0.05, "{bug:?} vs {own_parent:?}");
 }
+
+/// VRBO's horizon-tied sizes (theory/vrbo.md), by hand: $q = b = \lceil\sqrt K\rceil$, $S = K$, Neumann length
+/// $\lceil\kappa\ln(K+2)\rceil$ with $\kappa = 2$; the planted `refresh_small_batch` makes $S = b$; a decaying step is
+/// refused with a typed error.
+#[test]
+fn vrbo_sizes_follow_the_horizon_by_hand() {
+    use bilevel::claims::{AlgoSpec, ResolvedAlgo};
+    use bilevel::hypergrad::neumann::NeumannParams;
+    use bilevel::solver::Schedule;
+    let reg = Registry::builtin().unwrap();
+    let spec = reg.claim.iter().find(|c| c.id == "vrbo/upper-samples").unwrap();
+    let k = claims::build_problem(spec).unwrap().constants();
+    // The family's declared constants (computed: equal to 1 and 2 up to rounding).
+    assert!((k.mu_l - 1.0).abs() < 1e-12 && (k.l_l - 2.0).abs() < 1e-12, "{k:?}");
+    // K = 500: sqrt = 22.36 -> 23; 2 ln 502 = 12.44 -> 13. K = 50: sqrt = 7.07 -> 8; 2 ln 52 = 7.90 -> 8.
+    for (horizon, q, terms) in [(500, 23, 13), (50, 8, 8)] {
+        let want = |large_batch| ResolvedAlgo::Vrbo {
+            alpha: Schedule::constant(1.0 / k.l_f),
+            beta: 0.5 / k.l_l,
+            period: q,
+            large_batch,
+            batch: q,
+            inner: 1,
+            neumann: NeumannParams {
+                eta: 1.0 / k.l_l,
+                terms,
+            },
+            stale_sample: false,
+        };
+        assert_eq!(spec.algorithm.resolve(&k, horizon).unwrap(), want(horizon));
+        let mut bug = spec.algorithm.clone();
+        if let AlgoSpec::Vrbo {
+            refresh_small_batch, ..
+        } = &mut bug
+        {
+            *refresh_small_batch = true;
+        }
+        assert_eq!(bug.resolve(&k, horizon).unwrap(), want(q));
+    }
+    let mut decaying = spec.algorithm.clone();
+    if let AlgoSpec::Vrbo { alpha, .. } = &mut decaying {
+        alpha.kind = "decay".into();
+    }
+    assert!(matches!(
+        decaying.resolve(&k, 100),
+        Err(BilevelError::InvalidParameter { .. })
+    ));
+    let mut zero = spec.algorithm.clone();
+    if let AlgoSpec::Vrbo { large_batch_c, .. } = &mut zero {
+        *large_batch_c = 0.0;
+    }
+    assert!(matches!(
+        zero.resolve(&k, 100),
+        Err(BilevelError::InvalidParameter { .. })
+    ));
+}

@@ -46,6 +46,12 @@
 //! $\mathbb{E}\\|\nabla F\\|^2\le\varepsilon$ (references §4 lists the same order for SUSTAIN). Defaults
 //! ([`super::build`]): $q = b = \lceil\sqrt K\rceil$, $S = qb$ for a horizon $K$.
 //!
+//! **Checked by** the registry claims `vrbo/upper-samples` ($S(f_u,\varepsilon)$ exponent $\le 3/2$) and `vrbo/rate`
+//! ($\mathbb{E}\\|\nabla F(\theta_\zeta)\\|^2 = O(1/K)$) on the noisy quadratic with the theorem's sizes tied to the
+//! horizon, $q = b = \lceil\sqrt K\rceil$, $S = K$ ([`crate::claims::AlgoSpec::Vrbo`]); two planted near-miss bugs
+//! fail them: [`Vrbo::stale_sample`] and a refresh with the correction batch (theory/vrbo.md, with the theorem's
+//! statement and what of it was verified).
+//!
 //! # Oracle cost per iteration
 //! Let $N$ be the Neumann length; one estimate $\hat\nabla f$ uses one upper sample, $N$ lower samples ($N-1$
 //! Hessian-vector products, one cross product), one $\nabla_\theta f_u$, one $\nabla_\phi f_u$. Every iteration:
@@ -79,6 +85,10 @@ pub struct Vrbo {
     pub inner: usize,
     /// Neumann scale $\eta$ and length $N$ of the stocBiO estimator.
     pub neumann: NeumannParams,
+    /// Planted bug: each correction evaluates the previous point at fresh samples instead of replaying the ones
+    /// drawn at the new point. The difference $\hat\nabla f(x^t;\bar\xi_j)-\hat\nabla f(x^{t-1};\bar\xi'\_j)$ then
+    /// carries the full sample variance, which the recursion sums over the $q$ steps of a period.
+    pub stale_sample: bool,
     ws: Workspace,
     u: Vector,
     v: Vector,
@@ -111,6 +121,7 @@ impl Vrbo {
             batch,
             inner,
             neumann,
+            stale_sample: false,
             ws: Workspace::new(0, 0),
             u: Vector::zeros(0),
             v: Vector::zeros(0),
@@ -160,12 +171,17 @@ impl Vrbo {
             let snap = o.snapshot();
             estimate(o, &method, theta, phi, &mut self.ws, &mut self.g_new)?;
             let (ws, g_old, lt, lp) = (&mut self.ws, &mut self.g_old, &self.last_theta, &self.last_phi);
-            o.replay(snap, |o| estimate(o, &method, lt, lp, ws, g_old))?;
+            if self.stale_sample {
+                estimate(o, &method, lt, lp, ws, g_old)?;
+            } else {
+                o.replay(snap, |o| estimate(o, &method, lt, lp, ws, g_old))?;
+            }
             self.acc_u += &self.g_new;
             self.acc_u -= &self.g_old;
             let s = o.draw(Level::Lower);
             o.grad_phi_fl(s, theta, phi, &mut self.l_new)?;
-            o.grad_phi_fl(s, &self.last_theta, &self.last_phi, &mut self.l_old)?;
+            let s_old = if self.stale_sample { o.draw(Level::Lower) } else { s };
+            o.grad_phi_fl(s_old, &self.last_theta, &self.last_phi, &mut self.l_old)?;
             self.acc_l += &self.l_new;
             self.acc_l -= &self.l_old;
         }

@@ -6,6 +6,7 @@ use super::spec::AlgoSpec;
 use crate::algorithms::common::NeumannGrowth;
 use crate::algorithms::double_loop::InnerSteps;
 use crate::error::{BilevelError, Result};
+use crate::hypergrad::neumann::NeumannParams;
 use crate::problem::Constants;
 use crate::solver::Schedule;
 
@@ -113,6 +114,33 @@ pub enum ResolvedAlgo {
         /// Old-point evaluation at another sample (planted bug).
         stale_sample: bool,
     },
+    /// VRBO at the claim's horizon.
+    Vrbo {
+        /// $\alpha$.
+        alpha: Schedule,
+        /// $\beta$.
+        beta: f64,
+        /// Refresh period $q$.
+        period: usize,
+        /// Refresh batch $S$ (equal to `batch` under the planted bug).
+        large_batch: usize,
+        /// Correction batch $b$.
+        batch: usize,
+        /// Inner steps $m$.
+        inner: usize,
+        /// Neumann scale and length.
+        neumann: NeumannParams,
+        /// Old-point evaluation at fresh samples (planted bug).
+        stale_sample: bool,
+    },
+}
+
+/// $\lceil cK^{a}\rceil$, at least 1: VRBO's horizon-tied sizes.
+fn horizon_size(name: &str, c: f64, horizon: usize, power: f64) -> Result<usize> {
+    if !(c.is_finite() && c > 0.0) {
+        return Err(BilevelError::invalid(name, c, "must be finite and > 0"));
+    }
+    Ok((c * (horizon as f64).powf(power)).ceil().max(1.0) as usize)
 }
 
 impl AlgoSpec {
@@ -244,6 +272,44 @@ impl AlgoSpec {
                     c_eta: eta_c / (a0 * a0),
                     neumann: neumann.resolve(k),
                     no_momentum: *no_momentum,
+                    stale_sample: *stale_sample,
+                }
+            }
+            AlgoSpec::Vrbo {
+                alpha,
+                beta,
+                inner,
+                period_c,
+                batch_c,
+                large_batch_c,
+                neumann,
+                stale_sample,
+                refresh_small_batch,
+            } => {
+                for (name, s) in [("vrbo alpha", alpha), ("vrbo beta", beta)] {
+                    if s.kind != "constant" {
+                        return Err(BilevelError::invalid(
+                            name,
+                            &s.kind,
+                            "must be a constant schedule (the theorem's steps are constant)",
+                        ));
+                    }
+                }
+                // The theorem's sizes with eps ~ 1/K: q = b ~ eps^(-1/2), S ~ eps^(-1) (theory/vrbo.md).
+                let batch = horizon_size("vrbo batch_c", *batch_c, horizon, 0.5)?;
+                let large_batch = if *refresh_small_batch {
+                    batch
+                } else {
+                    horizon_size("vrbo large_batch_c", *large_batch_c, horizon, 1.0)?
+                };
+                ResolvedAlgo::Vrbo {
+                    alpha: alpha.resolve(k, horizon)?,
+                    beta: beta.resolve(k, horizon)?.at(0),
+                    period: horizon_size("vrbo period_c", *period_c, horizon, 0.5)?,
+                    large_batch,
+                    batch,
+                    inner: *inner,
+                    neumann: neumann.resolve(k).at(horizon),
                     stale_sample: *stale_sample,
                 }
             }

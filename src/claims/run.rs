@@ -4,6 +4,7 @@ use super::resolve::ResolvedAlgo;
 use super::spec::{AlgoSpec, ClaimSpec, HorizonMode, Kind, Measure, Statistic, WINDOW_FRACTION};
 use crate::algorithms::{
     alternating::Alternating, double_loop::DoubleLoop, itd_bio::ItdBio, stable::Stable, sustain::Sustain, ttsa::Ttsa,
+    vrbo::Vrbo,
 };
 use crate::error::{BilevelError, Result};
 use crate::families;
@@ -193,6 +194,20 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
         } => {
             let mut s = Sustain::new(alpha, c_beta, c_eta, neumann);
             s.no_momentum = no_momentum;
+            s.stale_sample = stale_sample;
+            Box::new(s)
+        }
+        ResolvedAlgo::Vrbo {
+            alpha,
+            beta,
+            period,
+            large_batch,
+            batch,
+            inner,
+            neumann,
+            stale_sample,
+        } => {
+            let mut s = Vrbo::new(alpha, beta, period, large_batch, batch, inner, neumann);
             s.stale_sample = stale_sample;
             Box::new(s)
         }

@@ -342,6 +342,36 @@ pub enum AlgoSpec {
         #[serde(default)]
         stale_sample: bool,
     },
+    /// [`crate::algorithms::vrbo::Vrbo`] with the sizes of Yang, Ji & Liang's theorem tied to the horizon $K$
+    /// ($\varepsilon\sim K^{-1}$, theory/vrbo.md): refresh period $q = \lceil c_q\sqrt K\rceil$, correction batch
+    /// $b = \lceil c_b\sqrt K\rceil$, refresh batch $S = \lceil c_S K\rceil$, constant steps, Neumann length
+    /// $N = \lceil\kappa\ln(K+2)\rceil$ (or `neumann.fixed`).
+    Vrbo {
+        /// $\alpha$ (a `constant` schedule: VRBO's steps do not decay).
+        alpha: SchedSpec,
+        /// $\beta$ (a `constant` schedule).
+        beta: SchedSpec,
+        /// Inner SPIDER steps $m$ per outer step.
+        #[serde(default = "one_usize")]
+        inner: usize,
+        /// $c_q$.
+        period_c: f64,
+        /// $c_b$.
+        batch_c: f64,
+        /// $c_S$.
+        large_batch_c: f64,
+        /// Neumann truncation (its length at $k = K$).
+        #[serde(default)]
+        neumann: NeumannSpec,
+        /// The correction's old-point evaluation at fresh samples (a planted bug,
+        /// [`crate::algorithms::vrbo::Vrbo::stale_sample`]).
+        #[serde(default)]
+        stale_sample: bool,
+        /// The refresh with the correction batch, $S = b\sim\sqrt K$ instead of $S\sim K$ (a planted bug: the two
+        /// batch sizes mixed up, so the refresh error $\sigma^2/S$ no longer falls like $\varepsilon$).
+        #[serde(default)]
+        refresh_small_batch: bool,
+    },
 }
 
 fn one_usize() -> usize {

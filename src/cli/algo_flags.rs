@@ -219,6 +219,7 @@ pub fn spec_name(a: &AlgoSpec) -> &'static str {
         AlgoSpec::Stable { .. } => "stable",
         AlgoSpec::Sustain { .. } => "sustain",
         AlgoSpec::ItdBio { .. } => "itd-bio",
+        AlgoSpec::Vrbo { .. } => "vrbo",
     }
 }
 

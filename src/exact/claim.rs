@@ -172,6 +172,12 @@ pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Exac
                 neumann,
             }
         }
+        ResolvedAlgo::Vrbo { .. } => {
+            return Err(BilevelError::Unsupported(
+                "exact moments: VRBO's recursion (periodic refresh, batch means of differences) is not implemented"
+                    .into(),
+            ));
+        }
     })
 }
 
