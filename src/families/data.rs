@@ -11,8 +11,9 @@
 //! minibatch. No allocation: the indices are regenerated from the word on each call.
 
 use crate::linalg::{Matrix, Vector, sym_eig_range};
+use crate::problem::keystream::Keystream;
 use crate::problem::{Level, Sample};
-use rand::{Rng, RngExt, SeedableRng};
+use rand::{Rng, RngExt};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
@@ -84,11 +85,15 @@ pub fn for_each_in_batch(s: Sample, level: Level, n: usize, batch: usize, mut f:
             }
         }
         Sample::Draw(word) => {
-            let mut rng = ChaCha8Rng::seed_from_u64(word);
-            rng.set_stream(match level {
-                Level::Upper => 0,
-                Level::Lower => 1,
-            });
+            // The stream of `ChaCha8Rng::seed_from_u64(word)` on stream 0 (upper) or 1 (lower), bit for bit, one
+            // block at a time: a batch of a few indices needs one block, not `ChaCha8Rng`'s four-block refill.
+            let mut rng = Keystream::new(
+                word,
+                match level {
+                    Level::Upper => 0,
+                    Level::Lower => 1,
+                },
+            );
             let w = 1.0 / batch as f64;
             for _ in 0..batch {
                 f(rng.random_range(0..n), w);
