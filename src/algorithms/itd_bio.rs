@@ -48,7 +48,7 @@
 
 use super::common::{check_lower_step, upper_step};
 use crate::error::{BilevelError, Result};
-use crate::hypergrad::itd::{ItdParams, ItdSamples, reverse};
+use crate::hypergrad::itd::{ItdParams, ItdSamples, reverse, reverse_fresh_hessian_samples};
 use crate::problem::{Level, Oracle};
 use crate::solver::{Iterate, Schedule, Solver};
 
@@ -67,6 +67,10 @@ pub struct ItdBio {
     /// lower-level error $(I-\beta H)^T\phi^\star$ then never vanishes and the iteration settles at another point;
     /// caught by `power/rate/itd-bio-linear/cold-start`.
     pub cold_start: bool,
+    /// Planted bug: the reverse pass's Hessian-vector products each at a fresh lower sample instead of the unroll's
+    /// ([`crate::hypergrad::itd::reverse_fresh_hessian_samples`]). Invisible without Hessian noise; caught by
+    /// `exact::exact_consistency_itd_bio_hessian_noise_and_fresh_hessian_samples`.
+    pub fresh_hessian_samples: bool,
 }
 
 impl ItdBio {
@@ -78,6 +82,7 @@ impl ItdBio {
             steps,
             truncate: None,
             cold_start: false,
+            fresh_hessian_samples: false,
         }
     }
 }
@@ -114,7 +119,11 @@ impl Solver for ItdBio {
         if self.cold_start {
             st.phi.fill(0.0);
         }
-        let out = reverse(o, &st.theta, &st.phi, &p, samples, self.truncate)?;
+        let out = if self.fresh_hessian_samples {
+            reverse_fresh_hessian_samples(o, &st.theta, &st.phi, &p, samples, self.truncate)?
+        } else {
+            reverse(o, &st.theta, &st.phi, &p, samples, self.truncate)?
+        };
         st.phi = out.phi_t;
         st.theta_prev.copy_from(&st.theta);
         upper_step(o, &mut st.theta, self.alpha.at(st.k), &out.hypergradient);

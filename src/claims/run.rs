@@ -156,9 +156,11 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             neumann,
             batch,
             no_inner_minibatch,
+            one_hessian_sample,
         } => {
             let mut d = DoubleLoop::stocbio(alpha, beta, inner, neumann, batch);
             d.no_inner_minibatch = no_inner_minibatch;
+            d.one_hessian_sample = one_hessian_sample;
             Box::new(d)
         }
         ResolvedAlgo::Stable {
@@ -178,9 +180,11 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             beta,
             steps,
             truncate,
+            fresh_hessian_samples,
         } => {
             let mut s = ItdBio::new(alpha, beta, steps);
             s.truncate = truncate;
+            s.fresh_hessian_samples = fresh_hessian_samples;
             Box::new(s)
         }
         ResolvedAlgo::Sustain {

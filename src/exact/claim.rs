@@ -133,6 +133,7 @@ pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Exac
             neumann,
             batch,
             no_inner_minibatch,
+            one_hessian_sample,
         } => ExactMethod::Stocbio {
             alpha,
             beta,
@@ -140,17 +141,20 @@ pub fn method_for(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Exac
             neumann,
             batch,
             no_inner_minibatch,
+            one_hessian_sample,
         },
         ResolvedAlgo::ItdBio {
             alpha,
             beta,
             steps,
             truncate,
+            fresh_hessian_samples,
         } => ExactMethod::ItdBio {
             alpha,
             beta,
             steps,
             backprop: truncate.unwrap_or(steps),
+            fresh_hessian_samples,
         },
         ResolvedAlgo::Sustain {
             alpha,

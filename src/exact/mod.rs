@@ -22,6 +22,7 @@
 
 #[cfg(feature = "claims")]
 pub mod claim;
+pub mod hessian_noise;
 pub mod moments;
 
 #[cfg(feature = "claims")]
