@@ -35,11 +35,15 @@
 //! [`BilevelError::Diverged`].
 //!
 //! # Exact expected curve
-//! On the quadratic family with gradient noise only, one iteration is affine in the state (the sample's noise enters
-//! once, through $\beta\sum_{s<T}A^s$), so its second moments follow a closed recursion ([`crate::exact`],
-//! `ExactMethod::ItdBio`; derivation in `theory/exact-moments.md` §2). Test:
-//! `exact::exact_consistency_itd_bio_and_a_reverse_loop_one_step_short` (Monte Carlo means against the exact curve;
-//! a reverse pass one step short is rejected).
+//! On the quadratic family one iteration is affine in the state (the sample's gradient noise enters once, through
+//! $\beta\sum_{s<T}A^s$), and the reverse pass's $K = \beta\sum_{j<T'}(A-\beta E)^j$ at the sample's one Hessian noise
+//! $E$ and one cross noise is independent of the state, so its second moments follow a closed recursion
+//! ([`crate::exact`], `ExactMethod::ItdBio`; $\mathbb{E}K$ and $\mathbb{E}[K\otimes K]$ by enumerating $E$'s finite law, $d_l\le8$;
+//! derivation in `theory/exact-moments.md` §2). With Hessian noise $\mathbb{E}K\ne\beta\sum_{j<T'}A^j$ for $T'\ge3$:
+//! the shared sample biases the mean. Tests: `exact::exact_consistency_itd_bio_and_a_reverse_loop_one_step_short`
+//! (gradient noise; a reverse pass one step short is rejected) and
+//! `exact::exact_consistency_itd_bio_hessian_noise_and_fresh_hessian_samples` (Hessian and cross noise; backward
+//! Hessian products at fresh samples are rejected).
 //!
 //! # Oracle cost per iteration
 //! One upper sample, one lower sample; $T$ gradients $\nabla_\phi f_l$, $T'-1$ Hessian-vector products, $T'$
