@@ -5,7 +5,7 @@
 //! - **fresh sample per factor** ([`fresh_partial_sums`]): $K = s\sum_{q<N}\prod_{j\le q}(R - sE_j)$ with independent
 //!   $E_j$ (stocBiO's estimator). $\mathbb{E}K = s\sum_q R^q$, and $\mathbb{E}[KUK^\top]$ follows from the joint second
 //!   moments of the running product $t_q$ and the partial sum $\sigma_q$, which close under
-//!   $\mathbb{E}[EWE] = \tfrac{\sigma_H^2}{d_l}(W^\top + \operatorname{tr}W\\,I)$;
+//!   $\mathbb{E}[E W E] = \tfrac{\sigma_H^2}{d_l}(W^\top + \operatorname{tr}W\\,I)$;
 //! - **one sample for every factor** ([`SharedSample`]): $K = s\sum_{q<N}(R - sE)^q$ with one $E$ (ITD-BiO's reverse
 //!   pass at the unroll's sample). $E$ multiplies up to $2(N-1)$ times inside $K\otimes K$, so Rademacher moments
 //!   of every order up to $2(N-1)$ enter, and $\mathbb{E}K \ne s\sum_qR^q$ once $N\ge3$ ($\mathbb{E}E^2 =
@@ -92,7 +92,11 @@ impl SharedSample {
             // Bits 0..dl-1: b; bits dl..2dl-2: a_1..a_{dl-1} (a_0 = +1).
             for i in 0..dl {
                 self.b[i] = if (code >> i) & 1 == 1 { -1.0 } else { 1.0 };
-                self.a[i] = if i > 0 && (code >> (dl + i - 1)) & 1 == 1 { -1.0 } else { 1.0 };
+                self.a[i] = if i > 0 && (code >> (dl + i - 1)) & 1 == 1 {
+                    -1.0
+                } else {
+                    1.0
+                };
             }
             // D = R - s E.
             for j in 0..dl {

@@ -318,7 +318,6 @@ enum YLaw {
     Shared,
 }
 
-
 /// ITD-BiO's maps on the quadratic: $A^T$ and $\beta S_T$ ($S_t = \sum_{s<t}A^s$, $A = I-\beta H$) of the unroll,
 /// and $W = \beta M S_{T'}$ of the reverse pass ($\nabla F_T = \nabla_\theta f_u - W\nabla_\phi f_u$).
 #[derive(Debug, Clone)]
@@ -1126,12 +1125,7 @@ impl ExactRun {
 
     /// The TTSA/BSA upper step with the Ghadimi–Wang estimator of $N$ terms: [`Self::implicit_upper_step`] with
     /// $W = M\bar Q$ and $Y = N\eta^2\sum_{p<N}\mathcal{L}^p(U)$.
-    fn gw_upper_step(
-        &mut self,
-        alpha: f64,
-        np: crate::hypergrad::neumann::NeumannParams,
-        weights: Option<(f64, f64)>,
-    ) {
+    fn gw_upper_step(&mut self, alpha: f64, np: crate::hypergrad::neumann::NeumannParams, weights: Option<(f64, f64)>) {
         let (nn, eta) = (np.terms, np.eta);
         if self.gw.terms != nn {
             self.build_gw_cache(nn, eta);

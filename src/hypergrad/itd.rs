@@ -313,7 +313,11 @@ fn reverse_with(
         o.cross_fl(s, theta, state, &lambda, &mut cu)?;
         g.axpy(-beta, &cu, 1.0);
         if k > 0 {
-            let sh = if fresh_hvp { o.draw(crate::problem::Level::Lower) } else { s };
+            let sh = if fresh_hvp {
+                o.draw(crate::problem::Level::Lower)
+            } else {
+                s
+            };
             o.hvp_fl(sh, theta, state, &lambda, &mut hl)?;
             lambda.axpy(-gamma, &hl, 1.0);
         }
