@@ -1137,7 +1137,7 @@ impl ExactRun {
     /// The mean of $B$ stocBiO estimates of $N$ terms. Their partial sums share nothing but independent samples:
     /// $W = M\bar Q$; without Hessian noise $K = \bar Q$ is deterministic ($Y = \bar QU\bar Q$), with it $Y$ comes
     /// from the fresh-sample recursion ([`fresh_partial_sums`]). `one_sample` (planted bug): one Hessian sample for
-    /// every factor, $W = M\,\mathbb{E}K$ and $Y$ by enumeration ([`SharedSample`]). The $B$ estimates are
+    /// every factor, $W = M\\,\mathbb{E}K$ and $Y$ by enumeration ([`SharedSample`]). The $B$ estimates are
     /// conditionally independent given the state with one conditional mean, so $\Sigma_r$ is divided by $B$.
     fn stocbio_upper_step(
         &mut self,
