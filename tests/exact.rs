@@ -394,10 +394,16 @@ fn exact_consistency_itd_bio_hessian_noise_and_fresh_hessian_samples() {
     let c = consistency(&bug, &bug, &METRICS, 400, 0, Z_THRESHOLD).unwrap();
     show("itd-bio fresh Hessian samples vs its own curve", &c);
     assert!(c.consistent, "{c:#?}");
-    // Without Hessian noise the two coincide exactly (same mean map and noise).
+    // Without Hessian noise the two coincide exactly (same mean map and noise), and the cross noise alone (a
+    // deterministic K, sigma_C = 0.3) is consistent too.
     let (mut a, mut b) = (spec.clone(), bug.clone());
     a.problem.noise.hess_fl = 0.0;
     b.problem.noise.hess_fl = 0.0;
+    let mut cross = a.clone();
+    cross.problem.noise.cross_fl = 0.3;
+    let c = consistency(&cross, &cross, &METRICS, 400, 0, Z_THRESHOLD).unwrap();
+    show("itd-bio, cross noise only", &c);
+    assert!(c.consistent, "{c:#?}");
     let grid = [10, 100];
     for m in METRICS {
         let (ea, eb) = (
