@@ -286,7 +286,7 @@ fn exact_consistency_sustain() {
 }
 
 /// ITD-BiO (reverse-mode ITD through T = 3 warm-started steps at one lower sample) on `ttsa-sc/lower-gap`'s
-/// quadratic with gradient noise only (the recursion needs hess_fl = cross_fl = 0: theory/exact-moments.md), TTSA's
+/// quadratic with gradient noise only, TTSA's
 /// alpha_k and beta = 0.5/L_l: consistent with its exact curve. The near-miss bug, the reverse loop stopped one step
 /// early (truncate = T - 1: the first step's term B_1^T A_2^T A_3^T grad_phi f_u is missing, the literal loop of the
 /// lecture's errata, tests/errata10.rs), moves ITD's biased limit and is rejected against the correct curve.
@@ -310,6 +310,7 @@ fn exact_consistency_itd_bio_and_a_reverse_loop_one_step_short() {
         beta: sched("constant", 0.5, "l_l", 1.0, 0.0),
         steps: 3,
         truncate: None,
+        fresh_hessian_samples: false,
     };
     let c = consistency(&spec, &spec, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
     show("itd-bio", &c);
@@ -321,13 +322,6 @@ fn exact_consistency_itd_bio_and_a_reverse_loop_one_step_short() {
     let c = consistency(&bug, &spec, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
     show("itd-bio reverse loop one step short vs correct", &c);
     assert!(c.max_abs_z > Z_THRESHOLD, "truncated reverse loop not caught: {c:#?}");
-    // With Hessian noise the recursion does not close: refused, not approximated.
-    let mut noisy = spec.clone();
-    noisy.problem.noise.hess_fl = 0.1;
-    assert!(matches!(
-        exact_curve(&noisy, Metric::ThetaErrSq, Statistic::Last, &[10]),
-        Err(bilevel::BilevelError::Unsupported(_))
-    ));
 }
 
 /// STABLE on the nonconvex schedule of `stable-nc/rate` (alpha = beta ~ K^-1/2, per horizon; gradient noise only)
@@ -347,5 +341,207 @@ fn exact_consistency_stable_nonconvex_schedule_and_its_planted_bugs() {
         let c = consistency(&bug, &spec, &METRICS, 400, 0, Z_THRESHOLD).unwrap();
         show(name, &c);
         assert!(c.max_abs_z > Z_THRESHOLD, "{name} not caught: {c:#?}");
+    }
+}
+
+/// ITD-BiO on `ttsa-sc/lower-gap`'s quadratic (d_l = 3) with T = 3 steps of beta = 1/L_l, alpha_k = (2/mu_F)/(k+12),
+/// horizons 30..1000, and Hessian and cross noise at the unroll's one lower sample.
+fn itd_hessian_noise_spec() -> ClaimSpec {
+    use bilevel::claims::SchedSpec;
+    let mut spec = with_grid(claim("ttsa-sc/lower-gap"), 30, 1000, 5);
+    spec.id = "exact/itd-bio-hessian-noise".into();
+    spec.run = None;
+    spec.problem.noise.hess_fl = 0.4;
+    spec.problem.noise.cross_fl = 0.1;
+    let sched = |kind: &str, c: f64, per: &str, k0: f64, power: f64| SchedSpec {
+        kind: kind.into(),
+        c,
+        per: Some(per.into()),
+        k0,
+        power,
+    };
+    spec.algorithm = AlgoSpec::ItdBio {
+        alpha: sched("decay", 2.0, "mu_f", 12.0, 1.0),
+        beta: sched("constant", 1.0, "l_l", 1.0, 0.0),
+        steps: 3,
+        truncate: None,
+        fresh_hessian_samples: false,
+    };
+    spec
+}
+
+/// ITD-BiO with Hessian noise sigma_H = 0.4 and cross noise 0.1: the reverse pass multiplies twice by the unroll's
+/// one Hessian sample, so E K = beta (I + A + A^2 + beta^2 E[E^2]) with E[E^2] = sigma_H^2 (1 + 1/d_l) I: the
+/// recursion enumerates the sample's law (theory/exact-moments.md §2, "Hessian noise"). Consistent. The near-miss bug,
+/// each backward Hessian product at a fresh sample (`ItdBio.fresh_hessian_samples`, the Neumann estimators' habit),
+/// removes that term from the mean: rejected against the correct curve (E|theta - theta*|^2 x1.37 at K = 1000), and
+/// consistent with its own exact curve (the fresh-sample recursion: a cross-check of both recursions).
+#[test]
+fn exact_consistency_itd_bio_hessian_noise_and_fresh_hessian_samples() {
+    let spec = itd_hessian_noise_spec();
+    let c = consistency(&spec, &spec, &METRICS, 400, 0, Z_THRESHOLD).unwrap();
+    show("itd-bio, Hessian and cross noise", &c);
+    assert!(c.consistent, "{c:#?}");
+    let mut bug = spec.clone();
+    if let AlgoSpec::ItdBio {
+        fresh_hessian_samples, ..
+    } = &mut bug.algorithm
+    {
+        *fresh_hessian_samples = true;
+    }
+    let c = consistency(&bug, &spec, &METRICS, 400, 0, Z_THRESHOLD).unwrap();
+    show("itd-bio fresh Hessian samples vs correct", &c);
+    assert!(c.max_abs_z > Z_THRESHOLD, "fresh Hessian samples not caught: {c:#?}");
+    let c = consistency(&bug, &bug, &METRICS, 400, 0, Z_THRESHOLD).unwrap();
+    show("itd-bio fresh Hessian samples vs its own curve", &c);
+    assert!(c.consistent, "{c:#?}");
+    // Without Hessian noise the two coincide exactly (same mean map and noise), and the cross noise alone (a
+    // deterministic K, sigma_C = 0.3) is consistent too.
+    let (mut a, mut b) = (spec.clone(), bug.clone());
+    a.problem.noise.hess_fl = 0.0;
+    b.problem.noise.hess_fl = 0.0;
+    let mut cross = a.clone();
+    cross.problem.noise.cross_fl = 0.3;
+    let c = consistency(&cross, &cross, &METRICS, 400, 0, Z_THRESHOLD).unwrap();
+    show("itd-bio, cross noise only", &c);
+    assert!(c.consistent, "{c:#?}");
+    let grid = [10, 100];
+    for m in METRICS {
+        let (ea, eb) = (
+            exact_curve(&a, m, Statistic::Last, &grid).unwrap(),
+            exact_curve(&b, m, Statistic::Last, &grid).unwrap(),
+        );
+        assert_eq!(ea.means, eb.means);
+    }
+    // The enumeration is capped: d_l = 9 with Hessian noise is refused, not approximated.
+    let mut big = spec.clone();
+    big.problem.params.insert("d_l".into(), toml::Value::Integer(9));
+    assert!(matches!(
+        exact_curve(&big, Metric::ThetaErrSq, Statistic::Last, &[10]),
+        Err(bilevel::BilevelError::Unsupported(_))
+    ));
+}
+
+/// stocBiO with Hessian noise sigma_H = 0.2 (and the claim's cross noise 0.1) on `stocbio/upper-samples`'s instance
+/// and grid (per horizon, 30..300, B = ceil(0.1 K)): a fresh Hessian sample per Neumann factor, the recursion of the
+/// running product and partial sum (theory/exact-moments.md §2). Consistent. The near-miss bug, one Hessian sample
+/// for every factor (`Stocbio.one_hessian_sample`: the truncated series (24) at one sample), moves the mean through
+/// E[(R - eta E)^q] != R^q: rejected against the correct curve (E|grad F|^2 x1.2-2.3), and consistent with its own
+/// exact curve (the enumeration).
+#[test]
+fn exact_consistency_stocbio_hessian_noise_and_one_hessian_sample() {
+    let mut spec = claim("stocbio/upper-samples");
+    spec.problem.noise.hess_fl = 0.2;
+    let c = consistency(&spec, &spec, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
+    show("stocbio, Hessian noise", &c);
+    assert!(c.consistent, "{c:#?}");
+    let mut bug = spec.clone();
+    if let AlgoSpec::Stocbio { one_hessian_sample, .. } = &mut bug.algorithm {
+        *one_hessian_sample = true;
+    }
+    let c = consistency(&bug, &spec, &METRICS, 400, 0, Z_THRESHOLD).unwrap();
+    show("stocbio one Hessian sample vs correct", &c);
+    assert!(c.max_abs_z > Z_THRESHOLD, "one Hessian sample not caught: {c:#?}");
+    let c = consistency(&bug, &bug, &METRICS, 200, 0, Z_THRESHOLD).unwrap();
+    show("stocbio one Hessian sample vs its own curve", &c);
+    assert!(c.consistent, "{c:#?}");
+}
+
+/// The shared-sample enumeration against moments derived by hand from E E = 0 and E[E W E] = (s_H^2/d)(W^T + tr W I):
+/// for N = 2, K = s(I + R - sE), so E K = s(I + R) and E[K U K] = s^2[(I+R)U(I+R) + s^2 (s_H^2/d)(U + tr U I)];
+/// for N = 3, E K = s(I + R + R^2 + s^2 s_H^2 (1 + 1/d) I). The fresh-sample recursion equals the enumeration at
+/// N = 2 (one factor: nothing to share).
+#[test]
+fn exact_hessian_noise_moments_match_hand_derived_ones() {
+    use bilevel::Matrix;
+    use bilevel::exact::hessian_noise::{FreshScratch, SharedSample, fresh_partial_sums};
+    let d = 3;
+    let h = Matrix::from_row_slice(d, d, &[1.5, 0.2, -0.1, 0.2, 1.2, 0.3, -0.1, 0.3, 1.8]);
+    let u = Matrix::from_row_slice(d, d, &[1.0, 0.4, 0.1, 0.4, 2.0, -0.3, 0.1, -0.3, 0.5]);
+    let (s, sh) = (0.4, 0.7);
+    let c = sh * sh / d as f64;
+    let id = Matrix::identity(d, d);
+    let r = &id - &h * s;
+    let close = |a: &Matrix, b: &Matrix, what: &str| {
+        assert!((a - b).amax() <= 1e-12 * b.amax(), "{what}: {a} vs {b}");
+    };
+    let mut shared = SharedSample::new(d).unwrap();
+    shared.build(&h, s, 2, sh);
+    let ip = &id + &r;
+    close(&shared.kbar, &(&ip * s), "E K, N = 2");
+    let mut y = Matrix::zeros(d, d);
+    shared.second_moment(&u, &mut y);
+    let hand = (&ip * &u * &ip + (&u + &id * u.trace()) * (s * s * c)) * (s * s);
+    close(&y, &hand, "E[K U K], N = 2");
+    let eig = h.clone().symmetric_eigen();
+    let vt = eig.eigenvectors.transpose();
+    let mut y2 = Matrix::zeros(d, d);
+    fresh_partial_sums(
+        &eig.eigenvectors,
+        &vt,
+        &eig.eigenvalues,
+        s,
+        2,
+        sh,
+        &u,
+        &mut y2,
+        &mut FreshScratch::new(d),
+    );
+    close(&y2, &hand, "fresh recursion, N = 2");
+    shared.build(&h, s, 3, sh);
+    let hand3 = (&id + &r + &r * &r + &id * (s * s * sh * sh * (1.0 + 1.0 / d as f64))) * s;
+    close(&shared.kbar, &hand3, "E K, N = 3");
+}
+
+/// The two Hessian-sample switches touch only the Hessian pathway, at the solver's level: on a noisy quadratic
+/// with every noise but the Hessian's, ITD's reverse pass with fresh backward Hessian samples and the stocBiO
+/// estimator with one sample for all factors return exactly the correct estimators' values (the extra or missing
+/// draws change no product); with Hessian noise they differ.
+#[test]
+fn exact_hessian_sample_bugs_touch_only_the_hessian_pathway() {
+    use bilevel::Vector;
+    use bilevel::families::quadratic::QuadraticSpec;
+    use bilevel::hypergrad::{itd, neumann};
+    use bilevel::problem::{Level, Noisy, Oracle};
+    use std::sync::Arc;
+    let q = QuadraticSpec {
+        d_u: 2,
+        d_l: 3,
+        seed: 1,
+        ..Default::default()
+    }
+    .build()
+    .unwrap();
+    let (theta, phi) = (
+        Vector::from_vec(vec![0.3, -0.5]),
+        Vector::from_vec(vec![0.2, 0.1, -0.4]),
+    );
+    let p = itd::ItdParams { beta: 0.4, steps: 4 };
+    let np = neumann::NeumannParams { eta: 0.4, terms: 6 };
+    let v = Vector::from_vec(vec![1.0, -2.0, 0.5]);
+    for (sigma_h, same) in [(0.0, true), (0.4, false)] {
+        let levels = NoiseLevels {
+            hess_fl: sigma_h,
+            ..NoiseLevels::uniform(0.3)
+        };
+        let noisy = Noisy::new(Arc::new(q.clone()), levels).unwrap();
+        let mut o = Oracle::new(&noisy, 7);
+        let samples = itd::ItdSamples {
+            upper: o.draw(Level::Upper),
+            lower: o.draw(Level::Lower),
+        };
+        let right = itd::reverse(&mut o, &theta, &phi, &p, samples, None)
+            .unwrap()
+            .hypergradient;
+        let bug = itd::reverse_fresh_hessian_samples(&mut o, &theta, &phi, &p, samples, None)
+            .unwrap()
+            .hypergradient;
+        assert_eq!(right == bug, same, "ITD, sigma_H = {sigma_h}: {right} vs {bug}");
+        let (mut a, mut b) = (Vector::zeros(3), Vector::zeros(3));
+        let (mut right, mut bug) = (Vector::zeros(3), Vector::zeros(3));
+        neumann::stocbio_into(&mut o, &theta, &phi, &v, &np, &mut right, &mut a, &mut b).unwrap();
+        let s = o.draw(Level::Lower);
+        neumann::truncated_into(&mut o, s, &theta, &phi, &v, &np, &mut bug, &mut a, &mut b).unwrap();
+        assert_eq!(right == bug, same, "stocBiO, sigma_H = {sigma_h}: {right} vs {bug}");
     }
 }

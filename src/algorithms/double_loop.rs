@@ -73,6 +73,11 @@ pub struct DoubleLoop {
     /// Planted bug of stocBiO: the inner SGD steps use one sample instead of the minibatch of `batch` (the UL
     /// hypergradient keeps its batch).
     pub no_inner_minibatch: bool,
+    /// Planted bug of stocBiO: one Hessian sample for every factor of the Neumann partial sums (the truncated
+    /// series (24) at one sample, [`InverseMethod::Neumann`]) instead of a fresh sample per factor. Invisible
+    /// without Hessian noise; with it $\mathbb{E}(I-\eta(H+E))^q \ne (I-\eta H)^q$ for $q\ge2$, so the mean
+    /// hypergradient moves. Caught by `exact::exact_consistency_stocbio_hessian_noise_and_one_hessian_sample`.
+    pub one_hessian_sample: bool,
     /// Planted bug of AID-BiO: CG starts from $z = 0$ at every outer iteration instead of the previous solution
     /// (Alg 3's warm start, which Ji et al.'s analysis assumes). With fewer CG steps than $d_l$ the hypergradient
     /// keeps an error that no outer iteration removes; caught by `power/rate/aid-bio-linear/cg-cold-start`.
@@ -100,6 +105,7 @@ impl DoubleLoop {
             batch: 1,
             beta_per_inner_step: false,
             no_inner_minibatch: false,
+            one_hessian_sample: false,
             cg_cold_start: false,
             inner_cold_start: false,
             ws: Workspace::new(0, 0),
@@ -159,6 +165,7 @@ impl DoubleLoop {
         match self.inverse {
             Inverse::Fixed(m) => m,
             Inverse::GhadimiWang(g) => InverseMethod::GhadimiWang(g.at(k)),
+            Inverse::Stocbio(g) if self.one_hessian_sample => InverseMethod::Neumann(g.at(k)),
             Inverse::Stocbio(g) => InverseMethod::Stocbio(g.at(k)),
         }
     }

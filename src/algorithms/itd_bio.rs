@@ -35,11 +35,15 @@
 //! [`BilevelError::Diverged`].
 //!
 //! # Exact expected curve
-//! On the quadratic family with gradient noise only, one iteration is affine in the state (the sample's noise enters
-//! once, through $\beta\sum_{s<T}A^s$), so its second moments follow a closed recursion ([`crate::exact`],
-//! `ExactMethod::ItdBio`; derivation in `theory/exact-moments.md` §2). Test:
-//! `exact::exact_consistency_itd_bio_and_a_reverse_loop_one_step_short` (Monte Carlo means against the exact curve;
-//! a reverse pass one step short is rejected).
+//! On the quadratic family one iteration is affine in the state (the sample's gradient noise enters once, through
+//! $\beta\sum_{s<T}A^s$), and the reverse pass's $K = \beta\sum_{j<T'}(A-\beta E)^j$ at the sample's one Hessian noise
+//! $E$ and one cross noise is independent of the state, so its second moments follow a closed recursion
+//! ([`crate::exact`], `ExactMethod::ItdBio`; $\mathbb{E}K$ and $\mathbb{E}[K\otimes K]$ by enumerating $E$'s finite law, $d_l\le8$;
+//! derivation in `theory/exact-moments.md` §2). With Hessian noise $\mathbb{E}K\ne\beta\sum_{j<T'}A^j$ for $T'\ge3$:
+//! the shared sample biases the mean. Tests: `exact::exact_consistency_itd_bio_and_a_reverse_loop_one_step_short`
+//! (gradient noise; a reverse pass one step short is rejected) and
+//! `exact::exact_consistency_itd_bio_hessian_noise_and_fresh_hessian_samples` (Hessian and cross noise; backward
+//! Hessian products at fresh samples are rejected).
 //!
 //! # Oracle cost per iteration
 //! One upper sample, one lower sample; $T$ gradients $\nabla_\phi f_l$, $T'-1$ Hessian-vector products, $T'$
@@ -48,7 +52,7 @@
 
 use super::common::{check_lower_step, upper_step};
 use crate::error::{BilevelError, Result};
-use crate::hypergrad::itd::{ItdParams, ItdSamples, reverse};
+use crate::hypergrad::itd::{ItdParams, ItdSamples, reverse, reverse_fresh_hessian_samples};
 use crate::problem::{Level, Oracle};
 use crate::solver::{Iterate, Schedule, Solver};
 
@@ -67,6 +71,10 @@ pub struct ItdBio {
     /// lower-level error $(I-\beta H)^T\phi^\star$ then never vanishes and the iteration settles at another point;
     /// caught by `power/rate/itd-bio-linear/cold-start`.
     pub cold_start: bool,
+    /// Planted bug: the reverse pass's Hessian-vector products each at a fresh lower sample instead of the unroll's
+    /// ([`crate::hypergrad::itd::reverse_fresh_hessian_samples`]). Invisible without Hessian noise; caught by
+    /// `exact::exact_consistency_itd_bio_hessian_noise_and_fresh_hessian_samples`.
+    pub fresh_hessian_samples: bool,
 }
 
 impl ItdBio {
@@ -78,6 +86,7 @@ impl ItdBio {
             steps,
             truncate: None,
             cold_start: false,
+            fresh_hessian_samples: false,
         }
     }
 }
@@ -114,7 +123,11 @@ impl Solver for ItdBio {
         if self.cold_start {
             st.phi.fill(0.0);
         }
-        let out = reverse(o, &st.theta, &st.phi, &p, samples, self.truncate)?;
+        let out = if self.fresh_hessian_samples {
+            reverse_fresh_hessian_samples(o, &st.theta, &st.phi, &p, samples, self.truncate)?
+        } else {
+            reverse(o, &st.theta, &st.phi, &p, samples, self.truncate)?
+        };
         st.phi = out.phi_t;
         st.theta_prev.copy_from(&st.theta);
         upper_step(o, &mut st.theta, self.alpha.at(st.k), &out.hypergradient);

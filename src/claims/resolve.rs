@@ -74,6 +74,8 @@ pub enum ResolvedAlgo {
         batch: usize,
         /// Inner SGD with one sample (planted bug).
         no_inner_minibatch: bool,
+        /// One Hessian sample for every Neumann factor (planted bug).
+        one_hessian_sample: bool,
     },
     /// STABLE.
     Stable {
@@ -98,6 +100,8 @@ pub enum ResolvedAlgo {
         steps: usize,
         /// Back-propagated steps $T'$ (`None`: all).
         truncate: Option<usize>,
+        /// Reverse-pass Hessian products at fresh samples (planted bug).
+        fresh_hessian_samples: bool,
     },
     /// SUSTAIN.
     Sustain {
@@ -215,6 +219,7 @@ impl AlgoSpec {
                 batch_power,
                 neumann,
                 no_inner_minibatch,
+                one_hessian_sample,
             } => ResolvedAlgo::Stocbio {
                 alpha: alpha.resolve(k, horizon)?,
                 beta: beta.resolve(k, horizon)?,
@@ -222,6 +227,7 @@ impl AlgoSpec {
                 neumann: neumann.resolve(k),
                 batch: (batch_c * (horizon as f64).powf(*batch_power)).ceil().max(1.0) as usize,
                 no_inner_minibatch: *no_inner_minibatch,
+                one_hessian_sample: *one_hessian_sample,
             },
             AlgoSpec::Stable {
                 alpha,
@@ -241,6 +247,7 @@ impl AlgoSpec {
                 beta,
                 steps,
                 truncate,
+                fresh_hessian_samples,
             } => {
                 if beta.kind != "constant" {
                     return Err(BilevelError::invalid(
@@ -254,6 +261,7 @@ impl AlgoSpec {
                     beta: beta.resolve(k, horizon)?.at(0),
                     steps: *steps,
                     truncate: *truncate,
+                    fresh_hessian_samples: *fresh_hessian_samples,
                 }
             }
             AlgoSpec::Sustain {

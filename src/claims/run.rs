@@ -157,9 +157,11 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             neumann,
             batch,
             no_inner_minibatch,
+            one_hessian_sample,
         } => {
             let mut d = DoubleLoop::stocbio(alpha, beta, inner, neumann, batch);
             d.no_inner_minibatch = no_inner_minibatch;
+            d.one_hessian_sample = one_hessian_sample;
             Box::new(d)
         }
         ResolvedAlgo::Stable {
@@ -179,9 +181,11 @@ pub fn build_solver(algo: &AlgoSpec, k: &Constants, horizon: usize) -> Result<Bo
             beta,
             steps,
             truncate,
+            fresh_hessian_samples,
         } => {
             let mut s = ItdBio::new(alpha, beta, steps);
             s.truncate = truncate;
+            s.fresh_hessian_samples = fresh_hessian_samples;
             Box::new(s)
         }
         ResolvedAlgo::Sustain {

@@ -295,6 +295,10 @@ pub enum AlgoSpec {
         /// Inner SGD steps with one sample instead of the minibatch (a planted bug).
         #[serde(default)]
         no_inner_minibatch: bool,
+        /// One Hessian sample for every Neumann factor instead of a fresh one per factor (a planted bug, sets
+        /// [`crate::algorithms::double_loop::DoubleLoop::one_hessian_sample`]).
+        #[serde(default)]
+        one_hessian_sample: bool,
     },
     /// [`crate::algorithms::stable::Stable`].
     Stable {
@@ -323,6 +327,10 @@ pub enum AlgoSpec {
         /// $B_1^\top A_2^\top\cdots A_T^\top\nabla_\phi f_u$, the first step's term).
         #[serde(default)]
         truncate: Option<usize>,
+        /// The reverse pass's Hessian products each at a fresh lower sample instead of the unroll's (a planted bug,
+        /// sets [`crate::algorithms::itd_bio::ItdBio::fresh_hessian_samples`]).
+        #[serde(default)]
+        fresh_hessian_samples: bool,
     },
     /// [`crate::algorithms::sustain::Sustain`].
     Sustain {

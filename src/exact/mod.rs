@@ -3,8 +3,8 @@
 //! On the quadratic family ([`crate::families::quadratic`]) with the additive noise of [`crate::problem::Noisy`],
 //! every oracle is affine in the state with random coefficients drawn from fresh samples, independent of the
 //! state; the Ghadimi–Wang depth $p$ is independent too. So for TTSA (Algs 4/8/9), eq (20) momentum, BSA (Alg 2),
-//! stocBiO (no Hessian noise), SUSTAIN (eqs (21)–(22)), alternating GD, STABLE (Alg 5, gradient noise only) and ITD-BiO (eqs (30)–(32), gradient noise
-//! only) the first and second moments of $(\theta, h, \phi, \theta^{k-1})$ ($h$: the momentum buffer, if any) obey
+//! stocBiO, SUSTAIN (eqs (21)–(22)), alternating GD, STABLE (Alg 5, gradient noise only) and ITD-BiO
+//! (eqs (30)–(32); with Hessian noise for $d_l\le8$, [`hessian_noise`]) the first and second moments of $(\theta, h, \phi, \theta^{k-1})$ ($h$: the momentum buffer, if any) obey
 //! a closed linear recursion ([`ExactRun`]), which gives $\mathbb{E}\\|\theta^k-\theta^\star\\|^2$,
 //! $\mathbb{E}\\|\phi^k-\phi^\star(\theta^{k-1})\\|^2$, $\mathbb{E}\\|\nabla F(\theta^k)\\|^2$ exactly at every $k$,
 //! far beyond Monte Carlo horizons. Derivation, the methods covered and why the others are not:
@@ -22,6 +22,7 @@
 
 #[cfg(feature = "claims")]
 pub mod claim;
+pub mod hessian_noise;
 pub mod moments;
 
 #[cfg(feature = "claims")]

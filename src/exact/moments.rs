@@ -9,6 +9,7 @@
 //! stage, no allocation. The derivation of each $T_R$ and $\Sigma_r$, and where it stops holding, is in
 //! `theory/exact-moments.md`.
 
+use super::hessian_noise::{FreshScratch, SharedSample, fresh_partial_sums};
 use crate::algorithms::common::NeumannGrowth;
 use crate::algorithms::double_loop::InnerSteps;
 use crate::error::{BilevelError, Result};
@@ -89,8 +90,9 @@ pub enum ExactMethod {
         /// $N_k$ and $\eta$.
         neumann: NeumannGrowth,
     },
-    /// [`crate::algorithms::itd_bio::ItdBio`] without Hessian or cross noise: $T$ unrolled steps of size $\beta$ at
-    /// one lower sample, reverse-mode ITD through the last `backprop` $=T'$ of them ($T' = T$: untruncated).
+    /// [`crate::algorithms::itd_bio::ItdBio`]: $T$ unrolled steps of size $\beta$ at one lower sample, reverse-mode
+    /// ITD through the last `backprop` $=T'$ of them ($T' = T$: untruncated), the reverse pass's Hessian and cross
+    /// products at that same sample (with Hessian noise: $d_l\le$ [`super::hessian_noise::MAX_ENUMERATED_DL`]).
     ItdBio {
         /// $\alpha_k$.
         alpha: Schedule,
@@ -100,9 +102,11 @@ pub enum ExactMethod {
         steps: usize,
         /// $T'$.
         backprop: usize,
+        /// The reverse pass's Hessian products each at a fresh lower sample (planted bug).
+        fresh_hessian_samples: bool,
     },
-    /// [`crate::algorithms::double_loop::DoubleLoop::stocbio`] without Hessian noise: $T$ inner SGD steps with
-    /// minibatch $B$, the mean of $B$ stocBiO hypergradients (deterministic partial sums when $\sigma_H = 0$).
+    /// [`crate::algorithms::double_loop::DoubleLoop::stocbio`]: $T$ inner SGD steps with minibatch $B$, the mean of
+    /// $B$ stocBiO hypergradients (a fresh Hessian sample per Neumann factor).
     Stocbio {
         /// $\alpha_k$.
         alpha: Schedule,
@@ -116,6 +120,9 @@ pub enum ExactMethod {
         batch: usize,
         /// Inner steps with one sample (planted bug).
         no_inner_minibatch: bool,
+        /// One Hessian sample for every Neumann factor (planted bug; with Hessian noise:
+        /// $d_l\le$ [`super::hessian_noise::MAX_ENUMERATED_DL`]).
+        one_hessian_sample: bool,
     },
 }
 
@@ -288,6 +295,27 @@ pub struct ExactRun {
     grams: Vec<Option<Matrix>>,
     /// ITD-BiO's unroll maps.
     itd: Option<ItdCache>,
+    /// $W$ of the current upper step ($d_u\times d_l$).
+    w_cur: Matrix,
+    /// A deterministic $K$ ([`YLaw::Deterministic`]).
+    k_det: Matrix,
+    /// Moments of $K$ at one shared Hessian sample ([`YLaw::Shared`]).
+    shared: Option<SharedSample>,
+    /// Scratch of [`YLaw::FreshPartialSums`].
+    fresh: FreshScratch,
+}
+
+/// How $Y = \mathbb{E}[KUK^\top]$ of an implicit upper step is computed.
+#[derive(Debug, Clone, Copy)]
+enum YLaw {
+    /// Ghadimi–Wang: $K = N\eta\prod_{i\le p}(I-\eta\hat H_i)$, random depth.
+    GhadimiWang { terms: usize, eta: f64 },
+    /// $K$ = `k_det`, deterministic (no Hessian noise).
+    Deterministic,
+    /// $K = s\sum_{q<N}\prod_{j\le q}(R - sE_j)$, a fresh sample per factor.
+    FreshPartialSums { terms: usize, step: f64 },
+    /// $K = s\sum_{q<N}(R-sE)^q$, one sample ([`SharedSample`]).
+    Shared,
 }
 
 /// ITD-BiO's maps on the quadratic: $A^T$ and $\beta S_T$ ($S_t = \sum_{s<t}A^s$, $A = I-\beta H$) of the unroll,
@@ -299,8 +327,11 @@ struct ItdCache {
     w: Matrix,
     /// $\sigma_l^2(\beta S_T)^2$: the lower sample's noise through the unroll.
     ll_noise: Matrix,
-    /// $\sigma_\theta^2I + \sigma_\phi^2WW^\top$: the upper sample's noise in the hypergradient.
+    /// $\sigma_\theta^2I + \sigma_\phi^2WW^\top$: the upper sample's noise in the hypergradient (no Hessian or cross
+    /// noise).
     sigma_u: Matrix,
+    /// $\beta S_{T'}$: the reverse pass's $K$ without Hessian noise.
+    k_det: Matrix,
 }
 
 impl ExactRun {
@@ -391,6 +422,7 @@ impl ExactRun {
                 beta,
                 steps,
                 backprop,
+                ..
             } => {
                 alpha.check("alpha")?;
                 crate::hypergrad::itd::ItdParams {
@@ -400,13 +432,6 @@ impl ExactRun {
                 .check(l_l)?;
                 if !(1..=*steps).contains(backprop) {
                     return Err(BilevelError::invalid("truncate", backprop, "must satisfy 1 <= T' <= T"));
-                }
-                if noise.hess_fl != 0.0 || noise.cross_fl != 0.0 {
-                    return Err(BilevelError::Unsupported(
-                        "exact moments of ITD-BiO need hess_fl = cross_fl = 0: the unroll multiplies T times by one \
-                         sample's Hessian, so its moments need E[(A+E)^T x (A+E)^T] (theory/exact-moments.md)"
-                            .into(),
-                    ));
                 }
                 false
             }
@@ -423,13 +448,6 @@ impl ExactRun {
                 neumann.check(l_l)?;
                 if *inner == 0 || *batch == 0 {
                     return Err(BilevelError::invalid("inner/batch", 0, "must be >= 1"));
-                }
-                if noise.hess_fl != 0.0 {
-                    return Err(BilevelError::Unsupported(
-                        "exact moments of stocBiO need hess_fl = 0: its partial sums share Hessian samples across \
-                         terms (theory/exact-moments.md)"
-                            .into(),
-                    ));
                 }
                 false
             }
@@ -452,6 +470,19 @@ impl ExactRun {
         b.view_mut((0, lay.one), (dl, 1)).copy_from(&q.q_u);
         let grams = Metric::ALL.iter().map(|m| gram(q, &lay, *m)).collect();
         // ITD-BiO's unroll maps, fixed for the run (beta and T are constants).
+        // One Hessian sample shared by every factor (ITD-BiO's reverse pass; stocBiO's planted bug): its moments by
+        // enumeration, built here for ITD (fixed beta, T') and per N for stocBiO.
+        let mut shared = match &method {
+            ExactMethod::ItdBio {
+                fresh_hessian_samples: false,
+                ..
+            }
+            | ExactMethod::Stocbio {
+                one_hessian_sample: true,
+                ..
+            } if noise.hess_fl != 0.0 => Some(SharedSample::new(dl)?),
+            _ => None,
+        };
         let itd = match &method {
             ExactMethod::ItdBio {
                 beta, steps, backprop, ..
@@ -472,7 +503,14 @@ impl ExactRun {
                 let a_pow = spectral(&|l| (1.0 - beta * l).powi(*steps as i32));
                 let bs_t = spectral(&|l| beta * geo(1.0 - beta * l, *steps));
                 let bs_back = spectral(&|l| beta * geo(1.0 - beta * l, *backprop));
-                let w = &q.m * &bs_back;
+                // E K: beta S_T' unless one Hessian sample multiplies every factor (then E[(A - beta E)^s] != A^s).
+                let w = match shared.as_mut() {
+                    Some(sh) => {
+                        sh.build(&q.h, *beta, *backprop, noise.hess_fl);
+                        &q.m * &sh.kbar
+                    }
+                    None => &q.m * &bs_back,
+                };
                 let mut sigma_u = &w * w.transpose() * noise.grad_phi_fu.powi(2);
                 for a in 0..du {
                     sigma_u[(a, a)] += noise.grad_theta_fu.powi(2);
@@ -483,6 +521,7 @@ impl ExactRun {
                     sigma_u,
                     bs_t,
                     a_pow,
+                    k_det: bs_back,
                 })
             }
             _ => None,
@@ -541,6 +580,10 @@ impl ExactRun {
             },
             grams,
             itd,
+            w_cur: Matrix::zeros(du, dl),
+            k_det: Matrix::zeros(dl, dl),
+            shared,
+            fresh: FreshScratch::new(dl),
         })
     }
 
@@ -635,11 +678,11 @@ impl ExactRun {
                 };
                 // The LL step reads theta_prev (= theta^k) so that the stale order can update theta first.
                 if stale_phi {
-                    self.gw_upper_step(alpha.at(k), neumann.at(k), weights, None);
+                    self.gw_upper_step(alpha.at(k), neumann.at(k), weights);
                     self.lower_step(beta.at(k), self.lay.pv, 0.0);
                 } else {
                     self.lower_step(beta.at(k), self.lay.pv, 0.0);
-                    self.gw_upper_step(alpha.at(k), neumann.at(k), weights, None);
+                    self.gw_upper_step(alpha.at(k), neumann.at(k), weights);
                 }
             }
             ExactMethod::Stable {
@@ -664,7 +707,7 @@ impl ExactRun {
             } => {
                 let var = self.noise.grad_phi_fl.powi(2);
                 self.lower_steps(beta.at(k), inner.at(k), var);
-                self.gw_upper_step(alpha.at(k), neumann.at(k), None, None);
+                self.gw_upper_step(alpha.at(k), neumann.at(k), None);
             }
             ExactMethod::Alternating {
                 alpha,
@@ -687,11 +730,12 @@ impl ExactRun {
                 neumann,
                 batch,
                 no_inner_minibatch,
+                one_hessian_sample,
             } => {
                 let per_step = if no_inner_minibatch { 1 } else { batch };
                 let var = self.noise.grad_phi_fl.powi(2) / per_step as f64;
                 self.lower_steps(beta.at(k), inner, var);
-                self.gw_upper_step(alpha.at(k), neumann.at(k), None, Some(batch));
+                self.stocbio_upper_step(alpha.at(k), neumann.at(k), batch, one_hessian_sample);
             }
             ExactMethod::ItdBio { alpha, .. } => self.itd_step(alpha.at(k)),
             ExactMethod::Sustain { .. } => unreachable!("handled above"),
@@ -866,10 +910,32 @@ impl ExactRun {
         self.ll.noise.copy_from(&c.ll_noise);
         self.ll.apply(&mut self.s, ph);
         let c = self.itd.as_ref().expect("ITD-BiO cache");
-        self.du_l.copy_from(&c.w);
-        self.sigma_r.copy_from(&c.sigma_u);
-        self.fill_gh();
-        self.upper_apply(alpha, None);
+        if self.noise.hess_fl == 0.0 && self.noise.cross_fl == 0.0 {
+            self.du_l.copy_from(&c.w);
+            self.sigma_r.copy_from(&c.sigma_u);
+            self.fill_gh();
+            self.upper_apply(alpha, None);
+            return;
+        }
+        // Hessian or cross noise: the products of the reverse pass are random, K = beta sum_{s<T'} (A - beta E)^s.
+        self.w_cur.copy_from(&c.w);
+        let law = match self.method {
+            ExactMethod::ItdBio {
+                beta,
+                backprop,
+                fresh_hessian_samples: true,
+                ..
+            } if self.noise.hess_fl != 0.0 => YLaw::FreshPartialSums {
+                terms: backprop,
+                step: beta,
+            },
+            _ if self.shared.is_some() => YLaw::Shared,
+            _ => {
+                self.k_det.copy_from(&c.k_det);
+                YLaw::Deterministic
+            }
+        };
+        self.implicit_upper_step(alpha, None, law, 1);
     }
 
     /// $\theta_{\rm prev} \leftarrow \theta$ (rows, then columns).
@@ -1057,37 +1123,72 @@ impl ExactRun {
         self.upper_apply(alpha, None);
     }
 
-    /// The TTSA/BSA upper step with the Ghadimi–Wang estimator of $N$ terms (the derivation in the note):
-    /// mean map with $W = M\bar Q$; noise $\Sigma_r = \sigma_\theta^2 I + MYM^\top + \tfrac{\sigma_C^2}{d_l}\operatorname{tr}(Y)I
-    /// - W(BSB^\top)W^\top$, $Y = N\eta^2\sum_{p<N}\mathcal{L}^p(BSB^\top + \sigma_\phi^2 I)$.
-    ///
-    /// With `stocbio = Some(B)`: the mean of $B$ stocBiO estimates, whose partial sums are the deterministic
-    /// $\bar Q$ without Hessian noise, so $Y = \bar QU\bar Q$ and $\Sigma_r$ is divided by $B$.
-    fn gw_upper_step(
-        &mut self,
-        alpha: f64,
-        np: crate::hypergrad::neumann::NeumannParams,
-        weights: Option<(f64, f64)>,
-        stocbio: Option<usize>,
-    ) {
-        let dl = self.lay.dl;
+    /// The TTSA/BSA upper step with the Ghadimi–Wang estimator of $N$ terms: [`Self::implicit_upper_step`] with
+    /// $W = M\bar Q$ and $Y = N\eta^2\sum_{p<N}\mathcal{L}^p(U)$.
+    fn gw_upper_step(&mut self, alpha: f64, np: crate::hypergrad::neumann::NeumannParams, weights: Option<(f64, f64)>) {
         let (nn, eta) = (np.terms, np.eta);
         if self.gw.terms != nn {
             self.build_gw_cache(nn, eta);
         }
-        self.du_l.copy_from(&self.gw.w);
+        self.w_cur.copy_from(&self.gw.w);
+        self.implicit_upper_step(alpha, weights, YLaw::GhadimiWang { terms: nn, eta }, 1);
+    }
+
+    /// The mean of $B$ stocBiO estimates of $N$ terms. Their partial sums share nothing but independent samples:
+    /// $W = M\bar Q$; without Hessian noise $K = \bar Q$ is deterministic ($Y = \bar QU\bar Q$), with it $Y$ comes
+    /// from the fresh-sample recursion ([`fresh_partial_sums`]). `one_sample` (planted bug): one Hessian sample for
+    /// every factor, $W = M\\,\mathbb{E}K$ and $Y$ by enumeration ([`SharedSample`]). The $B$ estimates are
+    /// conditionally independent given the state with one conditional mean, so $\Sigma_r$ is divided by $B$.
+    fn stocbio_upper_step(
+        &mut self,
+        alpha: f64,
+        np: crate::hypergrad::neumann::NeumannParams,
+        batch: usize,
+        one_sample: bool,
+    ) {
+        let (nn, eta) = (np.terms, np.eta);
+        if self.gw.terms != nn {
+            self.build_gw_cache(nn, eta);
+        }
+        let law = if self.noise.hess_fl == 0.0 {
+            self.k_det.copy_from(&self.gw.qbar);
+            YLaw::Deterministic
+        } else if one_sample {
+            let sh = self.shared.as_mut().expect("shared-sample moments allocated in new()");
+            if !sh.is_built_for(eta, nn) {
+                sh.build(&self.h, eta, nn, self.noise.hess_fl);
+            }
+            YLaw::Shared
+        } else {
+            YLaw::FreshPartialSums { terms: nn, step: eta }
+        };
+        match (law, &self.shared) {
+            (YLaw::Shared, Some(sh)) => self.w_cur.gemm(1.0, &self.m, &sh.kbar, 0.0),
+            _ => self.w_cur.copy_from(&self.gw.w),
+        }
+        self.implicit_upper_step(alpha, None, law, batch);
+    }
+
+    /// The upper step with an implicit-gradient estimate $\hat h = \nabla_\theta f_u + \xi_\theta - (M+G)Ku$,
+    /// $u = B\bar x + \xi_\phi$, $K$ independent of the state with $\mathbb{E}[MK] = W$ (`w_cur`) (the derivation in the
+    /// note): mean map $\nabla_\theta f_u - W\nabla_\phi f_u$; noise $\Sigma_r = \sigma_\theta^2 I + MYM^\top +
+    /// \tfrac{\sigma_C^2}{d_l}\operatorname{tr}(Y)I - W(BSB^\top)W^\top$ with $Y = \mathbb{E}[KUK^\top]$,
+    /// $U = BSB^\top + \sigma_\phi^2 I$ by `law`; divided by `batch` for the mean of that many independent estimates.
+    fn implicit_upper_step(&mut self, alpha: f64, weights: Option<(f64, f64)>, law: YLaw, batch: usize) {
+        let dl = self.lay.dl;
+        self.du_l.copy_from(&self.w_cur);
         self.fill_gh();
         // U0 = B S B^T.
         mul(&mut self.bs, &self.b, &self.s);
         mul(&mut self.u, &self.bs, &self.bt);
         // sigma_r starts with -W U0 W^T.
-        self.du_l.gemm(1.0, &self.gw.w, &self.u, 0.0);
+        self.du_l.gemm(1.0, &self.w_cur, &self.u, 0.0);
         self.sigma_r.fill(0.0);
         for a in 0..self.lay.du {
             for b in 0..self.lay.du {
                 let mut v = 0.0;
                 for c in 0..dl {
-                    v += self.du_l[(a, c)] * self.gw.w[(b, c)];
+                    v += self.du_l[(a, c)] * self.w_cur[(b, c)];
                 }
                 self.sigma_r[(a, b)] = -v;
             }
@@ -1095,12 +1196,28 @@ impl ExactRun {
         for a in 0..dl {
             self.u[(a, a)] += self.noise.grad_phi_fu.powi(2);
         }
-        match stocbio {
-            None => self.neumann_second_moment(nn, eta),
-            Some(_) => {
-                mul(&mut self.sq_a, &self.gw.qbar, &self.u);
-                mul(&mut self.y, &self.sq_a, &self.gw.qbar);
+        match law {
+            YLaw::GhadimiWang { terms, eta } => self.neumann_second_moment(terms, eta),
+            YLaw::Deterministic => {
+                mul(&mut self.sq_a, &self.k_det, &self.u);
+                mul(&mut self.y, &self.sq_a, &self.k_det);
             }
+            YLaw::FreshPartialSums { terms, step } => fresh_partial_sums(
+                &self.v,
+                &self.vt,
+                &self.lam,
+                step,
+                terms,
+                self.noise.hess_fl,
+                &self.u,
+                &mut self.y,
+                &mut self.fresh,
+            ),
+            YLaw::Shared => self
+                .shared
+                .as_ref()
+                .expect("shared-sample moments built before the step")
+                .second_moment(&self.u, &mut self.y),
         }
         // + M Y M^T + (sigma_C^2/d_l) tr(Y) I + sigma_theta^2 I.
         self.du_l.gemm(1.0, &self.m, &self.y, 0.0);
@@ -1119,8 +1236,8 @@ impl ExactRun {
         for a in 0..self.lay.du {
             self.sigma_r[(a, a)] += diag;
         }
-        if let Some(b) = stocbio {
-            self.sigma_r /= b as f64;
+        if batch > 1 {
+            self.sigma_r /= batch as f64;
         }
         self.upper_apply(alpha, weights);
     }

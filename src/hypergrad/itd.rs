@@ -232,7 +232,7 @@ pub fn reverse(
     samples: ItdSamples,
     truncate: Option<usize>,
 ) -> Result<ReverseOutput> {
-    reverse_with(o, theta, phi0, p, samples, truncate, p.beta)
+    reverse_with(o, theta, phi0, p, samples, truncate, p.beta, false)
 }
 
 /// **Planted bug** (a near miss of [`reverse`]): the backward loop multiplies by $A_t^\top = I -
@@ -247,10 +247,29 @@ pub fn reverse_dropped_beta(
     p: &ItdParams,
     samples: ItdSamples,
 ) -> Result<ReverseOutput> {
-    reverse_with(o, theta, phi0, p, samples, None, 1.0)
+    reverse_with(o, theta, phi0, p, samples, None, 1.0, false)
 }
 
-/// [`reverse`] with the step `gamma` of the backward Hessian products ($\beta$ when correct).
+/// **Planted bug** (a near miss of [`reverse`]): each backward Hessian-vector product at a freshly drawn lower
+/// sample instead of the unroll's `samples.lower` (the stochastic-Hessian habit of the Neumann estimators). Without
+/// Hessian noise it equals [`reverse`]; with it the backward factors are independent, so
+/// $\mathbb{E}\prod(A-\beta E_j) = A^s$ where the unroll's one sample gives $\mathbb{E}(A-\beta E)^s \ne A^s$
+/// ($s\ge2$): the mean hypergradient moves. Caught by
+/// `exact::exact_consistency_itd_bio_hessian_noise_and_fresh_hessian_samples`.
+pub fn reverse_fresh_hessian_samples(
+    o: &mut Oracle,
+    theta: &Vector,
+    phi0: &Vector,
+    p: &ItdParams,
+    samples: ItdSamples,
+    truncate: Option<usize>,
+) -> Result<ReverseOutput> {
+    reverse_with(o, theta, phi0, p, samples, truncate, p.beta, true)
+}
+
+/// [`reverse`] with the step `gamma` of the backward Hessian products ($\beta$ when correct), and with those
+/// products at fresh lower samples when `fresh_hvp` (planted bug).
+#[allow(clippy::too_many_arguments)]
 fn reverse_with(
     o: &mut Oracle,
     theta: &Vector,
@@ -259,6 +278,7 @@ fn reverse_with(
     samples: ItdSamples,
     truncate: Option<usize>,
     gamma: f64,
+    fresh_hvp: bool,
 ) -> Result<ReverseOutput> {
     check_inputs(o, theta, phi0, p)?;
     let kept = truncate.unwrap_or(p.steps);
@@ -293,7 +313,12 @@ fn reverse_with(
         o.cross_fl(s, theta, state, &lambda, &mut cu)?;
         g.axpy(-beta, &cu, 1.0);
         if k > 0 {
-            o.hvp_fl(s, theta, state, &lambda, &mut hl)?;
+            let sh = if fresh_hvp {
+                o.draw(crate::problem::Level::Lower)
+            } else {
+                s
+            };
+            o.hvp_fl(sh, theta, state, &lambda, &mut hl)?;
             lambda.axpy(-gamma, &hl, 1.0);
         }
     }
