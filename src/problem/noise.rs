@@ -382,7 +382,22 @@ impl Bilevel for Noisy {
         h
     }
     fn cross_matrix_fl(&self, s: Sample, theta: &Vector, phi: &Vector) -> Matrix {
-        self.inner.cross_matrix_fl(s, theta, phi) + self.cross_noise(s)
+        // The same G that `cross_fl` applies, added in place as g + (a' b'ᵀ)·c: the operations of
+        // `inner + cross_noise(s)` in the same order, without its four temporaries (STABLE calls this every step).
+        let mut g = self.inner.cross_matrix_fl(s, theta, phi);
+        let Dims { d_u, d_l } = self.inner.dims();
+        let (mut a, mut b) = ([0.0; 64], [0.0; 64]);
+        if d_u <= 64 && d_l <= 64 {
+            if let Some(c) = self.cross_factors(s, usize::MAX, |i, x| a[i] = x, |j, x| b[j] = x) {
+                for j in 0..d_l {
+                    for i in 0..d_u {
+                        g[(i, j)] += a[i] * b[j] * c;
+                    }
+                }
+            }
+            return g;
+        }
+        g + self.cross_noise(s)
     }
     fn phi_star(&self, theta: &Vector) -> Vector {
         self.inner.phi_star(theta)
