@@ -380,7 +380,7 @@ pub fn print_sweep(ids: &[String], seeds: u64, units: &[UnitResult], as_json: bo
         unit_fails += usize::from(u.results.iter().any(|r| r.power_for.is_none() && !r.ok()));
     }
     let unit_runs = unit_p.len();
-    let expected: f64 = unit_p.iter().sum();
+    let expected = unit_p.iter().fold(0.0, |a, p| a + p);
     let tail = poisson_binomial_upper_tail(&unit_p, unit_fails);
     if as_json {
         let rows: Vec<_> = ids
