@@ -185,22 +185,17 @@ impl Rule {
 /// ([`sweep_allowance`]; theory/README.md, "Decision rules", item 8).
 pub const SWEEP_LEVEL: f64 = 0.05;
 
-/// $P(X \ge k)$ for $X \sim \mathrm{Binomial}(n, p)$, summed exactly from the probability mass function.
+/// $P(X \ge k)$ for $X \sim \mathrm{Binomial}(n, p)$: statrs' survival function at $k-1$ (a regularised incomplete
+/// beta, no cancellation in $1 - P(X < k)$).
 pub fn binomial_upper_tail(n: u64, p: f64, k: u64) -> f64 {
+    use statrs::distribution::{Binomial, DiscreteCDF};
     if k == 0 {
         return 1.0;
     }
-    if k > n {
-        return 0.0;
+    match Binomial::new(p, n) {
+        Ok(b) => b.sf(k - 1),
+        Err(_) => f64::NAN,
     }
-    // P(X < k) by the pmf recursion pmf(i+1) = pmf(i) (n-i)/(i+1) p/(1-p), from pmf(0) = (1-p)^n.
-    let mut pmf = (1.0 - p).powf(n as f64);
-    let mut below = 0.0;
-    for i in 0..k {
-        below += pmf;
-        pmf *= (n - i) as f64 / (i + 1) as f64 * p / (1.0 - p);
-    }
-    (1.0 - below).max(0.0)
 }
 
 /// $P(X \ge k)$ for $X$ the number of successes of independent trials with probabilities `p` (Poisson-binomial),
