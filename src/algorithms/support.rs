@@ -74,6 +74,9 @@ const FINITE_SUM: &str = "benchmark_bilevel's finite sum: one sample's Hessian i
                           per-sample L_l is far above the mean's; the default steps, scaled by it, barely move phi in \
                           1000 iterations, and methods that invert or unroll one sample fail; pass explicit steps \
                           (bilevel run --alpha/--beta; docs/performance.md)";
+const FINITE_SUM_SEEDS: &str = "benchmark_bilevel's finite sum: whether the default steps converge depends on the \
+                                minibatches drawn (primal-dual diverges, stocbio's lower level stalls, at most seeds; \
+                                theory/robustness.md); pass explicit steps (bilevel run --alpha/--beta)";
 const IGNORES: &str = "ignores the implicit gradient J^T grad_phi f_u of eq (13): a baseline whose limit is \
                        stationary for F only where that term vanishes";
 
@@ -153,9 +156,16 @@ pub const LIMITATIONS: &[Limitation] = &[
     Limitation {
         algorithm: "stocbio",
         family: "finite_sum",
-        when: When::WithoutNoise,
+        when: When::Always,
         reason: Reason::ExplicitStepsNeeded,
-        explanation: FINITE_SUM,
+        explanation: FINITE_SUM_SEEDS,
+    },
+    Limitation {
+        algorithm: "primal-dual",
+        family: "finite_sum",
+        when: When::Always,
+        reason: Reason::ExplicitStepsNeeded,
+        explanation: FINITE_SUM_SEEDS,
     },
     Limitation {
         algorithm: "alternating",

@@ -5,13 +5,13 @@
 //! A data family's objective at level $\ell$ is an average over its data set $\\{(x_j, y_j)\\}\_{j<n}$ (training
 //! set for $f_l$, validation set for $f_u$) plus a deterministic regulariser. At [`Sample::Exact`] an oracle
 //! averages over all $n$ points. At [`Sample::Draw`]`(w)` it averages over a minibatch of $b$ indices drawn
-//! uniformly **with replacement** from a ChaCha8 stream seeded by $w$, on stream number 0 for the upper level and
-//! 1 for the lower level. Each index is uniform on $\\{0,\dots,n-1\\}$, so every sampled oracle (linear in the
+//! uniformly **with replacement** from the Philox4x64-10 stream of key $(w, 16)$ for the upper level and $(w, 17)$
+//! for the lower level (`problem::philox`). Each index is uniform on $\\{0,\dots,n-1\\}$, so every sampled oracle (linear in the
 //! per-sample terms) is an unbiased estimate of the exact one, and every quantity at one sample uses one
 //! minibatch. No allocation: the indices are regenerated from the word on each call.
 
 use crate::linalg::{Matrix, Vector, sym_eig_range};
-use crate::problem::keystream::Keystream;
+use crate::problem::philox::PhiloxStream;
 use crate::problem::{Level, Sample};
 use rand::{Rng, RngExt};
 use rand_chacha::ChaCha8Rng;
@@ -85,13 +85,13 @@ pub fn for_each_in_batch(s: Sample, level: Level, n: usize, batch: usize, mut f:
             }
         }
         Sample::Draw(word) => {
-            // The stream of `ChaCha8Rng::seed_from_u64(word)` on stream 0 (upper) or 1 (lower), bit for bit, one
-            // block at a time: a batch of a few indices needs one block, not `ChaCha8Rng`'s four-block refill.
-            let mut rng = Keystream::new(
+            // Philox with key (word, 16) upper or (word, 17) lower: kinds apart from the noise oracles' 1..=8, so a
+            // sample's minibatch and its additive noise are independent (`problem::noise`).
+            let mut rng = PhiloxStream::new(
                 word,
                 match level {
-                    Level::Upper => 0,
-                    Level::Lower => 1,
+                    Level::Upper => 16,
+                    Level::Lower => 17,
                 },
             );
             let w = 1.0 / batch as f64;

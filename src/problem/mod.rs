@@ -20,9 +20,9 @@
 
 mod checked;
 mod domain;
-pub mod keystream;
 mod noise;
 mod oracle;
+pub mod philox;
 
 pub use checked::Checked;
 pub use domain::{BallSet, BoxSet, Domain};

@@ -3,8 +3,8 @@
 //! At a drawn sample $\xi$, each oracle returns the exact value plus a zero-mean random perturbation that depends
 //! only on $\xi$ and on the oracle kind, never on the point. So repeated calls at one sample see one realisation
 //! (as a minibatch does), differences at one sample are noise-free (what SUSTAIN's recursive momentum exploits), and
-//! independent samples have independent noise. Noise of each kind comes from its own ChaCha8 stream keyed by the
-//! sample word, so the order in which kinds are requested does not change any value.
+//! independent samples have independent noise. Noise of each kind comes from its own Philox4x64-10 stream keyed by
+//! (sample word, kind) ([`PhiloxStream`]), so the order in which kinds are requested does not change any value.
 //!
 //! The Hessian and cross-derivative noises are low-rank random matrices, so that products at one sample are products
 //! with one random matrix (what the Ghadimi–Wang Neumann estimator of references §2 assumes, and what SUSTAIN, VRBO
@@ -25,8 +25,19 @@
 //! Ghadimi–Wang assume, and positive definite whenever $\sigma_H\sqrt{2 d_l} < \mu_l$. The noises of different kinds
 //! and different samples are independent. Tests: `noise_model::low_rank_noise_*`.
 //! - gradients: $\sigma\\,z$ with $z$ standard normal; values: $\sigma_v\\,z$ with scalar $z$.
+//!
+//! Where the randomness comes from, at a sample with word $w$ ([`Sample::Draw`]`(w)`): oracle kind $k$ (1–8, in the
+//! order `FuValue, FlValue, GradThetaFu, GradPhiFu, GradPhiFl, Hess, GradThetaFl, Cross`) reads the Philox4x64-10
+//! stream of key $(w, k)$ (`problem::philox`), 64-bit words $u_0, u_1, \dots$. A sign is $+1$ for a set bit.
+//! - Hessian ($k = 6$): $a_i$ is bit $i \bmod 64$ of $u_{2\lfloor i/64\rfloor}$, $b_i$ the same bit of
+//!   $u_{2\lfloor i/64\rfloor+1}$ (one Philox block, four words, covers $d_l \le 128$);
+//! - cross ($k = 8$): $a'\_i$ is bit $i \bmod 64$ of $u_{\lfloor i/64\rfloor}$, $b'\_j$ bit $j \bmod 64$ of
+//!   $u_{n_u + \lfloor j/64\rfloor}$ with $n_u = \lceil d_u/64\rceil$;
+//! - normals: `rand_distr`'s `StandardNormal` (a ziggurat) on the words in order.
+//!
+//! Another language need not reproduce this: the golden files carry the realised noise (docs/golden-format.md).
 
-use super::keystream::Keystream;
+use super::philox::{PhiloxStream, PhiloxWords};
 use super::{Bilevel, Constants, Dims, Domain, Level, Sample};
 use crate::error::{BilevelError, Result};
 use crate::linalg::{Matrix, Vector};
@@ -85,7 +96,8 @@ impl NoiseLevels {
     }
 }
 
-/// Stream identifiers: one independent ChaCha8 stream per oracle kind within a sample.
+/// Stream identifiers, the second word of the Philox key: one independent stream per oracle kind within a sample.
+/// (The data families' minibatches use 16 and 17, `families::data`.)
 #[derive(Clone, Copy)]
 enum Stream {
     FuValue = 1,
@@ -98,13 +110,12 @@ enum Stream {
     Cross,
 }
 
-/// The noise generator of one (sample, kind) pair: the keystream of `ChaCha8Rng::seed_from_u64(word)` on stream
-/// `kind`, computed lazily one block at a time ([`Keystream`], bit-identical).
-fn stream(word: u64, kind: Stream) -> Keystream {
-    Keystream::new(word, kind as u64)
+/// The noise generator of one (sample, kind) pair: Philox4x64-10 with key (sample word, kind).
+fn stream(word: u64, kind: Stream) -> PhiloxStream {
+    PhiloxStream::new(word, kind as u64)
 }
 
-fn normal(rng: &mut Keystream) -> f64 {
+fn normal(rng: &mut PhiloxStream) -> f64 {
     rng.sample(StandardNormal)
 }
 
@@ -114,9 +125,6 @@ fn sign(bits: u64) -> f64 {
     f64::from_bits(1.0f64.to_bits() | ((!bits & 1) << 63))
 }
 
-/// Words of Hessian signs (32 pairs each) kept on the stack between a product's two passes: $d_l \le 2048$.
-const KEPT_WORDS: usize = 64;
-
 /// `out += sigma * z`, z standard normal from the (sample, kind) stream.
 fn add_vector_noise(word: u64, kind: Stream, sigma: f64, out: &mut Vector) {
     if sigma == 0.0 {
@@ -125,6 +133,75 @@ fn add_vector_noise(word: u64, kind: Stream, sigma: f64, out: &mut Vector) {
     let mut rng = stream(word, kind);
     for o in out.iter_mut() {
         *o += sigma * normal(&mut rng);
+    }
+}
+
+/// `SIGNS[n][l]` is $+1$ when bit $l$ of $n$ is set, else $-1$: four signs per table lookup.
+const SIGNS: [[f64; 4]; 16] = {
+    let mut t = [[-1.0; 4]; 16];
+    let mut n = 0;
+    while n < 16 {
+        let mut l = 0;
+        while l < 4 {
+            if (n >> l) & 1 == 1 {
+                t[n][l] = 1.0;
+            }
+            l += 1;
+        }
+        n += 1;
+    }
+    t
+};
+
+/// `acc[l] += Σ s_i x_i` over the entries $i \equiv l \pmod 4$ of `x` (at most 64), $s_i = \pm1$ from bit $i$ of
+/// `bits`. Four partial sums: one sequential sum runs at one addition latency per entry.
+#[inline(always)]
+fn signed_dot(bits: u64, x: &[f64], acc: &mut [f64; 4]) {
+    let mut quads = x.chunks_exact(4);
+    let mut b = bits;
+    for q in &mut quads {
+        let s = &SIGNS[(b & 15) as usize];
+        for l in 0..4 {
+            acc[l] += s[l] * q[l];
+        }
+        b >>= 4;
+    }
+    let s = &SIGNS[(b & 15) as usize];
+    for (l, x) in quads.remainder().iter().enumerate() {
+        acc[l] += s[l] * x;
+    }
+}
+
+/// The four partial sums of [`signed_dot`], added as $(s_0+s_1)+(s_2+s_3)$.
+#[inline(always)]
+fn sum4(acc: [f64; 4]) -> f64 {
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+/// `out[i] += s_i y`, $s_i = \pm1$ from bit $i$ of `bits` (at most 64 entries).
+#[inline(always)]
+fn add_signed(bits: u64, y: f64, out: &mut [f64]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o += sign(bits >> i) * y;
+    }
+}
+
+/// `out[i] += a_i x + b_i y`, $a_i$, $b_i = \pm1$ from bit $i$ of `a_bits`, `b_bits` (at most 64 entries).
+#[inline(always)]
+fn add_signed2(a_bits: u64, b_bits: u64, x: f64, y: f64, out: &mut [f64]) {
+    let mut quads = out.chunks_exact_mut(4);
+    let (mut a, mut b) = (a_bits, b_bits);
+    for q in &mut quads {
+        let (sa, sb) = (&SIGNS[(a & 15) as usize], &SIGNS[(b & 15) as usize]);
+        for l in 0..4 {
+            q[l] += sa[l] * x + sb[l] * y;
+        }
+        a >>= 4;
+        b >>= 4;
+    }
+    let (sa, sb) = (&SIGNS[(a & 15) as usize], &SIGNS[(b & 15) as usize]);
+    for (l, o) in quads.into_remainder().iter_mut().enumerate() {
+        *o += sa[l] * x + sb[l] * y;
     }
 }
 
@@ -163,22 +240,18 @@ impl Noisy {
         &self.inner
     }
 
-    /// The word that keys this wrapper's noise: decorrelated from the word the inner family uses
-    /// (e.g. as a data index) by a SplitMix64 finaliser.
+    /// The word that keys this wrapper's noise (with the oracle kind): the sample's word itself. Philox is a
+    /// pseudorandom function of its key, so the noise is independent of whatever else the inner family derives from
+    /// the word (a data index, the minibatch stream of key (word, 16 or 17)).
     fn noise_word(s: Sample) -> Option<u64> {
         match s {
             Sample::Exact => None,
-            Sample::Draw(w) => {
-                let mut z = w ^ 0x9E37_79B9_7F4A_7C15;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                Some(z ^ (z >> 31))
-            }
+            Sample::Draw(w) => Some(w),
         }
     }
 
-    /// The Hessian noise factors at sample `s`: calls `f(i, a_i, b_i)` for $i = 0..d_l$ with the signs $a_i, b_i$
-    /// taken in that interleaved order from the bits of the (sample, Hessian) stream, and returns $c_H$; `None` when noise is off.
+    /// The Hessian noise factors at sample `s`: calls `f(i, a_i, b_i)` for $i = 0..d_l$ with the signs of the
+    /// module docs' layout, and returns $c_H$; `None` when noise is off.
     fn hess_factors(&self, s: Sample, mut f: impl FnMut(usize, f64, f64)) -> Option<f64> {
         let w = Self::noise_word(s)?;
         let d = self.inner.dims().d_l;
@@ -186,45 +259,30 @@ impl Noisy {
         if scale == 0.0 {
             return None;
         }
-        let mut rng = stream(w, Stream::Hess);
-        // 64 signs per draw: bit 2i of the word is a_i's sign, bit 2i+1 is b_i's.
-        let mut bits = 0u64;
+        let mut words = PhiloxWords::new(w, Stream::Hess as u64);
         for i in 0..d {
-            if i % 32 == 0 {
-                bits = rng.next_u64();
-            }
-            let a = sign(bits >> (2 * (i % 32)));
-            let b = sign(bits >> (2 * (i % 32) + 1));
-            f(i, a, b);
+            let (g, r) = (i / 64, i % 64);
+            f(i, sign(words.get(2 * g) >> r), sign(words.get(2 * g + 1) >> r));
         }
         Some(scale)
     }
 
-    /// The cross noise factors at sample `s`: calls `fa(i, a'_i)` for $i = 0..d_u$, then `fb(j, b'_j)` for
-    /// $j = 0..d_l$, in that order from the (sample, cross) stream, stopping after the first `limit` signs, and
-    /// returns $c_C$; `None` when noise is off.
-    fn cross_factors(
-        &self,
-        s: Sample,
-        limit: usize,
-        mut fa: impl FnMut(usize, f64),
-        mut fb: impl FnMut(usize, f64),
-    ) -> Option<f64> {
+    /// The cross noise factors at sample `s`: calls `fa(i, a'_i)` for $i = 0..d_u$ and `fb(j, b'_j)` for
+    /// $j = 0..d_l$ with the signs of the module docs' layout, and returns $c_C$; `None` when noise is off.
+    fn cross_factors(&self, s: Sample, mut fa: impl FnMut(usize, f64), mut fb: impl FnMut(usize, f64)) -> Option<f64> {
         let w = Self::noise_word(s)?;
         let Dims { d_u, d_l } = self.inner.dims();
         let scale = self.cross_scale;
         if scale == 0.0 {
             return None;
         }
-        let mut rng = stream(w, Stream::Cross);
-        // Signs in order: a'_0..a'_{d_u-1}, then b'_0..b'_{d_l-1}; bit t of the (t/64)-th word is the t-th sign.
-        let mut bits = 0u64;
-        for t in 0..(d_u + d_l).min(limit) {
-            if t % 64 == 0 {
-                bits = rng.next_u64();
-            }
-            let x = sign(bits >> (t % 64));
-            if t < d_u { fa(t, x) } else { fb(t - d_u, x) }
+        let mut words = PhiloxWords::new(w, Stream::Cross as u64);
+        let n_u = d_u.div_ceil(64);
+        for i in 0..d_u {
+            fa(i, sign(words.get(i / 64) >> (i % 64)));
+        }
+        for j in 0..d_l {
+            fb(j, sign(words.get(n_u + j / 64) >> (j % 64)));
         }
         Some(scale)
     }
@@ -246,7 +304,7 @@ impl Noisy {
     pub fn cross_noise(&self, s: Sample) -> Matrix {
         let Dims { d_u, d_l } = self.inner.dims();
         let (mut a, mut b) = (Vector::zeros(d_u), Vector::zeros(d_l));
-        match self.cross_factors(s, usize::MAX, |i, x| a[i] = x, |j, x| b[j] = x) {
+        match self.cross_factors(s, |i, x| a[i] = x, |j, x| b[j] = x) {
             Some(c) => &a * b.transpose() * c,
             None => Matrix::zeros(d_u, d_l),
         }
@@ -306,62 +364,69 @@ impl Bilevel for Noisy {
         }
     }
     fn hvp_fl(&self, s: Sample, theta: &Vector, phi: &Vector, v: &Vector, out: &mut Vector) {
-        self.inner.hvp_fl(s, theta, phi, v, out);
-        // out += c (a (b·v) + b (a·v)): one pass for the dot products, a second to add. The signs (the bits of
-        // `hess_factors`, 32 pairs per word) are kept for the second pass when they fit on the stack, regenerated
-        // otherwise (then a stream set-up is small beside the O(d) passes).
-        let Some(w) = Self::noise_word(s) else {
-            return;
+        // out = inner + c (a (b·v) + b (a·v)): one pass for the dot products, a second to add, 64 entries per pair
+        // of sign words (a Philox block holds the words of 128 entries). The first block is computed before the
+        // inner product, which does not depend on it, so that the two overlap.
+        let (Some(w), c) = (Self::noise_word(s), self.hess_scale) else {
+            return self.inner.hvp_fl(s, theta, phi, v, out);
         };
-        let d = self.inner.dims().d_l;
-        let c = self.hess_scale;
         if c == 0.0 {
-            return;
+            return self.inner.hvp_fl(s, theta, phi, v, out);
         }
-        let mut kept = [0u64; KEPT_WORDS];
-        let keep = d.div_ceil(32) <= KEPT_WORDS;
-        let mut rng = stream(w, Stream::Hess);
-        let (mut av, mut bv) = (0.0, 0.0);
-        for (q, chunk) in v.as_slice().chunks(32).enumerate() {
-            let bits = rng.next_u64();
-            if keep {
-                kept[q] = bits;
-            }
-            for (j, x) in chunk.iter().enumerate() {
-                av += sign(bits >> (2 * j)) * x;
-                bv += sign(bits >> (2 * j + 1)) * x;
-            }
+        let mut words = PhiloxWords::new(w, Stream::Hess as u64);
+        words.get(0);
+        self.inner.hvp_fl(s, theta, phi, v, out);
+        let (mut a, mut b) = ([0.0; 4], [0.0; 4]);
+        for (g, part) in v.as_slice().chunks(64).enumerate() {
+            signed_dot(words.get(2 * g), part, &mut a);
+            signed_dot(words.get(2 * g + 1), part, &mut b);
         }
-        let mut rng = (!keep).then(|| stream(w, Stream::Hess));
-        for (q, chunk) in out.as_mut_slice().chunks_mut(32).enumerate() {
-            let bits = match rng.as_mut() {
-                Some(r) => r.next_u64(),
-                None => kept[q],
-            };
-            for (j, o) in chunk.iter_mut().enumerate() {
-                *o += c * (sign(bits >> (2 * j)) * bv + sign(bits >> (2 * j + 1)) * av);
-            }
+        let (x, y) = (c * sum4(b), c * sum4(a));
+        for (g, part) in out.as_mut_slice().chunks_mut(64).enumerate() {
+            add_signed2(words.get(2 * g), words.get(2 * g + 1), x, y, part);
         }
     }
     fn cross_fl(&self, s: Sample, theta: &Vector, phi: &Vector, w: &Vector, out: &mut Vector) {
         self.inner.cross_fl(s, theta, phi, w, out);
-        // out += c a' (b'·w); the second pass stops after the d_u signs of a'.
-        let d_u = self.inner.dims().d_u;
-        let mut bw = 0.0;
-        let Some(c) = self.cross_factors(s, usize::MAX, |_, _| {}, |j, b| bw += b * w[j]) else {
+        // out += c a' (b'·w).
+        let Some(word) = Self::noise_word(s) else {
             return;
         };
-        self.cross_factors(s, d_u, |i, a| out[i] += c * a * bw, |_, _| {});
+        let c = self.cross_scale;
+        if c == 0.0 {
+            return;
+        }
+        let mut words = PhiloxWords::new(word, Stream::Cross as u64);
+        let n_u = self.inner.dims().d_u.div_ceil(64);
+        let mut acc = [0.0; 4];
+        for (g, part) in w.as_slice().chunks(64).enumerate() {
+            signed_dot(words.get(n_u + g), part, &mut acc);
+        }
+        let y = c * sum4(acc);
+        for (g, part) in out.as_mut_slice().chunks_mut(64).enumerate() {
+            add_signed(words.get(g), y, part);
+        }
     }
     fn cross_t_fl(&self, s: Sample, theta: &Vector, phi: &Vector, u: &Vector, out: &mut Vector) {
         self.inner.cross_t_fl(s, theta, phi, u, out);
-        // out += c b' (a'·u); the first pass stops after the d_u signs of a'.
-        let d_u = self.inner.dims().d_u;
-        let mut au = 0.0;
-        let Some(c) = self.cross_factors(s, d_u, |i, a| au += a * u[i], |_, _| {}) else {
+        // out += c b' (a'·u).
+        let Some(word) = Self::noise_word(s) else {
             return;
         };
-        self.cross_factors(s, usize::MAX, |_, _| {}, |j, b| out[j] += c * b * au);
+        let c = self.cross_scale;
+        if c == 0.0 {
+            return;
+        }
+        let mut words = PhiloxWords::new(word, Stream::Cross as u64);
+        let n_u = self.inner.dims().d_u.div_ceil(64);
+        let mut acc = [0.0; 4];
+        for (g, part) in u.as_slice().chunks(64).enumerate() {
+            signed_dot(words.get(g), part, &mut acc);
+        }
+        let y = c * sum4(acc);
+        for (g, part) in out.as_mut_slice().chunks_mut(64).enumerate() {
+            add_signed(words.get(n_u + g), y, part);
+        }
     }
     fn hess_fl(&self, s: Sample, theta: &Vector, phi: &Vector) -> Matrix {
         // One noise matrix per sample: the same E that `hvp_fl` applies, generated once, added in place entry by
@@ -388,7 +453,7 @@ impl Bilevel for Noisy {
         let Dims { d_u, d_l } = self.inner.dims();
         let (mut a, mut b) = ([0.0; 64], [0.0; 64]);
         if d_u <= 64 && d_l <= 64 {
-            if let Some(c) = self.cross_factors(s, usize::MAX, |i, x| a[i] = x, |j, x| b[j] = x) {
+            if let Some(c) = self.cross_factors(s, |i, x| a[i] = x, |j, x| b[j] = x) {
                 for j in 0..d_l {
                     for i in 0..d_u {
                         g[(i, j)] += a[i] * b[j] * c;

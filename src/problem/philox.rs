@@ -1,0 +1,216 @@
+//! Philox4x64-10, the counter-based generator of the noise oracles and the data families' minibatches.
+//!
+//! Why a counter-based generator: every noisy oracle call keys a fresh stream by (sample, kind), and a 10-dimensional
+//! call needs one or two 64-bit words of it. A keyed stream of ChaCha8 costs a 64-byte block plus a key expansion
+//! before its first word, more than a $10\times10$ product; one Philox block (ten rounds of two $64\times64\to128$-bit
+//! multiplications) costs a third of that, needs no set-up, and its words at any position are computed directly.
+//!
+//! Definition (Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011; the Random123
+//! library; `numpy.random.Philox`): the block at counter $c = (c_0, c_1, c_2, c_3)$ under key $k = (k_0, k_1)$ is ten
+//! rounds of
+//! $$(x_0, x_1, x_2, x_3) \mapsto (\mathrm{hi}(M_1x_2)\oplus x_1\oplus k_0,\ \mathrm{lo}(M_1x_2),\
+//! \mathrm{hi}(M_0x_0)\oplus x_3\oplus k_1,\ \mathrm{lo}(M_0x_0))$$
+//! on $x = c$, with the key bumped by the Weyl constants $(W_0, W_1)$ before each round after the first
+//! (wrapping 64-bit arithmetic, hi/lo the halves of the 128-bit product). [`PhiloxStream`] with key $(k_0, k_1)$ yields
+//! the four words of the block at counter $(0,0,0,0)$, then $(1,0,0,0)$, and so on, word 0 first. That is numpy's
+//! `Philox(key=k0 + 2**64 * k1, counter=2**256 - 1).random_raw()` (numpy increments the counter before each block).
+//! Tests: the Random123 known-answer vectors and numpy's words (`philox::tests`, values computed outside this crate).
+
+use rand::rand_core::TryRng;
+use std::convert::Infallible;
+
+/// Philox4x64 multipliers $M_0$, $M_1$.
+const M: [u64; 2] = [0xD2E7_470E_E14C_6C93, 0xCA5A_8263_9512_1157];
+/// Philox4x64 key increments (Weyl constants) $W_0$, $W_1$.
+const W: [u64; 2] = [0x9E37_79B9_7F4A_7C15, 0xBB67_AE85_84CA_A73B];
+
+#[inline(always)]
+fn mulhilo(a: u64, b: u64) -> (u64, u64) {
+    let p = u128::from(a) * u128::from(b);
+    ((p >> 64) as u64, p as u64)
+}
+
+/// The Philox4x64-10 block at `counter` under `key`.
+#[inline]
+pub fn block(counter: [u64; 4], key: [u64; 2]) -> [u64; 4] {
+    let mut x = counter;
+    let mut k = key;
+    for round in 0..10 {
+        if round > 0 {
+            k = [k[0].wrapping_add(W[0]), k[1].wrapping_add(W[1])];
+        }
+        let (hi0, lo0) = mulhilo(M[0], x[0]);
+        let (hi1, lo1) = mulhilo(M[1], x[2]);
+        x = [hi1 ^ x[1] ^ k[0], lo1, hi0 ^ x[3] ^ k[1], lo0];
+    }
+    x
+}
+
+/// The stream of 64-bit words of one key: blocks at counters $(0,0,0,0), (1,0,0,0), \dots$, four words each.
+///
+/// As a `rand` generator: `next_u64` is the next word; `next_u32` is the low half of the next word (the high half is
+/// dropped); `fill_bytes` takes whole words, little-endian, and drops the unused bytes of the last.
+#[derive(Clone)]
+pub struct PhiloxStream {
+    key: [u64; 2],
+    /// The next block's counter.
+    counter: u64,
+    buf: [u64; 4],
+    /// Next unread word of `buf`; 4 when it is used up.
+    index: usize,
+}
+
+impl PhiloxStream {
+    /// The stream of key `(k0, k1)` from its first word.
+    #[inline]
+    pub fn new(k0: u64, k1: u64) -> Self {
+        PhiloxStream {
+            key: [k0, k1],
+            counter: 0,
+            buf: [0; 4],
+            index: 4,
+        }
+    }
+
+    /// The next word.
+    #[inline]
+    pub fn word(&mut self) -> u64 {
+        if self.index == 4 {
+            self.buf = block([self.counter, 0, 0, 0], self.key);
+            self.counter = self.counter.wrapping_add(1);
+            self.index = 0;
+        }
+        let w = self.buf[self.index];
+        self.index += 1;
+        w
+    }
+}
+
+/// Random access to the words of one key's stream (word $q$ is word $q \bmod 4$ of the block at counter
+/// $(\lfloor q/4\rfloor, 0, 0, 0)$), keeping the last block computed: reading positions in increasing order computes
+/// each block once.
+#[derive(Clone)]
+pub struct PhiloxWords {
+    key: [u64; 2],
+    /// Counter of `block`; `u64::MAX` before the first read.
+    at: u64,
+    block: [u64; 4],
+}
+
+impl PhiloxWords {
+    /// The words of key `(k0, k1)`.
+    #[inline]
+    pub fn new(k0: u64, k1: u64) -> Self {
+        PhiloxWords {
+            key: [k0, k1],
+            at: u64::MAX,
+            block: [0; 4],
+        }
+    }
+
+    /// Word `q` of the stream.
+    #[inline]
+    pub fn get(&mut self, q: usize) -> u64 {
+        let t = (q / 4) as u64;
+        if t != self.at {
+            self.block = block([t, 0, 0, 0], self.key);
+            self.at = t;
+        }
+        self.block[q % 4]
+    }
+}
+
+impl TryRng for PhiloxStream {
+    type Error = Infallible;
+
+    #[inline]
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok(self.word() as u32)
+    }
+
+    #[inline]
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(self.word())
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        for chunk in dst.chunks_mut(8) {
+            let w = self.word().to_le_bytes();
+            chunk.copy_from_slice(&w[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random123's known-answer vectors for philox4x64-10 (zero counter and key; all ones; the digits of pi), as
+    /// `numpy.random.Philox` 2.4 computes them (`Philox(key=k, counter=c - 1).random_raw(4)`).
+    #[test]
+    fn known_answers_of_random123_and_numpy() {
+        let cases: [([u64; 4], [u64; 2], [u64; 4]); 3] = [
+            (
+                [0; 4],
+                [0; 2],
+                [
+                    0x1655_4d9e_ca36_314c,
+                    0xdb20_fe9d_672d_0fdc,
+                    0xd7e7_72ce_e186_176b,
+                    0x7e68_b68a_ec7b_a23b,
+                ],
+            ),
+            (
+                [u64::MAX; 4],
+                [u64::MAX; 2],
+                [
+                    0x87b0_92c3_013f_e90b,
+                    0x438c_3c67_be8d_0224,
+                    0x9cc7_d7c6_9cd7_77b6,
+                    0xa09c_aebf_594f_0ba0,
+                ],
+            ),
+            (
+                [
+                    0x243f_6a88_85a3_08d3,
+                    0x1319_8a2e_0370_7344,
+                    0xa409_3822_299f_31d0,
+                    0x082e_fa98_ec4e_6c89,
+                ],
+                [0x4528_21e6_38d0_1377, 0xbe54_66cf_34e9_0c6c],
+                [
+                    0xa528_f454_03e6_1d95,
+                    0x38c7_2dbd_566e_9788,
+                    0xa5a1_610e_72fd_18b5,
+                    0x57bd_43b5_e52b_7fe6,
+                ],
+            ),
+        ];
+        for (ctr, key, want) in cases {
+            assert_eq!(block(ctr, key), want, "counter {ctr:x?} key {key:x?}");
+        }
+    }
+
+    /// The stream of key (k0, k1) is numpy's `Philox(key=k0 + 2**64 * k1, counter=2**256 - 1).random_raw()`, across a
+    /// block boundary.
+    #[test]
+    fn stream_equals_numpy_random_raw() {
+        let mut s = PhiloxStream::new(0x0123_4567_89ab_cdef, 6);
+        let want = [
+            0x81be_0c46_c92a_ffda,
+            0x8bab_3767_4fdb_be13,
+            0xe9b3_822a_4b27_aa05,
+            0xae85_af33_90c1_d4ad,
+            0xb8d2_e061_9816_9c68,
+            0xcecf_3576_cdef_c566,
+        ];
+        let mut words = PhiloxWords::new(0x0123_4567_89ab_cdef, 6);
+        for (i, w) in want.into_iter().enumerate() {
+            assert_eq!(s.word(), w, "word {i}");
+        }
+        for i in [5, 0, 3, 4, 1, 2] {
+            assert_eq!(words.get(i), want[i], "random access to word {i}");
+        }
+    }
+}
