@@ -46,6 +46,29 @@ pub fn block(counter: [u64; 4], key: [u64; 2]) -> [u64; 4] {
     x
 }
 
+/// The blocks at counters $(t, 0, 0, 0), \dots, (t+3, 0, 0, 0)$ under `key`, words in stream order: four independent
+/// blocks computed together, so that their multiplications overlap (one block alone waits on each round's product).
+#[inline]
+pub fn blocks4(t: u64, key: [u64; 2]) -> [u64; 16] {
+    let mut x: [[u64; 4]; 4] = std::array::from_fn(|j| [t.wrapping_add(j as u64), 0, 0, 0]);
+    let mut k = key;
+    for round in 0..10 {
+        if round > 0 {
+            k = [k[0].wrapping_add(W[0]), k[1].wrapping_add(W[1])];
+        }
+        for xj in &mut x {
+            let (hi0, lo0) = mulhilo(M[0], xj[0]);
+            let (hi1, lo1) = mulhilo(M[1], xj[2]);
+            *xj = [hi1 ^ xj[1] ^ k[0], lo1, hi0 ^ xj[3] ^ k[1], lo0];
+        }
+    }
+    let mut out = [0; 16];
+    for (o, xj) in out.chunks_exact_mut(4).zip(&x) {
+        o.copy_from_slice(xj);
+    }
+    out
+}
+
 /// The stream of 64-bit words of one key: blocks at counters $(0,0,0,0), (1,0,0,0), \dots$, four words each.
 ///
 /// As a `rand` generator: `next_u64` is the next word; `next_u32` is the low half of the next word (the high half is
@@ -55,8 +78,11 @@ pub struct PhiloxStream {
     key: [u64; 2],
     /// The next block's counter.
     counter: u64,
-    buf: [u64; 4],
-    /// Next unread word of `buf`; 4 when it is used up.
+    /// One block after the first refill (a short stream needs no more), four at a time after that ([`blocks4`]).
+    buf: [u64; 16],
+    /// Words of `buf` filled.
+    len: usize,
+    /// Next unread word of `buf`; `len` when it is used up.
     index: usize,
 }
 
@@ -67,34 +93,47 @@ impl PhiloxStream {
         PhiloxStream {
             key: [k0, k1],
             counter: 0,
-            buf: [0; 4],
-            index: 4,
+            buf: [0; 16],
+            len: 0,
+            index: 0,
         }
     }
 
     /// The next word.
     #[inline]
     pub fn word(&mut self) -> u64 {
-        if self.index == 4 {
-            self.buf = block([self.counter, 0, 0, 0], self.key);
-            self.counter = self.counter.wrapping_add(1);
-            self.index = 0;
+        if self.index == self.len {
+            self.refill();
         }
         let w = self.buf[self.index];
         self.index += 1;
         w
     }
+
+    fn refill(&mut self) {
+        if self.counter == 0 {
+            self.buf[..4].copy_from_slice(&block([0, 0, 0, 0], self.key));
+            self.len = 4;
+            self.counter = 1;
+        } else {
+            self.buf = blocks4(self.counter, self.key);
+            self.len = 16;
+            self.counter = self.counter.wrapping_add(4);
+        }
+        self.index = 0;
+    }
 }
 
 /// Random access to the words of one key's stream (word $q$ is word $q \bmod 4$ of the block at counter
-/// $(\lfloor q/4\rfloor, 0, 0, 0)$), keeping the last block computed: reading positions in increasing order computes
-/// each block once.
+/// $(\lfloor q/4\rfloor, 0, 0, 0)$), keeping the last words computed: reading positions in increasing order computes
+/// each block once (the first block alone, then four at a time, as [`PhiloxStream`]).
 #[derive(Clone)]
 pub struct PhiloxWords {
     key: [u64; 2],
-    /// Counter of `block`; `u64::MAX` before the first read.
-    at: u64,
-    block: [u64; 4],
+    /// Words `lo..lo + len` of the stream are in `buf`.
+    lo: usize,
+    len: usize,
+    buf: [u64; 16],
 }
 
 impl PhiloxWords {
@@ -103,20 +142,30 @@ impl PhiloxWords {
     pub fn new(k0: u64, k1: u64) -> Self {
         PhiloxWords {
             key: [k0, k1],
-            at: u64::MAX,
-            block: [0; 4],
+            lo: 0,
+            len: 0,
+            buf: [0; 16],
         }
     }
 
     /// Word `q` of the stream.
     #[inline]
     pub fn get(&mut self, q: usize) -> u64 {
-        let t = (q / 4) as u64;
-        if t != self.at {
-            self.block = block([t, 0, 0, 0], self.key);
-            self.at = t;
+        if q.wrapping_sub(self.lo) >= self.len {
+            self.fetch(q);
         }
-        self.block[q % 4]
+        self.buf[q - self.lo]
+    }
+
+    fn fetch(&mut self, q: usize) {
+        if q < 4 {
+            self.buf[..4].copy_from_slice(&block([0, 0, 0, 0], self.key));
+            (self.lo, self.len) = (0, 4);
+        } else {
+            let t = q / 4;
+            self.buf = blocks4(t as u64, self.key);
+            (self.lo, self.len) = (4 * t, 16);
+        }
     }
 }
 
@@ -192,24 +241,56 @@ mod tests {
         }
     }
 
+    /// Four blocks together are the four blocks one at a time, including across the counter's wrap.
+    #[test]
+    fn blocks4_equals_four_blocks() {
+        for (t, key) in [(0, [1, 2]), (5, [u64::MAX, 7]), (u64::MAX - 1, [3, u64::MAX])] {
+            let four = blocks4(t, key);
+            for j in 0..4u64 {
+                let one = block([t.wrapping_add(j), 0, 0, 0], key);
+                assert_eq!(four[4 * j as usize..4 * j as usize + 4], one, "t {t} block {j}");
+            }
+        }
+    }
+
     /// The stream of key (k0, k1) is numpy's `Philox(key=k0 + 2**64 * k1, counter=2**256 - 1).random_raw()`, across a
     /// block boundary.
     #[test]
     fn stream_equals_numpy_random_raw() {
         let mut s = PhiloxStream::new(0x0123_4567_89ab_cdef, 6);
-        let want = [
+        // numpy.random.Philox(key=0x0123456789abcdef + (6 << 64), counter=2**256 - 1).random_raw(24): the first
+        // block, a refill of four blocks, and the start of the next refill.
+        let want: [u64; 24] = [
             0x81be_0c46_c92a_ffda,
             0x8bab_3767_4fdb_be13,
             0xe9b3_822a_4b27_aa05,
             0xae85_af33_90c1_d4ad,
             0xb8d2_e061_9816_9c68,
             0xcecf_3576_cdef_c566,
+            0xee49_7bcf_bcbd_ab8e,
+            0x252f_5b66_2643_393b,
+            0xe061_9b89_d58c_1394,
+            0x0fb6_6271_dd23_f4b7,
+            0x6dbf_c3dc_4ff0_e6fd,
+            0x3449_8788_471c_477a,
+            0x412f_6fe4_bac6_3179,
+            0xcec0_d170_77fd_61be,
+            0x3f44_fa98_3629_6a2f,
+            0xb397_27dc_8884_5c8a,
+            0x65b5_c1e2_2d10_2d40,
+            0xfa21_94ab_98f1_b175,
+            0x1186_0ab9_99ab_b84a,
+            0xb388_a95c_4dc9_7018,
+            0x99a2_0499_ae04_df4f,
+            0x6caf_25f1_d077_f52d,
+            0xb0e7_37e7_d822_aa5d,
+            0xa7b6_d642_cdbd_0f7c,
         ];
         let mut words = PhiloxWords::new(0x0123_4567_89ab_cdef, 6);
         for (i, w) in want.into_iter().enumerate() {
             assert_eq!(s.word(), w, "word {i}");
         }
-        for i in [5, 0, 3, 4, 1, 2] {
+        for i in [5, 0, 3, 23, 4, 1, 2, 17] {
             assert_eq!(words.get(i), want[i], "random access to word {i}");
         }
     }
