@@ -3,7 +3,8 @@
 //! Why a counter-based generator: every noisy oracle call keys a fresh stream by (sample, kind), and a 10-dimensional
 //! call needs one or two 64-bit words of it. A keyed stream of ChaCha8 costs a 64-byte block plus a key expansion
 //! before its first word, more than a $10\times10$ product; one Philox block (ten rounds of two $64\times64\to128$-bit
-//! multiplications) costs a third of that, needs no set-up, and its words at any position are computed directly.
+//! multiplications) costs less, needs no set-up, and the words at any position are computed directly
+//! (docs/performance.md, session 4, has the measurements).
 //!
 //! Definition (Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011; the Random123
 //! library; `numpy.random.Philox`): the block at counter $c = (c_0, c_1, c_2, c_3)$ under key $k = (k_0, k_1)$ is ten
@@ -14,7 +15,8 @@
 //! (wrapping 64-bit arithmetic, hi/lo the halves of the 128-bit product). [`PhiloxStream`] with key $(k_0, k_1)$ yields
 //! the four words of the block at counter $(0,0,0,0)$, then $(1,0,0,0)$, and so on, word 0 first. That is numpy's
 //! `Philox(key=k0 + 2**64 * k1, counter=2**256 - 1).random_raw()` (numpy increments the counter before each block).
-//! Tests: the Random123 known-answer vectors and numpy's words (`philox::tests`, values computed outside this crate).
+//! Tests: Random123's known-answer inputs and a stream, against numpy's words (`philox::tests`; values computed by
+//! numpy, outside this crate).
 
 use rand::rand_core::TryRng;
 use std::convert::Infallible;
