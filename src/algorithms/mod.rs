@@ -20,6 +20,7 @@ pub mod alternating;
 pub mod common;
 pub mod double_loop;
 pub mod itd_bio;
+pub mod psd_projection;
 pub mod pzobo;
 pub mod stable;
 pub mod support;

@@ -25,6 +25,7 @@
 //! (`docs/performance.md` has the numbers).
 
 use super::common::{check_lower_step, upper_step};
+use super::psd_projection::{LANCZOS_MIN_DIM, RouteCounts, project_psd_floor_rank_one};
 use crate::error::{BilevelError, Result};
 use crate::linalg::{Matrix, Vector};
 use crate::problem::{Level, Oracle};
@@ -47,6 +48,10 @@ pub struct Stable {
     /// Planted bug: drop the correction $-(H^k_{\phi\phi})^{-1}(H^k_{\theta\phi})^\top(\theta^{k+1}-\theta^k)$ from the
     /// lower step (plain SGD on $\phi$; test `planted_bugs::stable_correction_term_by_hand`).
     pub no_correction: bool,
+    /// Smallest $d_l$ projected by [`project_psd_floor_rank_one`] (Lanczos and a certificate) instead of
+    /// [`project_psd_floor`]'s eigendecomposition; default [`LANCZOS_MIN_DIM`] (`0` forces it, `usize::MAX` never).
+    pub lanczos_min_dim: usize,
+    routes: RouteCounts,
     h_pp: Matrix,
     h_tp: Matrix,
     g_u: Vector,
@@ -73,6 +78,8 @@ impl Stable {
             mu,
             literal_alg6: false,
             no_correction: false,
+            lanczos_min_dim: LANCZOS_MIN_DIM,
+            routes: RouteCounts::default(),
             h_pp: Matrix::zeros(0, 0),
             h_tp: Matrix::zeros(0, 0),
             g_u: Vector::zeros(0),
@@ -123,6 +130,13 @@ pub fn project_psd_floor(h: &Matrix, mu: f64) -> Matrix {
     e.recompose()
 }
 
+impl Stable {
+    /// Routes taken by the rank-one projection since `init` (all zero on the dense path, $d_l <$ `lanczos_min_dim`).
+    pub fn projection_routes(&self) -> RouteCounts {
+        self.routes
+    }
+}
+
 impl Solver for Stable {
     fn name(&self) -> &'static str {
         if self.literal_alg6 {
@@ -154,6 +168,7 @@ impl Solver for Stable {
         self.started = false;
         self.chol = None;
         self.fixed_point = false;
+        self.routes = RouteCounts::default();
         Ok(())
     }
     fn step(&mut self, o: &mut Oracle, mut st: Iterate) -> Result<Iterate> {
@@ -175,7 +190,13 @@ impl Solver for Stable {
         let unchanged = self.started && self.fixed_point && hp == self.h_pp;
         self.started = true;
         if !unchanged || self.chol.is_none() {
-            let projected = project_psd_floor(&hp, self.mu);
+            let projected = if hp.nrows() >= self.lanczos_min_dim {
+                let (p, route, steps) = project_psd_floor_rank_one(&hp, self.mu);
+                self.routes.record(route, steps);
+                p
+            } else {
+                project_psd_floor(&hp, self.mu)
+            };
             self.fixed_point = projected == hp;
             self.h_pp = projected;
             let chol = self
