@@ -183,3 +183,24 @@ fn stable_runs_agree_through_both_projections() {
     let (again, _) = stable_run(160, 0, 30);
     assert_eq!(fast, again, "same seed, same bits");
 }
+
+/// The blocked Cholesky used above the threshold is nalgebra's factor up to rounding, at sizes around the block
+/// width, and refuses an indefinite matrix.
+#[test]
+fn blocked_cholesky_equals_nalgebra() {
+    use bilevel::algorithms::blocked_cholesky::{BLOCK, cholesky};
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for d in [1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 5] {
+        let a = spd_with_spectrum(&mut rng, d, 0.5, 20.0);
+        let reference = a.clone().cholesky().expect("spd");
+        let blocked = cholesky(a.clone()).expect("spd");
+        let err = rel(&blocked.l(), &reference.l());
+        assert!(err <= 1e-13, "d = {d}: factors differ by {err:e}");
+        let b = Vector::from_fn(d, |i, _| (i as f64 + 0.5).sin());
+        let x = blocked.solve(&b);
+        let res = (&a * &x - &b).norm() / b.norm();
+        assert!(res <= 1e-12, "d = {d}: residual {res:e}");
+        let indefinite = &a - Matrix::identity(d, d) * 0.6;
+        assert!(cholesky(indefinite).is_none(), "d = {d}: indefinite matrix factored");
+    }
+}

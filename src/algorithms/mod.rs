@@ -17,6 +17,7 @@
 //! family) pairs these defaults do not solve, with the reason.
 
 pub mod alternating;
+pub mod blocked_cholesky;
 pub mod common;
 pub mod double_loop;
 pub mod itd_bio;

@@ -27,6 +27,7 @@
 //! $d_l\ge$ [`LANCZOS_MIN_DIM`]; below, the dense path keeps every registered claim's bits. Tests:
 //! `psd_projection::*` in `tests/psd_projection.rs`.
 
+use super::blocked_cholesky;
 use super::stable::PROJECTION_SLACK;
 use crate::linalg::{Matrix, Vector};
 
@@ -359,7 +360,7 @@ pub fn project_psd_floor_rank_one(h: &Matrix, mu: f64) -> (Matrix, Route, usize)
         for i in 0..cert.nrows() {
             cert[(i, i)] -= floor;
         }
-        if cert.cholesky().is_some() {
+        if blocked_cholesky::cholesky(cert).is_some() {
             return (sym, Route::Feasible, pair.steps);
         }
         // Lanczos missed an eigenvalue below the floor: decide densely.
@@ -371,7 +372,7 @@ pub fn project_psd_floor_rank_one(h: &Matrix, mu: f64) -> (Matrix, Route, usize)
     for i in 0..cert.nrows() {
         cert[(i, i)] -= floor;
     }
-    if cert.cholesky().is_none() {
+    if blocked_cholesky::cholesky(cert).is_none() {
         return (eigen_clamp(sym, mu), Route::Eigen, pair.steps);
     }
     let mut out = sym;
