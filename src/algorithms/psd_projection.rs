@@ -10,33 +10,35 @@
 //! research sizes"). For other families the count is not guaranteed, so it is certified at every step.
 //!
 //! [`project_psd_floor_rank_one`], for a symmetric $H$, with the slack $\varepsilon$ of
-//! [`super::stable::project_psd_floor`]:
+//! [`super::stable::project_psd_floor`] ($\varepsilon = 10^{-12}s$, $s = \max(\mu,\max_{ij}|H_{ij}|)$):
 //! 1. the smallest Ritz pair $(\theta, v)$ by Lanczos ([`smallest_eigenpair`]: full reorthogonalisation, a fixed start
 //!    vector, so the result depends on $H$ only), stopped when $\\|Hv-\theta v\\|\le$ [`LANCZOS_TOL`]$\cdot\\|H\\|\_F$;
 //! 2. $\theta\ge\mu-\varepsilon$: the Cholesky certificate of $H-(\mu-\varepsilon)I$ (as the dense path) returns $H$;
 //! 3. $\theta<\mu-\varepsilon$: a Cholesky factor of $H + c\\,vv^\top - (\mu-\varepsilon)I$, $c = \mu-\theta+s$,
 //!    certifies $\lambda_2(H)\ge\mu-\varepsilon$ **whatever the accuracy of $v$**: for $c\ge0$,
 //!    $\lambda_2(H)\ge\lambda_1(H + c\\,vv^\top)$ (interlacing). Then $H + (\mu-\theta)vv^\top$ is returned; its
-//!    distance to the exact projection is at most $\approx 2r + \sqrt2\\,r(\mu-\theta)/(\mu-\varepsilon-\theta)$
-//!    ($r$ the residual; Davis–Kahan with the certified gap), about $3.4\\,r$;
+//!    Frobenius distance to the exact projection is $\lesssim 2r + \sqrt2\\,r(\mu-\theta)/(\mu-\varepsilon-\theta)$ ($r$
+//!    the residual; Davis–Kahan with the certified gap $\lambda_2-\theta\ge\mu-\varepsilon-\theta$), about $3.4\\,r$
+//!    unless $\theta$ is within $O(\varepsilon + r)$ of the floor, where the whole correction is that small;
 //! 4. otherwise (Lanczos did not converge, a second eigenvalue below $\mu-\varepsilon$, or a failed certificate) the
 //!    eigendecomposition clamp, exactly as the dense path.
 //!
-//! Cost: $m$ matrix–vector products ($m$ the Lanczos steps, $O(m d^2 + m^2 d)$) and one Cholesky, $d^3/3$, instead of
-//! a symmetric eigendecomposition ($\approx 9d^3$ and cache-bound in nalgebra). STABLE uses it for
-//! $d_l\ge$ [`LANCZOS_MIN_DIM`]; below, the dense path keeps every registered claim's bits. Tests:
+//! Cost: $m$ matrix–vector products ($m$ the Lanczos steps, $O(m d^2 + m^2 d)$; $m\approx80$ at $d = 1000$) and one
+//! blocked Cholesky ($d^3/3$ flops, mostly `gemm`) instead of a symmetric eigendecomposition ($\approx 9d^3$,
+//! cache-bound in nalgebra): 45 ms against 0.9–1.2 s at $d = 1000$. STABLE uses it for $d_l\ge$ [`LANCZOS_MIN_DIM`];
+//! below, the dense path keeps every registered claim's bits. Tests:
 //! `psd_projection::*` in `tests/psd_projection.rs`.
 
 use super::blocked_cholesky;
 use super::stable::PROJECTION_SLACK;
 use crate::linalg::{Matrix, Vector};
 
-/// Smallest $d_l$ at which STABLE projects by [`project_psd_floor_rank_one`] (the default of
-/// `Stable::lanczos_min_dim`). Measured crossover (`docs/performance.md`, "Session 4"): on the quadratic family with
-/// Hessian noise Lanczos needs nearly $d$ steps below $d\approx200$ (the tracked matrix's lowest eigenvalues are
-/// clustered at $\mu$) and STABLE's iteration is as fast or faster with the eigendecomposition (per iteration, dense
-/// vs this path: 2.9 vs 4.9 ms at $d_l = 128$, 9.1 vs 8.7 ms at 200, 34 vs 16 ms at 300). Every registered claim and golden run has $d_l\le 8$ and keeps the
-/// dense path's bits.
+/// Smallest $d_l$ at which STABLE projects by [`project_psd_floor_rank_one`] and factors with
+/// [`super::blocked_cholesky::cholesky`] (the default of `Stable::lanczos_min_dim`). Measured crossover
+/// (`docs/performance.md`, "Session 4"): on the quadratic family with Hessian noise, Lanczos needs nearly $d$ steps
+/// at small $d$ (the tracked matrix's lowest eigenvalues cluster at $\mu$), and STABLE's iteration, dense path vs
+/// this one, took 2.2 vs 4.3 ms at $d_l = 128$, 7.8 vs 8.4 at 200, 21 vs 12 at 256, 35 vs 14 at 300, 157 vs 30 at
+/// 500. Every registered claim and golden run has $d_l\le 8$ and keeps the dense path's bits.
 pub const LANCZOS_MIN_DIM: usize = 256;
 
 /// Relative residual $\\|Hv-\theta v\\| / \\|H\\|\_F$ at which Lanczos stops: gives the projection to
