@@ -14,26 +14,39 @@ use nalgebra::{Cholesky, Dyn};
 /// Panel width of [`cholesky`].
 pub const BLOCK: usize = 64;
 
-/// Unblocked Cholesky of the `b × b` diagonal block at `(k, k)`, reading its lower triangle only; `false` if a pivot
-/// is not positive (or not finite).
-fn factor_diagonal_block(m: &mut Matrix, k: usize, b: usize) -> bool {
+/// `col[dst][rows] −= f · col[src][rows]` on the column-major data of an `n`-row matrix (`src < dst`): slices, so the
+/// loop vectorises without bounds checks.
+fn axpy_column(data: &mut [f64], n: usize, dst: usize, src: usize, rows: std::ops::Range<usize>, f: f64) {
+    let (left, right) = data.split_at_mut(dst * n);
+    let s = &left[src * n + rows.start..src * n + rows.end];
+    let d = &mut right[rows.start..rows.end];
+    for (x, y) in d.iter_mut().zip(s) {
+        *x -= f * y;
+    }
+}
+
+/// Unblocked (left-looking) Cholesky of the `b × b` diagonal block at `(k, k)`, and the solve of the panel below it,
+/// $L_{21} = A_{21}L_{11}^{-\top}$, in the same column sweep: column $j$ of the block column is updated by the
+/// columns before it from row $j$ down to row $n$. Reads the lower triangle only; `false` if a pivot is not positive
+/// (or not finite).
+fn factor_block_column(m: &mut Matrix, k: usize, b: usize) -> bool {
+    let n = m.nrows();
+    let data = m.as_mut_slice();
     for j in k..k + b {
         for p in k..j {
-            let f = m[(j, p)];
+            let f = data[p * n + j];
             if f != 0.0 {
-                for i in j..k + b {
-                    m[(i, j)] -= f * m[(i, p)];
-                }
+                axpy_column(data, n, j, p, j..n, f);
             }
         }
-        let diag = m[(j, j)];
+        let diag = data[j * n + j];
         if !(diag > 0.0 && diag.is_finite()) {
             return false;
         }
         let s = diag.sqrt();
-        m[(j, j)] = s;
-        for i in j + 1..k + b {
-            m[(i, j)] /= s;
+        data[j * n + j] = s;
+        for x in &mut data[j * n + j + 1..(j + 1) * n] {
+            *x /= s;
         }
     }
     true
@@ -46,33 +59,16 @@ pub fn cholesky(mut m: Matrix) -> Option<Cholesky<f64, Dyn>> {
     if m.ncols() != n {
         return None;
     }
-    let mut panel = Matrix::zeros(0, 0);
     let mut k = 0;
     while k < n {
         let b = BLOCK.min(n - k);
-        if !factor_diagonal_block(&mut m, k, b) {
+        if !factor_block_column(&mut m, k, b) {
             return None;
         }
         let rest = n - k - b;
         if rest > 0 {
-            // Panel L21 = A21 L11^{-T}, column by column (contiguous column-major axpys).
-            for j in 0..b {
-                let c = k + j;
-                for p in 0..j {
-                    let f = m[(c, k + p)];
-                    if f != 0.0 {
-                        for i in k + b..n {
-                            m[(i, c)] -= f * m[(i, k + p)];
-                        }
-                    }
-                }
-                let s = m[(c, c)];
-                for i in k + b..n {
-                    m[(i, c)] /= s;
-                }
-            }
             // Trailing update of the lower triangle, one block column at a time: A22 −= L21 L21ᵀ.
-            panel = m.view((k + b, k), (rest, b)).clone_owned();
+            let panel = m.view((k + b, k), (rest, b)).clone_owned();
             let mut j = 0;
             while j < rest {
                 let w = BLOCK.min(rest - j);
@@ -84,6 +80,5 @@ pub fn cholesky(mut m: Matrix) -> Option<Cholesky<f64, Dyn>> {
         }
         k += b;
     }
-    drop(panel);
     Some(Cholesky::pack_dirty(m))
 }
