@@ -105,6 +105,17 @@ fn lanczos_finds_the_smallest_eigenpair() {
     }
 }
 
+/// Too few steps for the tolerance: no eigenpair (the projection then falls back), rather than an unconverged one.
+#[test]
+fn lanczos_without_convergence_returns_none() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let d = 200;
+    let h = spd_with_spectrum(&mut rng, d, MU, 10.0 * MU) + rank_two(&mut rng, d, 3.0 / d as f64);
+    assert!(smallest_eigenpair(&h, LANCZOS_TOL, 5).is_none());
+    let pair = smallest_eigenpair(&h, LANCZOS_TOL, LANCZOS_MAX_STEPS).expect("converges with enough steps");
+    assert!(pair.steps > 5);
+}
+
 /// Two eigenvalues below $\mu$ (two independent rank-two noises): the certificate fails and the eigendecomposition
 /// decides, bit for bit as the dense path.
 #[test]
