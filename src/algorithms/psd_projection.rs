@@ -7,7 +7,10 @@
 //! family: $H^k = (1-\tau)H^{k-1} + \tau(A + E_k)$ with $H^{k-1}\succeq\mu I$ (projected), $A\succeq\mu_l I\succeq\mu I$
 //! and the rank-two noise $E_k = c(ab^\top + ba^\top)$, which has one negative eigenvalue; by Weyl's interlacing for
 //! a rank-one negative term at most one eigenvalue of $H^k$ is below $\mu$ (theory/stable.md, "The projection at
-//! research sizes"). For other families the count is not guaranteed, so it is certified at every step.
+//! research sizes"). For other families the count is not guaranteed, so it is certified at every step. Where many
+//! eigenvalues fall below $\mu$ every step falls back: on `finite_sum` (minibatch Hessians of rank `batch`, ridge 0)
+//! STABLE at $d_l = 300$, batch 32 took 26.0 ms per iteration against 23.4 ms on the dense path (10 fallbacks in 10
+//! steps; Lanczos and the failed certificate are the extra); set `Stable::lanczos_min_dim = usize::MAX` there.
 //!
 //! [`project_psd_floor_rank_one`], for a symmetric $H$, with the slack $\varepsilon$ of
 //! [`super::stable::project_psd_floor`] ($\varepsilon = 10^{-12}s$, $s = \max(\mu,\max_{ij}|H_{ij}|)$):
