@@ -8,7 +8,7 @@ use bilevel::algorithms::psd_projection::{
 };
 use bilevel::algorithms::stable::{Stable, project_psd_floor};
 use bilevel::families::quadratic::QuadraticSpec;
-use bilevel::families::random::spd_with_spectrum;
+use bilevel::families::random::{orthogonal, spd_with_spectrum};
 use bilevel::linalg::Matrix;
 use bilevel::problem::{Bilevel, NoiseLevels, Noisy, Oracle};
 use bilevel::solver::{Iterate, Schedule, Solver};
@@ -213,5 +213,41 @@ fn blocked_cholesky_equals_nalgebra() {
         assert!(res <= 1e-12, "d = {d}: residual {res:e}");
         let indefinite = &a - Matrix::identity(d, d) * 0.6;
         assert!(cholesky(indefinite).is_none(), "d = {d}: indefinite matrix factored");
+    }
+}
+
+/// Hard spectra, whatever the route: eigenvalues just inside the slack, a second eigenvalue exactly at $\mu$, two
+/// nearly equal eigenvalues below $\mu$, five below, one far below. The result agrees with the clamp to $10^{-9}$
+/// relative, and only a matrix with at most one eigenvalue below $\mu - \varepsilon$ avoids the fallback.
+#[test]
+fn hard_spectra_agree_with_the_clamp() {
+    let mut rng = ChaCha8Rng::seed_from_u64(30);
+    let d = 160;
+    let eps = 1e-12 * 10.0;
+    let cases: Vec<(&str, Vec<f64>)> = vec![
+        ("inside the slack", vec![MU - 0.1 * eps]),
+        ("second at mu", vec![MU - 0.3, MU]),
+        ("two nearly equal below", vec![MU - 0.5, MU - 0.5 + 1e-9]),
+        ("five below", vec![0.2, 0.4, 0.6, 0.8, 0.9]),
+        ("one far below", vec![-50.0]),
+        ("one just below the slack", vec![MU - 10.0 * eps]),
+    ];
+    for (name, low) in cases {
+        let u = orthogonal(&mut rng, d);
+        let lambda = Vector::from_fn(d, |i, _| {
+            low.get(i)
+                .copied()
+                .unwrap_or(MU + 9.0 * MU * (i - low.len() + 1) as f64 / (d - low.len()) as f64)
+        });
+        let h = &u * Matrix::from_diagonal(&lambda) * u.transpose();
+        let h = (&h + h.transpose()) * 0.5;
+        let dense = project_psd_floor(&h, MU);
+        let (fast, route, _) = project_psd_floor_rank_one(&h, MU);
+        let err = rel(&fast, &dense);
+        assert!(err <= 1e-9, "{name}: relative difference {err:e} ({route:?})");
+        let below_floor = low.iter().filter(|&&l| l < MU - eps).count();
+        if below_floor >= 2 {
+            assert_eq!(route, Route::Eigen, "{name}");
+        }
     }
 }
