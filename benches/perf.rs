@@ -4,6 +4,9 @@
 //! family at $d_l = 10^5$ with noise on. After criterion's own report it prints the table of `docs/performance.md`:
 //! medians of criterion's samples and the ratios the issue's targets are stated in, all from this one run.
 //!
+//! Also STABLE's projection at $d_l = 1000$ (rank-one route against the eigendecomposition) and STABLE forced
+//! through the eigendecomposition (`stable-eigen`), the "before" of the STABLE / TTSA ratio.
+//!
 //! Run with `cargo bench --bench perf`. Set `PERF_QUICK=1` to skip $d = 1000$ (a minute less).
 
 use bilevel::Vector;
@@ -145,6 +148,75 @@ fn bench_iterations(c: &mut Criterion) {
     g.finish();
 }
 
+/// STABLE's projection at $d_l = 1000$ (issue 12 §2): the rank-one route (Lanczos + certificate) against the
+/// eigendecomposition, on a tracked matrix of a noisy run; and STABLE forced through the eigendecomposition, the
+/// "before" of the STABLE / TTSA ratio.
+fn bench_stable_projection(c: &mut Criterion) {
+    use bilevel::algorithms::psd_projection::project_psd_floor_rank_one;
+    use bilevel::algorithms::stable::{Stable, project_psd_floor};
+    use bilevel::problem::Level;
+    use bilevel::solver::Schedule;
+    if std::env::var_os("PERF_QUICK").is_some() {
+        return;
+    }
+    let mut g = c.benchmark_group("stable");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(1));
+    let d = 1000;
+    let p = problem(d, SIGMA);
+    let mut o = Oracle::new(p.as_ref(), 3);
+    let (theta, phi) = (Vector::zeros(D_U), Vector::zeros(d));
+    // The tracked recursion H ← P(H/2 + Ĥ/2) for a few samples, then one unprojected update.
+    let mut h = Matrix::identity(d, d);
+    for _ in 0..6 {
+        let s = o.draw(Level::Lower);
+        let hp = o.hess_fl(s, &theta, &phi).expect("hessian");
+        h = project_psd_floor_rank_one(&(h * 0.5 + hp * 0.5), 1.0).0;
+    }
+    let s = o.draw(Level::Lower);
+    let h = h * 0.5 + o.hess_fl(s, &theta, &phi).expect("hessian") * 0.5;
+    for (name, rank_one) in [("project/d1000/rank-one", true), ("project/d1000/eigen", false)] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    if rank_one {
+                        black_box(project_psd_floor_rank_one(black_box(&h), 1.0));
+                    } else {
+                        black_box(project_psd_floor(black_box(&h), 1.0));
+                    }
+                }
+                let t = start.elapsed();
+                record(name, t.as_secs_f64() / iters as f64);
+                t
+            })
+        });
+    }
+    let name = format!("stable-eigen/d{d}/noise{SIGMA}");
+    let k = p.constants();
+    let mut solver = Stable::new(
+        Schedule::constant(0.2 / k.l_f),
+        Schedule::constant(0.5 / k.l_l_sample.unwrap_or(k.l_l)),
+        0.5,
+        k.mu_l,
+    );
+    solver.lanczos_min_dim = usize::MAX;
+    let mut o = Oracle::new(p.as_ref(), 3);
+    let st0 = Iterate::start(Vector::zeros(D_U), Vector::zeros(d));
+    solver.init(&mut o, &st0).expect("init");
+    let mut st = Some(st0);
+    time_steps(&mut solver, &mut o, &mut st, 2);
+    g.bench_function(&name, |b| {
+        b.iter_custom(|iters| {
+            let t = time_steps(&mut solver, &mut o, &mut st, iters);
+            record(&name, t.as_secs_f64() / iters as f64);
+            t
+        })
+    });
+    g.finish();
+}
+
 fn bench_construction(c: &mut Criterion) {
     let mut g = c.benchmark_group("build");
     g.sample_size(10)
@@ -222,6 +294,22 @@ fn report(_c: &mut Criterion) {
             println!("STABLE / TTSA at d = {d}, noise {sigma}: {:.2}", st / tt);
         }
     }
+    if std::env::var_os("PERF_QUICK").is_none() {
+        let tt = median("ttsa/d1000/noise0.1").unwrap_or(f64::NAN);
+        let eig = median("stable-eigen/d1000/noise0.1").unwrap_or(f64::NAN);
+        println!(
+            "STABLE through the eigendecomposition / TTSA at d = 1000, noise 0.1: {:.2}",
+            eig / tt
+        );
+        let r1 = median("project/d1000/rank-one").unwrap_or(f64::NAN);
+        let pe = median("project/d1000/eigen").unwrap_or(f64::NAN);
+        println!(
+            "projection at d = 1000: rank-one {}, eigendecomposition {} ({:.1}x)",
+            fmt(r1),
+            fmt(pe),
+            pe / r1
+        );
+    }
     for name in ["quadratic/d_l2000", "low_rank/d_l100000"] {
         println!("build {name}: {}", fmt(median(name).unwrap_or(f64::NAN)));
     }
@@ -231,5 +319,11 @@ fn report(_c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_iterations, bench_construction, report);
+criterion_group!(
+    benches,
+    bench_iterations,
+    bench_stable_projection,
+    bench_construction,
+    report
+);
 criterion_main!(benches);

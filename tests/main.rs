@@ -20,5 +20,6 @@ mod noise_model;
 mod planted_bugs;
 mod plots;
 mod problem_model;
+mod psd_projection;
 mod robustness;
 mod stats;

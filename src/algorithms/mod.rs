@@ -12,14 +12,18 @@
 //! | `pzobo` | [`pzobo`] | Hessian-free slide | Sow et al. 2022a |
 //! | `vrbo` | [`vrbo`] | — (variance reduction) | Yang, Ji & Liang 2021 |
 //!
+//! STABLE's projection and factor at $d_l\ge256$ live in [`psd_projection`] and [`blocked_cholesky`].
+//!
 //! [`build`] makes each with default parameters derived from a family's declared constants (for demos and the
 //! CLI); the theory claims set their own schedules explicitly. [`support::LIMITATIONS`] lists the (algorithm,
 //! family) pairs these defaults do not solve, with the reason.
 
 pub mod alternating;
+pub mod blocked_cholesky;
 pub mod common;
 pub mod double_loop;
 pub mod itd_bio;
+pub mod psd_projection;
 pub mod pzobo;
 pub mod stable;
 pub mod support;
