@@ -459,14 +459,17 @@ pub fn exact_slopes_group(specs: &[&ClaimSpec]) -> Result<Vec<Option<ExactSlopes
 /// The exact slopes the decision rule judges each of `specs` against ([`crate::claims::judge::exact_rule`]): a
 /// claim's own, and for a power test those of the claim it names (the algorithm as specified, not the planted
 /// bug), looked up in the built-in registry (`None` if it is not there). Seed-independent, so each distinct
-/// computation is done once per process (a sweep asks for the same run under every seed).
+/// computation is done once per process (a sweep asks for the same run under every seed), and a unit that asks while
+/// another computes the same group waits for that result instead of computing it again (the report runs a claim's
+/// unit and its power tests' units concurrently, and all of them judge against the claim's exact slopes).
 ///
 /// # Errors
 /// Errors of the recursion other than [`BilevelError::Unsupported`].
 pub fn judging_slopes(specs: &[&ClaimSpec]) -> Result<Vec<Option<ExactSlopes>>> {
     use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<String, Vec<Option<ExactSlopes>>>>> = OnceLock::new();
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Slot = Arc<OnceLock<Result<Vec<Option<ExactSlopes>>>>>;
+    static CACHE: OnceLock<Mutex<HashMap<String, Slot>>> = OnceLock::new();
     let registry = if specs.iter().any(|s| s.power_for.is_some()) {
         Some(crate::claims::Registry::builtin()?)
     } else {
@@ -494,23 +497,15 @@ pub fn judging_slopes(specs: &[&ClaimSpec]) -> Result<Vec<Option<ExactSlopes>>> 
         let group: Vec<&ClaimSpec> = idx.iter().filter_map(|i| subjects[*i].as_ref()).collect();
         let key = serde_json::to_string(&group)
             .map_err(|e| BilevelError::Malformed(format!("claim spec not serialisable: {e}")))?;
-        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-        let cached = cache
+        let slot: Slot = CACHE
+            .get_or_init(|| Mutex::new(HashMap::new()))
             .lock()
             .map_err(|_| BilevelError::Unsupported("exact-slope cache poisoned".into()))?
-            .get(&key)
-            .cloned();
-        let slopes = match cached {
-            Some(v) => v,
-            None => {
-                let v = exact_slopes_group(&group)?;
-                cache
-                    .lock()
-                    .map_err(|_| BilevelError::Unsupported("exact-slope cache poisoned".into()))?
-                    .insert(key, v.clone());
-                v
-            }
-        };
+            .entry(key)
+            .or_default()
+            .clone();
+        // The map's lock is released here; `get_or_init` runs the recursion once and blocks concurrent callers.
+        let slopes = slot.get_or_init(|| exact_slopes_group(&group)).clone()?;
         for (i, e) in idx.into_iter().zip(slopes) {
             out[i] = e;
         }
