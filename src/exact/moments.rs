@@ -1319,22 +1319,52 @@ impl ExactRun {
 }
 
 /// `out` ← $ab$ with plain column-major loops (no allocation; at these sizes, a few to a few dozen, faster than
-/// the general product's dispatch).
+/// the general product's dispatch). Every entry is $0 + \sum_k a_{ik}b_{kj}$ summed in increasing $k$ over the
+/// nonzero $b_{kj}$, whatever the path: $4\times4$ tiles keep their sixteen sums in registers (a third of the memory
+/// traffic of one column at a time), the edges are summed entry by entry; the bits are the same.
 fn mul(out: &mut Matrix, a: &Matrix, b: &Matrix) {
     let (r, inner, c) = (a.nrows(), a.ncols(), b.ncols());
     debug_assert!(b.nrows() == inner && out.nrows() == r && out.ncols() == c);
     let (a, b) = (a.as_slice(), b.as_slice());
     let o = out.as_mut_slice();
-    o.fill(0.0);
-    for j in 0..c {
-        let col = &mut o[j * r..(j + 1) * r];
+    let entry = |i: usize, j: usize| {
+        let mut s = 0.0;
         for k in 0..inner {
             let x = b[j * inner + k];
             if x != 0.0 {
-                for (oi, ai) in col.iter_mut().zip(&a[k * r..(k + 1) * r]) {
-                    *oi += ai * x;
+                s += a[k * r + i] * x;
+            }
+        }
+        s
+    };
+    let (r4, c4) = (r - r % 4, c - c % 4);
+    for j0 in (0..c4).step_by(4) {
+        for i0 in (0..r4).step_by(4) {
+            let mut acc = [[0.0f64; 4]; 4];
+            for k in 0..inner {
+                let ak = &a[k * r + i0..k * r + i0 + 4];
+                for (jj, accj) in acc.iter_mut().enumerate() {
+                    let x = b[(j0 + jj) * inner + k];
+                    if x != 0.0 {
+                        for (s, ai) in accj.iter_mut().zip(ak) {
+                            *s += ai * x;
+                        }
+                    }
                 }
             }
+            for (jj, accj) in acc.iter().enumerate() {
+                o[(j0 + jj) * r + i0..(j0 + jj) * r + i0 + 4].copy_from_slice(accj);
+            }
+        }
+        for j in j0..j0 + 4 {
+            for i in r4..r {
+                o[j * r + i] = entry(i, j);
+            }
+        }
+    }
+    for j in c4..c {
+        for i in 0..r {
+            o[j * r + i] = entry(i, j);
         }
     }
 }
@@ -1402,4 +1432,58 @@ fn gram(q: &Quadratic, lay: &Layout, metric: Metric) -> Option<Matrix> {
         }
     };
     Some(l.transpose() * l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-column-at-a-time loop `mul` replaced: the bits every exact curve was computed with.
+    fn mul_by_columns(out: &mut Matrix, a: &Matrix, b: &Matrix) {
+        let (r, inner, c) = (a.nrows(), a.ncols(), b.ncols());
+        let (a, b) = (a.as_slice(), b.as_slice());
+        let o = out.as_mut_slice();
+        o.fill(0.0);
+        for j in 0..c {
+            let col = &mut o[j * r..(j + 1) * r];
+            for k in 0..inner {
+                let x = b[j * inner + k];
+                if x != 0.0 {
+                    for (oi, ai) in col.iter_mut().zip(&a[k * r..(k + 1) * r]) {
+                        *oi += ai * x;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tiled and column-by-column products agree bit for bit, edges and zero entries of `b` included.
+    #[test]
+    fn tiled_product_has_the_bits_of_the_column_loop() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for (r, inner, c) in [
+            (1, 1, 1),
+            (4, 4, 4),
+            (5, 3, 7),
+            (8, 9, 8),
+            (13, 17, 11),
+            (16, 16, 16),
+            (3, 20, 2),
+        ] {
+            let a = Matrix::from_fn(r, inner, |_, _| rng.random_range(-1.0..1.0));
+            let b = Matrix::from_fn(inner, c, |_, _| {
+                if rng.random_range(0.0..1.0) < 0.3 {
+                    0.0
+                } else {
+                    rng.random_range(-1.0..1.0)
+                }
+            });
+            let (mut x, mut y) = (Matrix::zeros(r, c), Matrix::from_element(r, c, f64::NAN));
+            mul_by_columns(&mut x, &a, &b);
+            mul(&mut y, &a, &b);
+            let bits = |m: &Matrix| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&x), bits(&y), "{r}x{inner} times {inner}x{c}");
+        }
+    }
 }

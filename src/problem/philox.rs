@@ -9,8 +9,8 @@
 //! Definition (Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011; the Random123
 //! library; `numpy.random.Philox`): the block at counter $c = (c_0, c_1, c_2, c_3)$ under key $k = (k_0, k_1)$ is ten
 //! rounds of
-//! $$(x_0, x_1, x_2, x_3) \mapsto (\mathrm{hi}(M_1x_2)\oplus x_1\oplus k_0,\ \mathrm{lo}(M_1x_2),\
-//! \mathrm{hi}(M_0x_0)\oplus x_3\oplus k_1,\ \mathrm{lo}(M_0x_0))$$
+//! $$(x_0, x_1, x_2, x_3) \mapsto (\mathrm{hi}(M_1x_2)\oplus x_1\oplus k_0,\ \mathrm{lo}(M_1x_2),
+//! \ \mathrm{hi}(M_0x_0)\oplus x_3\oplus k_1,\ \mathrm{lo}(M_0x_0))$$
 //! on $x = c$, with the key bumped by the Weyl constants $(W_0, W_1)$ before each round after the first
 //! (wrapping 64-bit arithmetic, hi/lo the halves of the 128-bit product). [`PhiloxStream`] with key $(k_0, k_1)$ yields
 //! the four words of the block at counter $(0,0,0,0)$, then $(1,0,0,0)$, and so on, word 0 first. That is numpy's
