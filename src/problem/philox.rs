@@ -33,7 +33,7 @@ fn mulhilo(a: u64, b: u64) -> (u64, u64) {
 }
 
 /// The Philox4x64-10 block at `counter` under `key`.
-#[inline]
+#[inline(always)]
 pub fn block(counter: [u64; 4], key: [u64; 2]) -> [u64; 4] {
     let mut x = counter;
     let mut k = key;
