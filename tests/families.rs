@@ -711,6 +711,60 @@ bad_param!(
     BilevelError::InvalidParameter { .. }
 );
 
+/// `nonlinear_coupling`'s dense second-order oracles (computed once per call, for STABLE) have the bits of the
+/// column-by-column builds from its products, which is how the trait builds them and how they were computed before.
+#[test]
+fn nonlinear_coupling_dense_oracles_equal_their_product_builds_bit_for_bit() {
+    use bilevel::families::nonlinear_coupling::NonlinearCouplingSpec;
+    let p = NonlinearCouplingSpec::default().build().unwrap();
+    let d = p.dims();
+    let mut r = rng(11);
+    let bits = |m: &Matrix| m.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for _ in 0..50 {
+        let theta = random_vector(&mut r, d.d_u, 2.0);
+        let phi = random_vector(&mut r, d.d_l, 2.0);
+        let (mut h, mut c) = (Matrix::zeros(d.d_l, d.d_l), Matrix::zeros(d.d_u, d.d_l));
+        let (mut hcol, mut ccol) = (Vector::zeros(d.d_l), Vector::zeros(d.d_u));
+        for j in 0..d.d_l {
+            let e = Vector::from_fn(d.d_l, |i, _| if i == j { 1.0 } else { 0.0 });
+            p.hvp_fl(Sample::Exact, &theta, &phi, &e, &mut hcol);
+            h.set_column(j, &hcol);
+            p.cross_fl(Sample::Exact, &theta, &phi, &e, &mut ccol);
+            c.set_column(j, &ccol);
+        }
+        assert_eq!(bits(&p.hess_fl(Sample::Exact, &theta, &phi)), bits(&h));
+        assert_eq!(bits(&p.cross_matrix_fl(Sample::Exact, &theta, &phi)), bits(&c));
+    }
+}
+
+/// `nonlinear_coupling`'s per-thread memo of h(θ) never returns another family's or another point's value: two
+/// instances with different γ and points that differ in one bit, interleaved.
+#[test]
+fn nonlinear_coupling_h_memo_is_keyed_by_gamma_and_theta() {
+    use bilevel::families::nonlinear_coupling::NonlinearCouplingSpec;
+    let spec = NonlinearCouplingSpec::default();
+    let p1 = spec.build().unwrap();
+    let p2 = NonlinearCouplingSpec {
+        gamma: spec.gamma * 2.0,
+        ..spec.clone()
+    }
+    .build()
+    .unwrap();
+    let by_hand = |gamma: f64, t: &Vector| 1.0 + gamma * (t[0].sin().powi(2) + t[1].sin().powi(2));
+    let t = Vector::from_vec(vec![0.3, -1.1]);
+    let t_next = Vector::from_vec(vec![0.3, f64::from_bits((-1.1f64).to_bits() + 1)]);
+    for (p, gamma, theta) in [
+        (&p1, spec.gamma, &t),
+        (&p2, 2.0 * spec.gamma, &t),
+        (&p2, 2.0 * spec.gamma, &t_next),
+        (&p1, spec.gamma, &t_next),
+        (&p1, spec.gamma, &t),
+    ] {
+        assert_eq!(p.h(theta).to_bits(), by_hand(gamma, theta).to_bits());
+    }
+    assert_ne!(p1.h(&t).to_bits(), p1.h(&t_next).to_bits());
+}
+
 /// `nonlinear_coupling`: F, its gradient and θ* are the closed forms of the module docs, the cross derivative depends
 /// on φ, and the surrogate (13) at φ = Aθ + e is ∇F + Aᵀe − (∇h/h)(eᵀA(θ − θ°) + |e|²), i.e. quadratic in e, so that
 /// zero-mean lower-level error is a bias −(∇h/h)E|e|² (issue 10 §1).
