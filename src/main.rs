@@ -371,7 +371,6 @@ fn limitations_grouped() -> String {
             let when = match when {
                 When::Always => "always",
                 When::WithNoise => "with noise",
-                When::WithoutNoise => "without noise",
             };
             let family = if family == "*" { "every family" } else { family };
             let algs = if algs == ["*"] {

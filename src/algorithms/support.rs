@@ -16,8 +16,6 @@ pub enum When {
     Always,
     /// Only with additive oracle noise ([`crate::problem::Noisy`], `--noise > 0`).
     WithNoise,
-    /// Only without oracle noise (`--noise 0`).
-    WithoutNoise,
 }
 
 /// Why the defaults do not solve a pair; each kind names the check that verifies it.
@@ -283,7 +281,6 @@ pub fn limitations(algorithm: &str, family: &str, noisy: bool) -> Vec<&'static L
             && match l.when {
                 When::Always => true,
                 When::WithNoise => noisy,
-                When::WithoutNoise => !noisy,
             }
     };
     let mut out: Vec<_> = LIMITATIONS.iter().filter(matches).collect();

@@ -287,6 +287,27 @@ impl Noisy {
         Some(scale)
     }
 
+    /// `out += c_C s_out (s_in · x)` for the cross noise's sign vectors starting at words `from` (the one dotted with
+    /// `x`) and `to` (the one added) of the (sample, cross) stream: $G w$ with `(from, to) = (n_u, 0)`, $G^\top u$
+    /// with `(0, n_u)`; nothing when noise is off.
+    fn add_cross_noise(&self, s: Sample, from: usize, to: usize, x: &Vector, out: &mut Vector) {
+        let (Some(word), c) = (Self::noise_word(s), self.cross_scale) else {
+            return;
+        };
+        if c == 0.0 {
+            return;
+        }
+        let mut words = PhiloxWords::new(word, Stream::Cross as u64);
+        let mut acc = [0.0; 4];
+        for (g, part) in x.as_slice().chunks(64).enumerate() {
+            signed_dot(words.get(from + g), part, &mut acc);
+        }
+        let y = c * sum4(acc);
+        for (g, part) in out.as_mut_slice().chunks_mut(64).enumerate() {
+            add_signed(words.get(to + g), y, part);
+        }
+    }
+
     /// The Hessian noise matrix $E$ at sample `s` (dense, for checks; the products never form it).
     pub fn hess_noise(&self, s: Sample) -> Matrix {
         let d = self.inner.dims().d_l;
@@ -388,45 +409,15 @@ impl Bilevel for Noisy {
     }
     fn cross_fl(&self, s: Sample, theta: &Vector, phi: &Vector, w: &Vector, out: &mut Vector) {
         self.inner.cross_fl(s, theta, phi, w, out);
-        // out += c a' (b'·w).
-        let Some(word) = Self::noise_word(s) else {
-            return;
-        };
-        let c = self.cross_scale;
-        if c == 0.0 {
-            return;
-        }
-        let mut words = PhiloxWords::new(word, Stream::Cross as u64);
+        // out += c a' (b'·w): b' starts at word n_u, a' at word 0.
         let n_u = self.inner.dims().d_u.div_ceil(64);
-        let mut acc = [0.0; 4];
-        for (g, part) in w.as_slice().chunks(64).enumerate() {
-            signed_dot(words.get(n_u + g), part, &mut acc);
-        }
-        let y = c * sum4(acc);
-        for (g, part) in out.as_mut_slice().chunks_mut(64).enumerate() {
-            add_signed(words.get(g), y, part);
-        }
+        self.add_cross_noise(s, n_u, 0, w, out);
     }
     fn cross_t_fl(&self, s: Sample, theta: &Vector, phi: &Vector, u: &Vector, out: &mut Vector) {
         self.inner.cross_t_fl(s, theta, phi, u, out);
         // out += c b' (a'·u).
-        let Some(word) = Self::noise_word(s) else {
-            return;
-        };
-        let c = self.cross_scale;
-        if c == 0.0 {
-            return;
-        }
-        let mut words = PhiloxWords::new(word, Stream::Cross as u64);
         let n_u = self.inner.dims().d_u.div_ceil(64);
-        let mut acc = [0.0; 4];
-        for (g, part) in u.as_slice().chunks(64).enumerate() {
-            signed_dot(words.get(g), part, &mut acc);
-        }
-        let y = c * sum4(acc);
-        for (g, part) in out.as_mut_slice().chunks_mut(64).enumerate() {
-            add_signed(words.get(n_u + g), y, part);
-        }
+        self.add_cross_noise(s, 0, n_u, u, out);
     }
     fn hess_fl(&self, s: Sample, theta: &Vector, phi: &Vector) -> Matrix {
         // One noise matrix per sample: the same E that `hvp_fl` applies, generated once, added in place entry by

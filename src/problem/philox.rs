@@ -71,64 +71,9 @@ pub fn blocks4(t: u64, key: [u64; 2]) -> [u64; 16] {
     out
 }
 
-/// The stream of 64-bit words of one key: blocks at counters $(0,0,0,0), (1,0,0,0), \dots$, four words each.
-///
-/// As a `rand` generator: `next_u64` is the next word; `next_u32` is the low half of the next word (the high half is
-/// dropped); `fill_bytes` takes whole words, little-endian, and drops the unused bytes of the last.
-#[derive(Clone)]
-pub struct PhiloxStream {
-    key: [u64; 2],
-    /// The next block's counter.
-    counter: u64,
-    /// One block after the first refill (a short stream needs no more), four at a time after that ([`blocks4`]).
-    buf: [u64; 16],
-    /// Words of `buf` filled.
-    len: usize,
-    /// Next unread word of `buf`; `len` when it is used up.
-    index: usize,
-}
-
-impl PhiloxStream {
-    /// The stream of key `(k0, k1)` from its first word.
-    #[inline]
-    pub fn new(k0: u64, k1: u64) -> Self {
-        PhiloxStream {
-            key: [k0, k1],
-            counter: 0,
-            buf: [0; 16],
-            len: 0,
-            index: 0,
-        }
-    }
-
-    /// The next word.
-    #[inline]
-    pub fn word(&mut self) -> u64 {
-        if self.index == self.len {
-            self.refill();
-        }
-        let w = self.buf[self.index];
-        self.index += 1;
-        w
-    }
-
-    fn refill(&mut self) {
-        if self.counter == 0 {
-            self.buf[..4].copy_from_slice(&block([0, 0, 0, 0], self.key));
-            self.len = 4;
-            self.counter = 1;
-        } else {
-            self.buf = blocks4(self.counter, self.key);
-            self.len = 16;
-            self.counter = self.counter.wrapping_add(4);
-        }
-        self.index = 0;
-    }
-}
-
 /// Random access to the words of one key's stream (word $q$ is word $q \bmod 4$ of the block at counter
 /// $(\lfloor q/4\rfloor, 0, 0, 0)$), keeping the last words computed: reading positions in increasing order computes
-/// each block once (the first block alone, then four at a time, as [`PhiloxStream`]).
+/// each block once (the first block alone, then four at a time: `blocks4`).
 #[derive(Clone)]
 pub struct PhiloxWords {
     key: [u64; 2],
@@ -168,6 +113,37 @@ impl PhiloxWords {
             self.buf = blocks4(t as u64, self.key);
             (self.lo, self.len) = (4 * t, 16);
         }
+    }
+}
+
+/// The stream of 64-bit words of one key: blocks at counters $(0,0,0,0), (1,0,0,0), \dots$, four words each,
+/// read in order from a [`PhiloxWords`] (the first block alone, then four at a time).
+///
+/// As a `rand` generator: `next_u64` is the next word; `next_u32` is the low half of the next word (the high half is
+/// dropped); `fill_bytes` takes whole words, little-endian, and drops the unused bytes of the last.
+#[derive(Clone)]
+pub struct PhiloxStream {
+    words: PhiloxWords,
+    /// Position of the next word.
+    pos: usize,
+}
+
+impl PhiloxStream {
+    /// The stream of key `(k0, k1)` from its first word.
+    #[inline]
+    pub fn new(k0: u64, k1: u64) -> Self {
+        PhiloxStream {
+            words: PhiloxWords::new(k0, k1),
+            pos: 0,
+        }
+    }
+
+    /// The next word.
+    #[inline]
+    pub fn word(&mut self) -> u64 {
+        let w = self.words.get(self.pos);
+        self.pos += 1;
+        w
     }
 }
 
