@@ -1,7 +1,8 @@
 //! Speed at research sizes (issue 12 §5): per-iteration time of TTSA, stocBiO and STABLE on the quadratic family at
 //! $d_l = 10, 100, 1000$ ($d_u = 10$), noise off and on ($\sigma = 0.1$ on every gradient and second-order oracle),
-//! beside one dense $d\times d$ mat-vec; building the quadratic at $d_l = 2000$; TTSA on the matrix-free `low_rank`
-//! family at $d_l = 10^5$ with noise on. After criterion's own report it prints the table of `docs/performance.md`:
+//! beside one dense $d\times d$ mat-vec and one Hessian-vector product of the quadratic, bare and with its noise;
+//! building the quadratic at $d_l = 2000$; TTSA on the matrix-free `low_rank` family at $d_l = 10^5$ with noise on.
+//! After criterion's own report it prints the table of `docs/performance.md`:
 //! medians of criterion's samples and the ratios the issue's targets are stated in, all from this one run.
 //!
 //! Also STABLE's projection at $d_l = 1000$ (rank-one route against the eigendecomposition) and STABLE forced
@@ -13,7 +14,7 @@ use bilevel::Vector;
 use bilevel::families::low_rank::LowRankSpec;
 use bilevel::families::quadratic::QuadraticSpec;
 use bilevel::linalg::Matrix;
-use bilevel::problem::{Bilevel, NoiseLevels, Noisy, Oracle};
+use bilevel::problem::{Bilevel, NoiseLevels, Noisy, Oracle, Sample};
 use bilevel::solver::{Iterate, Solver};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::collections::BTreeMap;
@@ -99,6 +100,43 @@ fn bench_iterations(c: &mut Criterion) {
                     })
                 });
             }
+        }
+        // One Hessian-vector product of the quadratic, bare and with the noise at a fresh sample each time, chained
+        // (each input depends on the last output, as in a Neumann product): the oracle-level cost of the noise.
+        let bare: Arc<dyn Bilevel> = Arc::new(
+            QuadraticSpec {
+                d_u: D_U,
+                d_l: d,
+                seed: 1,
+                ..Default::default()
+            }
+            .build()
+            .expect("valid spec"),
+        );
+        for (sigma, p) in [(0.0, Arc::clone(&bare)), (SIGMA, problem(d, SIGMA))] {
+            let name = format!("hvp/d{d}/noise{sigma}");
+            let (theta, phi) = (Vector::zeros(D_U), Vector::zeros(d));
+            let mut v = Vector::from_fn(d, |i, _| (i as f64 * 0.37).sin());
+            let mut out = Vector::zeros(d);
+            let mut word = 0u64;
+            g.bench_function(&name, |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        word = word.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                        p.hvp_fl(Sample::Draw(word), &theta, &phi, &v, &mut out);
+                        v.axpy(-0.1, &out, 1.0);
+                        if i % 64 == 0 {
+                            // Keep v away from subnormals, which would time the FPU's slow path.
+                            let n = v.norm();
+                            v /= n;
+                        }
+                    }
+                    let t = start.elapsed();
+                    record(&name, t.as_secs_f64() / iters as f64);
+                    t
+                })
+            });
         }
         // One dense mat-vec at the same d, the unit of an exact Hessian-vector product.
         let name = format!("matvec/d{d}");
@@ -267,7 +305,11 @@ fn fmt(s: f64) -> String {
     } else if s >= 1e-3 {
         format!("{:.2} ms", s * 1e3)
     } else {
-        format!("{:.1} µs", s * 1e6)
+        if s >= 1e-6 {
+            format!("{:.1} µs", s * 1e6)
+        } else {
+            format!("{:.0} ns", s * 1e9)
+        }
     }
 }
 
@@ -288,6 +330,17 @@ fn report(_c: &mut Criterion) {
             );
         }
         println!("| {d} | dense mat-vec | {} | | | 1 |", fmt(mv));
+        let (h0, h1) = (
+            median(&format!("hvp/d{d}/noise0")).unwrap_or(f64::NAN),
+            median(&format!("hvp/d{d}/noise{SIGMA}")).unwrap_or(f64::NAN),
+        );
+        println!(
+            "| {d} | one Hessian-vector product | {} | {} | {:.2} | {:.1} |",
+            fmt(h0),
+            fmt(h1),
+            h1 / h0,
+            h0 / mv
+        );
         for sigma in ["0", "0.1"] {
             let tt = median(&format!("ttsa/d{d}/noise{sigma}")).unwrap_or(f64::NAN);
             let st = median(&format!("stable/d{d}/noise{sigma}")).unwrap_or(f64::NAN);

@@ -4,11 +4,13 @@
 
 use crate::common::rng;
 use bilevel::families;
+use bilevel::families::quadratic::QuadraticSpec;
 use bilevel::linalg::{spectral_norm, sym_eig_range};
 use bilevel::problem::{Bilevel, Level, NoiseLevels, Noisy, Oracle, Sample};
 use bilevel::{Matrix, Vector};
 use rand::RngExt;
 use rand_distr::StandardNormal;
+use std::sync::Arc;
 
 fn noisy(sigma_h: f64, sigma_c: f64) -> Noisy {
     let levels = NoiseLevels {
@@ -23,11 +25,34 @@ fn gaussian_matrix(r: &mut rand_chacha::ChaCha8Rng, n: usize, m: usize) -> Matri
     Matrix::from_fn(n, m, |_, _| r.sample::<f64, _>(StandardNormal))
 }
 
+/// The quadratic family at `d_u`, `d_l` with Hessian noise `sigma_h` and cross noise `sigma_c`.
+fn noisy_at(d_u: usize, d_l: usize, sigma_h: f64, sigma_c: f64) -> Noisy {
+    let levels = NoiseLevels {
+        hess_fl: sigma_h,
+        cross_fl: sigma_c,
+        ..NoiseLevels::default()
+    };
+    let q = QuadraticSpec {
+        d_u,
+        d_l,
+        seed: 1,
+        ..Default::default()
+    };
+    Noisy::new(Arc::new(q.build().unwrap()), levels).unwrap()
+}
+
+/// At the default sizes the products take the one-block path ($d_u$, $d_l \le 64$); at (70, 130) the general one
+/// (sign words across blocks, $n_u = 2$).
 #[test]
 fn low_rank_noise_products_apply_the_dense_matrices() {
-    let p = noisy(0.7, 0.4);
+    for p in [noisy(0.7, 0.4), noisy_at(70, 130, 0.7, 0.4)] {
+        products_apply_the_dense_matrices(&p);
+    }
+}
+
+fn products_apply_the_dense_matrices(p: &Noisy) {
     let d = p.dims();
-    let mut o = Oracle::new(&p, 3);
+    let mut o = Oracle::new(p, 3);
     let mut r = rng(11);
     let theta = Vector::from_fn(d.d_u, |_, _| r.sample::<f64, _>(StandardNormal));
     let phi = Vector::from_fn(d.d_l, |_, _| r.sample::<f64, _>(StandardNormal));
