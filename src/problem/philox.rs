@@ -73,7 +73,7 @@ pub fn blocks4(t: u64, key: [u64; 2]) -> [u64; 16] {
 
 /// Random access to the words of one key's stream (word $q$ is word $q \bmod 4$ of the block at counter
 /// $(\lfloor q/4\rfloor, 0, 0, 0)$), keeping the last words computed: reading positions in increasing order computes
-/// each block once (the first block alone, then four at a time: `blocks4`).
+/// each block once (the first block alone, then the next two, then four at a time: `blocks4`).
 #[derive(Clone)]
 pub struct PhiloxWords {
     key: [u64; 2],
@@ -108,6 +108,11 @@ impl PhiloxWords {
         if q < 4 {
             self.buf[..4].copy_from_slice(&block([0, 0, 0, 0], self.key));
             (self.lo, self.len) = (0, 4);
+        } else if q < 12 {
+            // Two blocks next: a short stream (ten normals of a d = 10 gradient noise) needs three blocks, not five.
+            self.buf[..4].copy_from_slice(&block([1, 0, 0, 0], self.key));
+            self.buf[4..8].copy_from_slice(&block([2, 0, 0, 0], self.key));
+            (self.lo, self.len) = (4, 8);
         } else {
             let t = q / 4;
             self.buf = blocks4(t as u64, self.key);
@@ -117,7 +122,7 @@ impl PhiloxWords {
 }
 
 /// The stream of 64-bit words of one key: blocks at counters $(0,0,0,0), (1,0,0,0), \dots$, four words each,
-/// read in order from a [`PhiloxWords`] (the first block alone, then four at a time).
+/// read in order from a [`PhiloxWords`] (the first block alone, the next two, then four at a time).
 ///
 /// As a `rand` generator: `next_u64` is the next word; `next_u32` is the low half of the next word (the high half is
 /// dropped); `fill_bytes` takes whole words, little-endian, and drops the unused bytes of the last.
