@@ -240,6 +240,7 @@ fn bench_stable_projection(c: &mut Criterion) {
         k.mu_l,
     );
     solver.lanczos_min_dim = usize::MAX;
+    solver.shifted_min_dim = usize::MAX;
     let mut o = Oracle::new(p.as_ref(), 3);
     let st0 = Iterate::start(Vector::zeros(D_U), Vector::zeros(d));
     solver.init(&mut o, &st0).expect("init");

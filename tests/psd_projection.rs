@@ -1,10 +1,12 @@
 //! Issue 12 §2: STABLE's projection onto $\{H\succeq\mu I\}$ by Lanczos and a certificate
-//! (`algorithms::psd_projection`) against the eigendecomposition clamp, at $d_l = 150$–$300$, and whole STABLE runs
-//! through both projections.
+//! (`algorithms::psd_projection`) against the eigendecomposition clamp, at $d_l = 150$–$300$, the same for the
+//! Cholesky-only route of $16 \le d_l < 256$ (shifted inverse iteration) at $d_l = 16$–$200$, and whole STABLE runs
+//! through the projections.
 
 use bilevel::Vector;
 use bilevel::algorithms::psd_projection::{
-    LANCZOS_MAX_STEPS, LANCZOS_TOL, Route, project_psd_floor_rank_one, smallest_eigenpair,
+    LANCZOS_MAX_STEPS, LANCZOS_TOL, Route, SHIFTED_MAX_FACTORS, SHIFTED_MAX_SOLVES, project_psd_floor_rank_one,
+    project_psd_floor_shifted, smallest_eigenpair, smallest_eigenpair_shifted,
 };
 use bilevel::algorithms::stable::{Stable, project_psd_floor};
 use bilevel::families::quadratic::QuadraticSpec;
@@ -143,6 +145,10 @@ fn feasible_input_is_returned_as_is() {
 }
 
 fn stable_run(d_l: usize, lanczos_min_dim: usize, iters: usize) -> (Vec<Iterate>, Stable) {
+    stable_run_with(d_l, lanczos_min_dim, usize::MAX, iters)
+}
+
+fn stable_run_with(d_l: usize, lanczos_min_dim: usize, shifted_min_dim: usize, iters: usize) -> (Vec<Iterate>, Stable) {
     let q: Arc<dyn Bilevel> = Arc::new(
         QuadraticSpec {
             d_u: 5,
@@ -162,6 +168,7 @@ fn stable_run(d_l: usize, lanczos_min_dim: usize, iters: usize) -> (Vec<Iterate>
         k.mu_l,
     );
     s.lanczos_min_dim = lanczos_min_dim;
+    s.shifted_min_dim = shifted_min_dim;
     let mut o = Oracle::new(&p, 11);
     let mut st = Iterate::start(Vector::from_element(5, 1.0), Vector::zeros(d_l));
     s.init(&mut o, &st).unwrap();
@@ -216,7 +223,7 @@ fn blocked_cholesky_equals_nalgebra() {
     }
 }
 
-/// Hard spectra, whatever the route: eigenvalues just inside the slack, a second eigenvalue exactly at $\mu$, two
+/// Hard spectra, whatever the route and for both rank-one projections: eigenvalues just inside the slack, a second eigenvalue exactly at $\mu$, two
 /// nearly equal eigenvalues below $\mu$, five below, one far below. The result agrees with the clamp to $10^{-9}$
 /// relative, and only a matrix with at most one eigenvalue below $\mu - \varepsilon$ avoids the fallback.
 #[test]
@@ -242,12 +249,123 @@ fn hard_spectra_agree_with_the_clamp() {
         let h = &u * Matrix::from_diagonal(&lambda) * u.transpose();
         let h = (&h + h.transpose()) * 0.5;
         let dense = project_psd_floor(&h, MU);
-        let (fast, route, _) = project_psd_floor_rank_one(&h, MU);
-        let err = rel(&fast, &dense);
-        assert!(err <= 1e-9, "{name}: relative difference {err:e} ({route:?})");
-        let below_floor = low.iter().filter(|&&l| l < MU - eps).count();
-        if below_floor >= 2 {
-            assert_eq!(route, Route::Eigen, "{name}");
+        for (how, project) in [
+            (
+                "lanczos",
+                project_psd_floor_rank_one as fn(&Matrix, f64) -> (Matrix, Route, usize),
+            ),
+            ("shifted", project_psd_floor_shifted),
+        ] {
+            let (fast, route, _) = project(&h, MU);
+            let err = rel(&fast, &dense);
+            assert!(err <= 1e-9, "{name}, {how}: relative difference {err:e} ({route:?})");
+            let below_floor = low.iter().filter(|&&l| l < MU - eps).count();
+            if below_floor >= 2 {
+                assert_eq!(route, Route::Eigen, "{name}, {how}");
+            }
         }
     }
+}
+
+/// The Cholesky-only route (`project_psd_floor_shifted`, STABLE's projection for $16\le d_l<256$) on the tracked
+/// recursion of [`rank_one_projection_equals_the_eigen_clamp`]: the same agreement with the clamp ($10^{-9}$
+/// relative), the rank-one route whenever one eigenvalue is below $\mu$, within its step limits.
+#[test]
+fn shifted_projection_equals_the_eigen_clamp() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let mut rank_one = 0;
+    for d in [16, 40, 100, 200] {
+        let a = spd_with_spectrum(&mut rng, d, MU, 10.0 * MU);
+        let mut p = a.clone();
+        for step in 0..4 {
+            let e = rank_two(&mut rng, d, 4.0 / d as f64);
+            let h = &p * 0.5 + (&a + e) * 0.5;
+            let n_below = below(&h, MU);
+            assert!(n_below <= 1, "d = {d}, step {step}: {n_below} eigenvalues below mu");
+            let dense = project_psd_floor(&h, MU);
+            let (fast, route, steps) = project_psd_floor_shifted(&h, MU);
+            let err = rel(&fast, &dense);
+            assert!(
+                err <= 1e-9,
+                "d = {d}, step {step}: relative difference {err:e} ({route:?})"
+            );
+            if n_below == 1 {
+                assert_eq!(route, Route::RankOne, "d = {d}, step {step}");
+                assert!((&dense - &h).norm() > 1e-3, "the projection must move H");
+                rank_one += 1;
+            } else {
+                assert_eq!(route, Route::Feasible, "d = {d}, step {step}");
+                assert_eq!(fast, dense, "a feasible input is returned as is");
+            }
+            assert!(steps > 0 && steps <= 2 + SHIFTED_MAX_FACTORS + SHIFTED_MAX_SOLVES);
+            p = dense;
+        }
+    }
+    assert!(
+        rank_one >= 10,
+        "only {rank_one} of 16 cases exercised the rank-one route"
+    );
+}
+
+/// The shifted eigenpair is the smallest one, to its residual bound; a wrong $\lambda_1$ by $10^{-6}$ fails the
+/// comparison of [`shifted_projection_equals_the_eigen_clamp`]; a non-finite input gives `None`.
+#[test]
+fn shifted_inverse_iteration_finds_the_smallest_eigenpair() {
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    for d in [16, 64, 150] {
+        let a = spd_with_spectrum(&mut rng, d, MU, 10.0 * MU);
+        let h = &a + rank_two(&mut rng, d, 3.0 / d as f64);
+        let lmin = h.clone().symmetric_eigenvalues().min();
+        assert!(lmin < MU, "d = {d}: the construction must put an eigenvalue below mu");
+        let pair = smallest_eigenpair_shifted(&h, MU, LANCZOS_TOL).expect("converges");
+        let r = (&h * &pair.vector - &pair.vector * pair.value).norm();
+        assert!(r <= LANCZOS_TOL * h.norm(), "d = {d}: residual {r:e}");
+        assert!((pair.value - lmin).abs() <= 1e-9, "d = {d}: {} vs {lmin}", pair.value);
+        let dense = project_psd_floor(&h, MU);
+        let fix = |lambda: f64| &h + &pair.vector * pair.vector.transpose() * (MU - lambda);
+        assert!(rel(&fix(pair.value), &dense) <= 1e-9);
+        assert!(
+            rel(&fix(pair.value - 1e-6), &dense) > 1e-9,
+            "d = {d}: a wrong eigenvalue must be detected"
+        );
+    }
+    let mut bad = Matrix::identity(20, 20);
+    bad[(3, 4)] = f64::NAN;
+    assert!(smallest_eigenpair_shifted(&bad, MU, LANCZOS_TOL).is_none());
+}
+
+/// Two eigenvalues below $\mu$: the shifted route's certificate fails and the eigendecomposition decides, bit for
+/// bit as the dense path; a feasible input is returned as is.
+#[test]
+fn shifted_route_falls_back_or_returns_the_input() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let d = 60;
+    let a = spd_with_spectrum(&mut rng, d, MU, 10.0 * MU);
+    let h = &a + rank_two(&mut rng, d, 3.0 / d as f64) + rank_two(&mut rng, d, 3.0 / d as f64);
+    assert_eq!(below(&h, MU), 2, "the construction must put two eigenvalues below mu");
+    let (fast, route, _) = project_psd_floor_shifted(&h, MU);
+    assert_eq!(route, Route::Eigen);
+    assert_eq!(fast, project_psd_floor(&h, MU));
+    let (out, route, _) = project_psd_floor_shifted(&a, MU);
+    assert_eq!((route, &out), (Route::Feasible, &a));
+}
+
+/// A whole STABLE run at $d_l = 48$ through the shifted route and through the eigendecomposition agree to
+/// $10^{-8}$ relative; the rank-one route is taken and the fallback never; same seed, same bits.
+#[test]
+fn stable_runs_agree_through_the_shifted_projection() {
+    let run = |shifted_min_dim| stable_run_with(48, usize::MAX, shifted_min_dim, 30);
+    let ((fast, s_fast), (dense, s_dense)) = (run(0), run(usize::MAX));
+    let mut worst: f64 = 0.0;
+    for (a, b) in fast.iter().zip(&dense) {
+        worst = worst.max((&a.theta - &b.theta).norm() / b.theta.norm());
+        worst = worst.max((&a.phi - &b.phi).norm() / b.phi.norm());
+    }
+    assert!(worst <= 1e-8, "iterates differ by {worst:e} relative");
+    let r = s_fast.projection_routes();
+    assert!(r.rank_one >= 5, "rank-one route not exercised: {r:?}");
+    assert_eq!(r.eigen, 0, "fallback taken on the quadratic: {r:?}");
+    assert_eq!(r.feasible + r.rank_one + r.eigen, 30);
+    assert_eq!(s_dense.projection_routes(), Default::default());
+    assert_eq!(fast, run(0).0, "same seed, same bits");
 }

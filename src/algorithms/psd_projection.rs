@@ -26,6 +26,15 @@
 //! 4. otherwise (Lanczos did not converge, a second eigenvalue below $\mu-\varepsilon$, or a failed certificate) the
 //!    eigendecomposition clamp, exactly as the dense path.
 //!
+//! Between [`SHIFTED_MIN_DIM`] and [`LANCZOS_MIN_DIM`] Lanczos needs nearly $d$ steps (the tracked matrix's lowest
+//! eigenvalues cluster at $\mu$), while a Cholesky factor is cheap (≈ 50 of them cost one nalgebra
+//! tridiagonalisation at $d = 100$). There [`project_psd_floor_shifted`] keeps the dense path's feasibility
+//! certificate and replaces the eigendecomposition by [`smallest_eigenpair_shifted`]: shifts below $\lambda_1$ found
+//! by Cholesky success ($H-\sigma I$ has a factor iff $\sigma<\lambda_1$), inverse iteration with the factor of
+//! the highest such shift, and the same certificate (steps 3–4). On STABLE's quadratic with Hessian noise a rank-one
+//! projection took 6–9 factors and ≈ 15 solves, and an iteration 0.78 against 1.73 ms at $d_l = 100$, 6.5 against
+//! 13.3 ms at 200 (`docs/performance.md`, "Session 5").
+//!
 //! Cost: $m$ matrix–vector products ($m$ the Lanczos steps, $O(m d^2 + m^2 d)$; $m\approx80$ at $d = 1000$) and one
 //! blocked Cholesky ($d^3/3$ flops, mostly `gemm`) instead of a symmetric eigendecomposition ($\approx 9d^3$,
 //! cache-bound in nalgebra): 45 ms against 0.9–1.2 s at $d = 1000$. STABLE uses it for $d_l\ge$ [`LANCZOS_MIN_DIM`];
@@ -84,7 +93,7 @@ pub struct RouteCounts {
     pub rank_one: u64,
     /// [`Route::Eigen`] count.
     pub eigen: u64,
-    /// Lanczos steps over all calls.
+    /// Eigenpair steps over all calls: Lanczos steps, or on the shifted route Cholesky factors and solves.
     pub lanczos_steps: u64,
 }
 
@@ -360,8 +369,8 @@ pub fn project_psd_floor_rank_one(h: &Matrix, mu: f64) -> (Matrix, Route, usize)
     let Some(pair) = smallest_eigenpair(&sym, LANCZOS_TOL, LANCZOS_MAX_STEPS) else {
         return (eigen_clamp(sym, mu), Route::Eigen, LANCZOS_MAX_STEPS.min(h.nrows()));
     };
-    let mut cert = sym.clone();
     if pair.value >= floor {
+        let mut cert = sym.clone();
         for i in 0..cert.nrows() {
             cert[(i, i)] -= floor;
         }
@@ -371,16 +380,161 @@ pub fn project_psd_floor_rank_one(h: &Matrix, mu: f64) -> (Matrix, Route, usize)
         // Lanczos missed an eigenvalue below the floor: decide densely.
         return (eigen_clamp(sym, mu), Route::Eigen, pair.steps);
     }
+    let (out, route) = certified_rank_one(sym, mu, &pair, |m| blocked_cholesky::cholesky(m).is_some());
+    (out, route, pair.steps)
+}
+
+/// Steps 3–4 of the module docs for a pair with $\theta$ below the floor: the rank-one update if a factor of
+/// $H + c\\,vv^\top - (\mu-\varepsilon)I$ exists (`factors` tells), else the eigendecomposition clamp.
+fn certified_rank_one(sym: Matrix, mu: f64, pair: &EigenPair, factors: impl Fn(Matrix) -> bool) -> (Matrix, Route) {
+    let scale = mu.max(sym.amax());
+    let floor = mu - PROJECTION_SLACK * scale;
     // λ₂(H) ≥ λ₁(H + c vvᵀ) for c ≥ 0, so a factor of H + c vvᵀ − floor·I certifies λ₂(H) ≥ floor. The shift s
     // makes v's own direction clearly positive, whatever v's accuracy.
+    let mut cert = sym.clone();
     add_rank_one(&mut cert, mu - pair.value + scale, &pair.vector);
     for i in 0..cert.nrows() {
         cert[(i, i)] -= floor;
     }
-    if blocked_cholesky::cholesky(cert).is_none() {
-        return (eigen_clamp(sym, mu), Route::Eigen, pair.steps);
+    if !factors(cert) {
+        return (eigen_clamp(sym, mu), Route::Eigen);
     }
     let mut out = sym;
     add_rank_one(&mut out, mu - pair.value, &pair.vector);
-    (out, Route::RankOne, pair.steps)
+    (out, Route::RankOne)
+}
+
+/// Smallest $d_l$ at which STABLE projects by [`project_psd_floor_shifted`] (below [`LANCZOS_MIN_DIM`]); smaller
+/// sizes, every registered claim and golden run among them ($d_l \le 8$), keep the eigendecomposition and its bits.
+/// Measured (`docs/performance.md`, "Session 5"): a STABLE iteration with Hessian noise, eigendecomposition vs this
+/// route, took 0.013 vs 0.011 ms at $d_l = 12$, 0.021 vs 0.016 at 16, 0.077 vs 0.052 at 32; at 256 it equals the
+/// Lanczos route (14.8 vs 15.2 ms), which wins above (27 vs 49 ms at 384).
+pub const SHIFTED_MIN_DIM: usize = 16;
+
+/// Most Cholesky factors [`smallest_eigenpair_shifted`] computes (search and shifts).
+pub const SHIFTED_MAX_FACTORS: usize = 60;
+
+/// Most inverse-iteration solves of [`smallest_eigenpair_shifted`].
+pub const SHIFTED_MAX_SOLVES: usize = 40;
+
+/// Smallest eigenpair of a symmetric `h` with $\lambda_1 <$ `hi` $\le \lambda_2$ expected (STABLE's common case:
+/// `hi` is the floor, a Cholesky factor of $H - \text{hi}\\,I$ has just failed), from Cholesky factors and solves
+/// only: a factor costs $d^3/3$ flops against the $\approx 9d^3$ of an eigendecomposition (nalgebra's
+/// tridiagonalisation alone costs ≈ 50 factors at $d = 100$). $H-\sigma I$ has a factor iff $\sigma<\lambda_1$ (up
+/// to rounding), so every successful factor is a lower bound $\ell$ and every failed one an upper bound $b$:
+/// 1. search down from `hi` at distances growing 8× from $10^{-4}$ of the Gershgorin interval until a shift has a
+///    factor (Gershgorin's lower bound always has one);
+/// 2. inverse iteration from a fixed start vector with the factor of the highest such shift $\ell$: a solve contracts
+///    the other components by $(\lambda_1-\ell)/(\lambda_2-\ell)$; after each solve the Rayleigh quotient $\theta$
+///    (an upper bound of $\lambda_1$) and residual $r$; stop when $r \le$ `tol`$\cdot\\|H\\|\_F$;
+/// 3. otherwise try a new factor at $\max(\theta - 2r, (\ell + b)/2)$: just below $\lambda_1$ once $v$ is good
+///    (then the solves contract fast), at least bisection's progress while it is not.
+///
+/// `None` if [`SHIFTED_MAX_SOLVES`] solves do not reach the residual (e.g. a second eigenvalue next to
+/// $\lambda_1$), or the input is not finite. As for Lanczos, that $\theta$ is the smallest eigenvalue is for the
+/// caller to certify. `steps` counts the factors and the solves.
+pub fn smallest_eigenpair_shifted(h: &Matrix, hi: f64, tol: f64) -> Option<EigenPair> {
+    let d = h.nrows();
+    if d == 0 || h.ncols() != d {
+        return None;
+    }
+    let norm = h.norm();
+    if !(norm.is_finite() && hi.is_finite()) {
+        return None;
+    }
+    let factor = |sigma: f64| {
+        let mut m = h.clone();
+        for i in 0..d {
+            m[(i, i)] -= sigma;
+        }
+        m.cholesky()
+    };
+    // Gershgorin: every eigenvalue is at least min_i (h_ii − Σ_{j≠i} |h_ij|); a margin for rounding.
+    let gershgorin = (0..d)
+        .map(|i| h[(i, i)] - (h.column(i).iter().map(|x| x.abs()).sum::<f64>() - h[(i, i)].abs()))
+        .fold(f64::INFINITY, f64::min);
+    let bottom = gershgorin.min(hi) - 1e-8 * norm;
+    // λ₁ is usually just below `hi`: search down from it, at distances growing 8× from 10⁻⁴ of the Gershgorin
+    // interval, for a shift with a factor (at most six tries before Gershgorin's bound, which always has one).
+    let (mut top, mut factors) = (hi, 0);
+    let mut step = 1e-4 * (hi - bottom);
+    let (mut lo, mut chol) = loop {
+        let c = (hi - step).max(bottom);
+        factors += 1;
+        match factor(c) {
+            Some(f) => break (c, f),
+            None if c > bottom => top = c,
+            None => return None,
+        }
+        step *= 8.0;
+    };
+    let mut steps = factors;
+    let target = tol * norm;
+    let mut v = start_vector(d);
+    let mut hv = Vector::zeros(d);
+    for _ in 0..SHIFTED_MAX_SOLVES {
+        chol.solve_mut(&mut v);
+        steps += 1;
+        let n = v.norm();
+        if !(n.is_finite() && n > 0.0) {
+            return None;
+        }
+        v /= n;
+        hv.gemv(1.0, h, &v, 0.0);
+        let theta = v.dot(&hv);
+        hv.axpy(-theta, &v, 1.0);
+        let residual = hv.norm();
+        if residual <= target {
+            return Some(EigenPair {
+                value: theta,
+                vector: v,
+                residual,
+                steps,
+            });
+        }
+        // θ ≥ λ₁ (a Rayleigh quotient). Move the shift up: to θ − 2r once v is good (just below λ₁, so that the
+        // next solves contract fast), at least to the bracket's midpoint (bisection's progress when v is poor).
+        top = top.min(theta);
+        let c = (theta - 2.0 * residual).max(0.5 * (lo + top));
+        if factors < SHIFTED_MAX_FACTORS && c > lo && c < top {
+            factors += 1;
+            steps += 1;
+            match factor(c) {
+                Some(f) => {
+                    chol = f;
+                    lo = c;
+                }
+                None => top = c,
+            }
+        }
+    }
+    None
+}
+
+/// Projection onto $\\{H\succeq\mu I\\}$ for STABLE between [`SHIFTED_MIN_DIM`] and [`LANCZOS_MIN_DIM`]: the
+/// dense path's feasibility certificate (a Cholesky factor of $H-(\mu-\varepsilon)I$, returning the input), else
+/// the smallest eigenpair by [`smallest_eigenpair_shifted`] and the rank-one update certified as in
+/// [`project_psd_floor_rank_one`] (module docs, steps 3–4), else the eigendecomposition clamp. Returns the
+/// projection, the route and the steps (factors and solves).
+pub fn project_psd_floor_shifted(h: &Matrix, mu: f64) -> (Matrix, Route, usize) {
+    let sym = crate::linalg::symmetrize(h);
+    let scale = mu.max(sym.amax());
+    let floor = mu - PROJECTION_SLACK * scale;
+    let mut shifted = sym.clone();
+    for i in 0..shifted.nrows() {
+        shifted[(i, i)] -= floor;
+    }
+    if shifted.cholesky().is_some() {
+        return (sym, Route::Feasible, 1);
+    }
+    let Some(pair) = smallest_eigenpair_shifted(&sym, floor, LANCZOS_TOL) else {
+        return (eigen_clamp(sym, mu), Route::Eigen, 1 + SHIFTED_MAX_FACTORS);
+    };
+    let steps = 1 + pair.steps;
+    if pair.value >= floor {
+        // Rounding put the Rayleigh quotient above the floor that no factor certified: decide densely.
+        return (eigen_clamp(sym, mu), Route::Eigen, steps);
+    }
+    let (out, route) = certified_rank_one(sym, mu, &pair, |m| m.cholesky().is_some());
+    (out, route, steps + 1)
 }

@@ -18,19 +18,23 @@
 //!
 //! Cost per iteration: four dense second-order oracles ($O(d_l^2)$ each when the family stores its Hessian), the
 //! tracked update in place, and — only when the tracked matrix changed — the projection and a Cholesky factor,
-//! $O(d_l^3)$. Below $d_l =$ [`LANCZOS_MIN_DIM`] (every registered claim) the projection costs a Cholesky of
-//! $H - \mu I$ when it is feasible and a symmetric eigendecomposition only when it is not
-//! ([`project_psd_floor`]). From that size on it costs a Lanczos smallest eigenpair ($\approx80$ mat-vecs at
-//! $d_l = 1000$) and one certificate Cholesky, with the eigendecomposition only as a fallback
-//! ([`project_psd_floor_rank_one`], module [`super::psd_projection`]), and both Cholesky factors are blocked
-//! ([`super::blocked_cholesky`]). When the sampled Hessian depends neither on the point nor on the sample (a quadratic
-//! without Hessian noise) the tracked matrix stays bit-for-bit the same and the factor of the first step is reused, so
-//! the iteration is $O(d_l^2)$; with Hessian noise it changes every step: at $d_l = 1000$ an iteration took 76 ms CPU
-//! against 1.11 s with the eigendecomposition, 13× a TTSA iteration (`docs/performance.md`, "Session 4").
+//! $O(d_l^3)$. The projection costs a Cholesky of $H - \mu I$ when $H$ is feasible; when it is not, below
+//! $d_l =$ [`SHIFTED_MIN_DIM`] (every registered claim) a symmetric eigendecomposition ([`project_psd_floor`]); from
+//! there to [`LANCZOS_MIN_DIM`] the smallest eigenpair by shifted inverse iteration with Cholesky factors only and a
+//! certificate factor ([`project_psd_floor_shifted`]); from that size on a Lanczos smallest eigenpair
+//! ($\approx80$ mat-vecs at $d_l = 1000$) and one certificate Cholesky ([`project_psd_floor_rank_one`]); both with
+//! the eigendecomposition only as a fallback (module [`super::psd_projection`]). Above `LANCZOS_MIN_DIM` both
+//! Cholesky factors are blocked ([`super::blocked_cholesky`]). When the sampled Hessian depends neither on the point
+//! nor on the sample (a quadratic without Hessian noise) the tracked matrix stays bit-for-bit the same and the factor
+//! of the first step is reused, so the iteration is $O(d_l^2)$; with Hessian noise it changes every step: at
+//! $d_l = 1000$ an iteration took 76 ms CPU against 1.11 s with the eigendecomposition, 13× a TTSA iteration, and at
+//! $d_l = 100$ 0.78 against 1.73 ms (`docs/performance.md`, "Session 4" and "Session 5").
 
 use super::blocked_cholesky;
 use super::common::{check_lower_step, upper_step};
-use super::psd_projection::{LANCZOS_MIN_DIM, RouteCounts, project_psd_floor_rank_one};
+use super::psd_projection::{
+    LANCZOS_MIN_DIM, RouteCounts, SHIFTED_MIN_DIM, project_psd_floor_rank_one, project_psd_floor_shifted,
+};
 use crate::error::{BilevelError, Result};
 use crate::linalg::{Matrix, Vector};
 use crate::problem::{Level, Oracle};
@@ -53,9 +57,12 @@ pub struct Stable {
     /// Planted bug: drop the correction $-(H^k_{\phi\phi})^{-1}(H^k_{\theta\phi})^\top(\theta^{k+1}-\theta^k)$ from the
     /// lower step (plain SGD on $\phi$; test `planted_bugs::stable_correction_term_by_hand`).
     pub no_correction: bool,
-    /// Smallest $d_l$ projected by [`project_psd_floor_rank_one`] (Lanczos and a certificate) instead of
-    /// [`project_psd_floor`]'s eigendecomposition; default [`LANCZOS_MIN_DIM`] (`0` forces it, `usize::MAX` never).
+    /// Smallest $d_l$ projected by [`project_psd_floor_rank_one`] (Lanczos and a certificate); default
+    /// [`LANCZOS_MIN_DIM`] (`0` forces it, `usize::MAX` never).
     pub lanczos_min_dim: usize,
+    /// Smallest $d_l$ projected by [`project_psd_floor_shifted`] (Cholesky factors only) below `lanczos_min_dim`;
+    /// default [`SHIFTED_MIN_DIM`] (`usize::MAX` never).
+    pub shifted_min_dim: usize,
     routes: RouteCounts,
     h_pp: Matrix,
     h_tp: Matrix,
@@ -84,6 +91,7 @@ impl Stable {
             literal_alg6: false,
             no_correction: false,
             lanczos_min_dim: LANCZOS_MIN_DIM,
+            shifted_min_dim: SHIFTED_MIN_DIM,
             routes: RouteCounts::default(),
             h_pp: Matrix::zeros(0, 0),
             h_tp: Matrix::zeros(0, 0),
@@ -136,7 +144,8 @@ pub fn project_psd_floor(h: &Matrix, mu: f64) -> Matrix {
 }
 
 impl Stable {
-    /// Routes taken by the rank-one projection since `init` (all zero on the dense path, $d_l <$ `lanczos_min_dim`).
+    /// Routes taken by the rank-one projections since `init` (all zero on the dense path, $d_l$ below both
+    /// thresholds).
     pub fn projection_routes(&self) -> RouteCounts {
         self.routes
     }
@@ -197,6 +206,10 @@ impl Solver for Stable {
         if !unchanged || self.chol.is_none() {
             let projected = if hp.nrows() >= self.lanczos_min_dim {
                 let (p, route, steps) = project_psd_floor_rank_one(&hp, self.mu);
+                self.routes.record(route, steps);
+                p
+            } else if hp.nrows() >= self.shifted_min_dim {
+                let (p, route, steps) = project_psd_floor_shifted(&hp, self.mu);
                 self.routes.record(route, steps);
                 p
             } else {
