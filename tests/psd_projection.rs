@@ -5,8 +5,8 @@
 
 use bilevel::Vector;
 use bilevel::algorithms::psd_projection::{
-    LANCZOS_MAX_STEPS, LANCZOS_TOL, Route, SHIFTED_MAX_FACTORS, SHIFTED_MAX_SOLVES, project_psd_floor_rank_one,
-    project_psd_floor_shifted, smallest_eigenpair, smallest_eigenpair_shifted,
+    LANCZOS_MAX_STEPS, LANCZOS_TOL, Route, SHIFTED_MAX_SOLVES, project_psd_floor_rank_one, project_psd_floor_shifted,
+    smallest_eigenpair, smallest_eigenpair_shifted,
 };
 use bilevel::algorithms::stable::{Stable, project_psd_floor};
 use bilevel::families::quadratic::QuadraticSpec;
@@ -297,7 +297,7 @@ fn shifted_projection_equals_the_eigen_clamp() {
                 assert_eq!(route, Route::Feasible, "d = {d}, step {step}");
                 assert_eq!(fast, dense, "a feasible input is returned as is");
             }
-            assert!(steps > 0 && steps <= 2 + SHIFTED_MAX_FACTORS + SHIFTED_MAX_SOLVES);
+            assert!(steps > 0 && steps <= 2 + 6 + 2 * SHIFTED_MAX_SOLVES);
             p = dense;
         }
     }
@@ -331,7 +331,7 @@ fn shifted_inverse_iteration_finds_the_smallest_eigenpair() {
     }
     let mut bad = Matrix::identity(20, 20);
     bad[(3, 4)] = f64::NAN;
-    assert!(smallest_eigenpair_shifted(&bad, MU, LANCZOS_TOL).is_none());
+    assert!(smallest_eigenpair_shifted(&bad, MU, LANCZOS_TOL).is_err());
 }
 
 /// Two eigenvalues below $\mu$: the shifted route's certificate fails and the eigendecomposition decides, bit for
@@ -368,4 +368,31 @@ fn stable_runs_agree_through_the_shifted_projection() {
     assert_eq!(r.feasible + r.rank_one + r.eigen, 30);
     assert_eq!(s_dense.projection_routes(), Default::default());
     assert_eq!(fast, run(0).0, "same seed, same bits");
+}
+
+/// Edge inputs of the shifted route: $d = 1$ (the exact clamp), the zero matrix and non-finite entries (the dense
+/// path's result, bit for bit, through the fallback), a matrix exactly at the floor (returned as is).
+#[test]
+fn shifted_route_edge_inputs() {
+    let one = Matrix::from_element(1, 1, 0.25);
+    let (out, route, _) = project_psd_floor_shifted(&one, MU);
+    assert!((out[(0, 0)] - MU).abs() <= 1e-12, "{route:?}: {}", out[(0, 0)]);
+    let zero = Matrix::zeros(20, 20);
+    let (out, route, _) = project_psd_floor_shifted(&zero, MU);
+    assert_eq!((route, &out), (Route::Eigen, &project_psd_floor(&zero, MU)));
+    for x in [f64::NAN, f64::INFINITY] {
+        let mut bad = Matrix::identity(20, 20) * 2.0;
+        bad[(3, 4)] = x;
+        bad[(4, 3)] = x;
+        let (out, route, _) = project_psd_floor_shifted(&bad, MU);
+        assert_eq!(route, Route::Eigen, "{x}");
+        let dense = project_psd_floor(&bad, MU);
+        assert!(
+            out.iter().zip(dense.iter()).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{x}"
+        );
+    }
+    let at_floor = Matrix::identity(20, 20) * MU;
+    let (out, route, _) = project_psd_floor_shifted(&at_floor, MU);
+    assert_eq!((route, &out), (Route::Feasible, &at_floor));
 }

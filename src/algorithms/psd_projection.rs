@@ -22,7 +22,9 @@
 //!    $\lambda_2(H)\ge\lambda_1(H + c\\,vv^\top)$ (interlacing). Then $H + (\mu-\theta)vv^\top$ is returned; its
 //!    Frobenius distance to the exact projection is $\lesssim 2r + \sqrt2\\,r(\mu-\theta)/(\mu-\varepsilon-\theta)$ ($r$
 //!    the residual; Davis–Kahan with the certified gap $\lambda_2-\theta\ge\mu-\varepsilon-\theta$), about $3.4\\,r$
-//!    unless $\theta$ is within $O(\varepsilon + r)$ of the floor, where the whole correction is that small;
+//!    when $\lambda_1$ lies more than about $(r^2c)^{1/3}$ below the floor (the certificate also proves
+//!    $(v^\top v_1)^2\ge(\mu-\varepsilon-\lambda_1)/c$, so $|\theta-\lambda_1|\le r\sqrt{c/(\mu-\varepsilon-\lambda_1)}$;
+//!    closer to the floor both corrections are that small; theory/stable.md);
 //! 4. otherwise (Lanczos did not converge, a second eigenvalue below $\mu-\varepsilon$, or a failed certificate) the
 //!    eigendecomposition clamp, exactly as the dense path.
 //!
@@ -32,13 +34,14 @@
 //! certificate and replaces the eigendecomposition by [`smallest_eigenpair_shifted`]: shifts below $\lambda_1$ found
 //! by Cholesky success ($H-\sigma I$ has a factor iff $\sigma<\lambda_1$), inverse iteration with the factor of
 //! the highest such shift, and the same certificate (steps 3–4). On STABLE's quadratic with Hessian noise a rank-one
-//! projection took 6–9 factors and ≈ 15 solves, and an iteration 0.78 against 1.73 ms at $d_l = 100$, 6.5 against
+//! projection took ≈ 15 factors and solves together (4–12 factors, 4–9 solves), and an iteration 0.78 against 1.73 ms at $d_l = 100$, 6.5 against
 //! 13.3 ms at 200 (`docs/performance.md`, "Session 5").
 //!
 //! Cost: $m$ matrix–vector products ($m$ the Lanczos steps, $O(m d^2 + m^2 d)$; $m\approx80$ at $d = 1000$) and one
 //! blocked Cholesky ($d^3/3$ flops, mostly `gemm`) instead of a symmetric eigendecomposition ($\approx 9d^3$,
 //! cache-bound in nalgebra): 45 ms against 0.9–1.2 s at $d = 1000$. STABLE uses it for $d_l\ge$ [`LANCZOS_MIN_DIM`];
-//! below, the dense path keeps every registered claim's bits. Tests:
+//! below, the shifted route down to [`SHIFTED_MIN_DIM`], then the dense path, which keeps every registered claim's
+//! bits. Tests:
 //! `psd_projection::*` in `tests/psd_projection.rs`.
 
 use super::blocked_cholesky;
@@ -411,9 +414,6 @@ fn certified_rank_one(sym: Matrix, mu: f64, pair: &EigenPair, factors: impl Fn(M
 /// Lanczos route (14.8 vs 15.2 ms), which wins above (27 vs 49 ms at 384).
 pub const SHIFTED_MIN_DIM: usize = 16;
 
-/// Most Cholesky factors [`smallest_eigenpair_shifted`] computes (search and shifts).
-pub const SHIFTED_MAX_FACTORS: usize = 60;
-
 /// Most inverse-iteration solves of [`smallest_eigenpair_shifted`].
 pub const SHIFTED_MAX_SOLVES: usize = 40;
 
@@ -423,24 +423,25 @@ pub const SHIFTED_MAX_SOLVES: usize = 40;
 /// tridiagonalisation alone costs ≈ 50 factors at $d = 100$). $H-\sigma I$ has a factor iff $\sigma<\lambda_1$ (up
 /// to rounding), so every successful factor is a lower bound $\ell$ and every failed one an upper bound $b$:
 /// 1. search down from `hi` at distances growing 8× from $10^{-4}$ of the Gershgorin interval until a shift has a
-///    factor (Gershgorin's lower bound always has one);
+///    factor: at most five tries, then Gershgorin's lower bound (which has one unless $H = 0$ or rounding);
 /// 2. inverse iteration from a fixed start vector with the factor of the highest such shift $\ell$: a solve contracts
 ///    the other components by $(\lambda_1-\ell)/(\lambda_2-\ell)$; after each solve the Rayleigh quotient $\theta$
 ///    (an upper bound of $\lambda_1$) and residual $r$; stop when $r \le$ `tol`$\cdot\\|H\\|\_F$;
 /// 3. otherwise try a new factor at $\max(\theta - 2r, (\ell + b)/2)$: just below $\lambda_1$ once $v$ is good
 ///    (then the solves contract fast), at least bisection's progress while it is not.
 ///
-/// `None` if [`SHIFTED_MAX_SOLVES`] solves do not reach the residual (e.g. a second eigenvalue next to
-/// $\lambda_1$), or the input is not finite. As for Lanczos, that $\theta$ is the smallest eigenvalue is for the
-/// caller to certify. `steps` counts the factors and the solves.
-pub fn smallest_eigenpair_shifted(h: &Matrix, hi: f64, tol: f64) -> Option<EigenPair> {
+/// `Err(steps)` if [`SHIFTED_MAX_SOLVES`] solves do not reach the residual (e.g. a second eigenvalue next to
+/// $\lambda_1$), Gershgorin's bound has no factor, a solve is not finite, or the input is not finite. At most
+/// $6 +$ `SHIFTED_MAX_SOLVES` factors and as many solves. As for Lanczos, that $\theta$ is the smallest eigenvalue is
+/// for the caller to certify. `steps` counts the factors and the solves.
+pub fn smallest_eigenpair_shifted(h: &Matrix, hi: f64, tol: f64) -> Result<EigenPair, usize> {
     let d = h.nrows();
     if d == 0 || h.ncols() != d {
-        return None;
+        return Err(0);
     }
     let norm = h.norm();
     if !(norm.is_finite() && hi.is_finite()) {
-        return None;
+        return Err(0);
     }
     let factor = |sigma: f64| {
         let mut m = h.clone();
@@ -455,8 +456,8 @@ pub fn smallest_eigenpair_shifted(h: &Matrix, hi: f64, tol: f64) -> Option<Eigen
         .fold(f64::INFINITY, f64::min);
     let bottom = gershgorin.min(hi) - 1e-8 * norm;
     // λ₁ is usually just below `hi`: search down from it, at distances growing 8× from 10⁻⁴ of the Gershgorin
-    // interval, for a shift with a factor (at most six tries before Gershgorin's bound, which always has one).
-    let (mut top, mut factors) = (hi, 0);
+    // interval, for a shift with a factor (at most five tries, then Gershgorin's bound).
+    let (mut top, mut factors) = (hi, 0usize);
     let mut step = 1e-4 * (hi - bottom);
     let (mut lo, mut chol) = loop {
         let c = (hi - step).max(bottom);
@@ -464,7 +465,7 @@ pub fn smallest_eigenpair_shifted(h: &Matrix, hi: f64, tol: f64) -> Option<Eigen
         match factor(c) {
             Some(f) => break (c, f),
             None if c > bottom => top = c,
-            None => return None,
+            None => return Err(factors),
         }
         step *= 8.0;
     };
@@ -477,7 +478,7 @@ pub fn smallest_eigenpair_shifted(h: &Matrix, hi: f64, tol: f64) -> Option<Eigen
         steps += 1;
         let n = v.norm();
         if !(n.is_finite() && n > 0.0) {
-            return None;
+            return Err(steps);
         }
         v /= n;
         hv.gemv(1.0, h, &v, 0.0);
@@ -485,7 +486,7 @@ pub fn smallest_eigenpair_shifted(h: &Matrix, hi: f64, tol: f64) -> Option<Eigen
         hv.axpy(-theta, &v, 1.0);
         let residual = hv.norm();
         if residual <= target {
-            return Some(EigenPair {
+            return Ok(EigenPair {
                 value: theta,
                 vector: v,
                 residual,
@@ -496,8 +497,7 @@ pub fn smallest_eigenpair_shifted(h: &Matrix, hi: f64, tol: f64) -> Option<Eigen
         // next solves contract fast), at least to the bracket's midpoint (bisection's progress when v is poor).
         top = top.min(theta);
         let c = (theta - 2.0 * residual).max(0.5 * (lo + top));
-        if factors < SHIFTED_MAX_FACTORS && c > lo && c < top {
-            factors += 1;
+        if c > lo && c < top {
             steps += 1;
             match factor(c) {
                 Some(f) => {
@@ -508,7 +508,7 @@ pub fn smallest_eigenpair_shifted(h: &Matrix, hi: f64, tol: f64) -> Option<Eigen
             }
         }
     }
-    None
+    Err(steps)
 }
 
 /// Projection onto $\\{H\succeq\mu I\\}$ for STABLE between [`SHIFTED_MIN_DIM`] and [`LANCZOS_MIN_DIM`]: the
@@ -527,8 +527,9 @@ pub fn project_psd_floor_shifted(h: &Matrix, mu: f64) -> (Matrix, Route, usize) 
     if shifted.cholesky().is_some() {
         return (sym, Route::Feasible, 1);
     }
-    let Some(pair) = smallest_eigenpair_shifted(&sym, floor, LANCZOS_TOL) else {
-        return (eigen_clamp(sym, mu), Route::Eigen, 1 + SHIFTED_MAX_FACTORS);
+    let pair = match smallest_eigenpair_shifted(&sym, floor, LANCZOS_TOL) {
+        Ok(pair) => pair,
+        Err(spent) => return (eigen_clamp(sym, mu), Route::Eigen, 1 + spent),
     };
     let steps = 1 + pair.steps;
     if pair.value >= floor {
