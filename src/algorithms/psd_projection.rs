@@ -181,10 +181,7 @@ pub fn smallest_eigenpair(h: &Matrix, tol: f64, max_steps: usize) -> Option<Eige
                 return None;
             }
             v /= n;
-            hv.gemv(1.0, h, &v, 0.0);
-            let theta = v.dot(&hv);
-            hv.axpy(-theta, &v, 1.0);
-            let residual = hv.norm();
+            let (theta, residual) = rayleigh(h, &v, &mut hv);
             if residual <= target {
                 return Some(EigenPair {
                     value: theta,
@@ -202,6 +199,15 @@ pub fn smallest_eigenpair(h: &Matrix, tol: f64, max_steps: usize) -> Option<Eige
         q.set_column(j + 1, &w);
     }
     None
+}
+
+/// The Rayleigh quotient $\theta = v^\top Hv$ of a unit `v` and the residual $\\|Hv-\theta v\\|$, computed from `v`
+/// (`hv` is scratch).
+fn rayleigh(h: &Matrix, v: &Vector, hv: &mut Vector) -> (f64, f64) {
+    hv.gemv(1.0, h, v, 0.0);
+    let theta = v.dot(hv);
+    hv.axpy(-theta, v, 1.0);
+    (theta, hv.norm())
 }
 
 /// Workspace for the smallest eigenpair of the Lanczos tridiagonal $T$ (diagonal `a`, off-diagonal `b`).
@@ -481,10 +487,7 @@ pub fn smallest_eigenpair_shifted(h: &Matrix, hi: f64, tol: f64) -> Result<Eigen
             return Err(steps);
         }
         v /= n;
-        hv.gemv(1.0, h, &v, 0.0);
-        let theta = v.dot(&hv);
-        hv.axpy(-theta, &v, 1.0);
-        let residual = hv.norm();
+        let (theta, residual) = rayleigh(h, &v, &mut hv);
         if residual <= target {
             return Ok(EigenPair {
                 value: theta,
