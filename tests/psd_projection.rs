@@ -36,16 +36,17 @@ fn below(h: &Matrix, mu: f64) -> usize {
     h.clone().symmetric_eigenvalues().iter().filter(|&&l| l < mu).count()
 }
 
-/// The observation of theory/stable.md: $H = (1-\tau)P + \tau(A + E)$ with $P\succeq\mu I$, $A\succeq\mu I$ and $E$ of
-/// rank two with one negative eigenvalue has at most one eigenvalue below $\mu$, and then the rank-one update agrees
-/// with the eigendecomposition clamp to $10^{-9}$ relative in Frobenius norm (bound $\approx 3.4\times10^{-11}$).
-#[test]
-fn rank_one_projection_equals_the_eigen_clamp() {
-    let mut rng = ChaCha8Rng::seed_from_u64(12);
+type Projection = fn(&Matrix, f64) -> (Matrix, Route, usize);
+
+/// STABLE's tracked recursion with $\tau = 0.5$, projected densely, noise pushing $\sim2$ below $\mu$, four steps at
+/// each size, through `project`: at most one eigenvalue below $\mu$ (theory/stable.md), agreement with the clamp to
+/// $10^{-9}$ relative, the rank-one route whenever one eigenvalue is below $\mu$ and the input returned as is when
+/// none is, at most `max_steps` steps. Returns how many cases took the rank-one route.
+fn recursion_agrees_with_the_clamp(seed: u64, sizes: &[usize], project: Projection, max_steps: usize) -> usize {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut rank_one = 0;
-    for d in [150, 200, 300] {
+    for &d in sizes {
         let a = spd_with_spectrum(&mut rng, d, MU, 10.0 * MU);
-        // The tracked recursion of STABLE with τ = 0.5, projected densely, noise pushing ~2 below μ.
         let mut p = a.clone();
         for step in 0..4 {
             let e = rank_two(&mut rng, d, 4.0 / d as f64);
@@ -53,7 +54,7 @@ fn rank_one_projection_equals_the_eigen_clamp() {
             let n_below = below(&h, MU);
             assert!(n_below <= 1, "d = {d}, step {step}: {n_below} eigenvalues below mu");
             let dense = project_psd_floor(&h, MU);
-            let (fast, route, steps) = project_psd_floor_rank_one(&h, MU);
+            let (fast, route, steps) = project(&h, MU);
             let err = rel(&fast, &dense);
             assert!(
                 err <= 1e-9,
@@ -63,11 +64,22 @@ fn rank_one_projection_equals_the_eigen_clamp() {
                 assert_eq!(route, Route::RankOne, "d = {d}, step {step}");
                 assert!((&dense - &h).norm() > 1e-3, "the projection must move H");
                 rank_one += 1;
+            } else {
+                assert_eq!((route, &fast), (Route::Feasible, &dense), "d = {d}, step {step}");
             }
-            assert!(steps > 0 && steps <= LANCZOS_MAX_STEPS);
+            assert!(steps > 0 && steps <= max_steps, "d = {d}, step {step}: {steps} steps");
             p = dense;
         }
     }
+    rank_one
+}
+
+/// The observation of theory/stable.md: $H = (1-\tau)P + \tau(A + E)$ with $P\succeq\mu I$, $A\succeq\mu I$ and $E$ of
+/// rank two with one negative eigenvalue has at most one eigenvalue below $\mu$, and then the rank-one update agrees
+/// with the eigendecomposition clamp to $10^{-9}$ relative in Frobenius norm (bound $\approx 3.4\times10^{-11}$).
+#[test]
+fn rank_one_projection_equals_the_eigen_clamp() {
+    let rank_one = recursion_agrees_with_the_clamp(12, &[150, 200, 300], project_psd_floor_rank_one, LANCZOS_MAX_STEPS);
     assert!(
         rank_one >= 8,
         "only {rank_one} of 12 cases exercised the rank-one route"
@@ -250,10 +262,7 @@ fn hard_spectra_agree_with_the_clamp() {
         let h = (&h + h.transpose()) * 0.5;
         let dense = project_psd_floor(&h, MU);
         for (how, project) in [
-            (
-                "lanczos",
-                project_psd_floor_rank_one as fn(&Matrix, f64) -> (Matrix, Route, usize),
-            ),
+            ("lanczos", project_psd_floor_rank_one as Projection),
             ("shifted", project_psd_floor_shifted),
         ] {
             let (fast, route, _) = project(&h, MU);
@@ -267,40 +276,13 @@ fn hard_spectra_agree_with_the_clamp() {
     }
 }
 
-/// The Cholesky-only route (`project_psd_floor_shifted`, STABLE's projection for $16\le d_l<256$) on the tracked
-/// recursion of [`rank_one_projection_equals_the_eigen_clamp`]: the same agreement with the clamp ($10^{-9}$
-/// relative), the rank-one route whenever one eigenvalue is below $\mu$, within its step limits.
+/// The Cholesky-only route (`project_psd_floor_shifted`, STABLE's projection for $16\le d_l<256$) on the same
+/// recursion: the same agreement with the clamp, within its step limit (six search factors, then a factor and a solve
+/// per step).
 #[test]
 fn shifted_projection_equals_the_eigen_clamp() {
-    let mut rng = ChaCha8Rng::seed_from_u64(21);
-    let mut rank_one = 0;
-    for d in [16, 40, 100, 200] {
-        let a = spd_with_spectrum(&mut rng, d, MU, 10.0 * MU);
-        let mut p = a.clone();
-        for step in 0..4 {
-            let e = rank_two(&mut rng, d, 4.0 / d as f64);
-            let h = &p * 0.5 + (&a + e) * 0.5;
-            let n_below = below(&h, MU);
-            assert!(n_below <= 1, "d = {d}, step {step}: {n_below} eigenvalues below mu");
-            let dense = project_psd_floor(&h, MU);
-            let (fast, route, steps) = project_psd_floor_shifted(&h, MU);
-            let err = rel(&fast, &dense);
-            assert!(
-                err <= 1e-9,
-                "d = {d}, step {step}: relative difference {err:e} ({route:?})"
-            );
-            if n_below == 1 {
-                assert_eq!(route, Route::RankOne, "d = {d}, step {step}");
-                assert!((&dense - &h).norm() > 1e-3, "the projection must move H");
-                rank_one += 1;
-            } else {
-                assert_eq!(route, Route::Feasible, "d = {d}, step {step}");
-                assert_eq!(fast, dense, "a feasible input is returned as is");
-            }
-            assert!(steps > 0 && steps <= 2 + 6 + 2 * SHIFTED_MAX_SOLVES);
-            p = dense;
-        }
-    }
+    let max_steps = 2 + 6 + 2 * SHIFTED_MAX_SOLVES;
+    let rank_one = recursion_agrees_with_the_clamp(21, &[16, 40, 100, 200], project_psd_floor_shifted, max_steps);
     assert!(
         rank_one >= 10,
         "only {rank_one} of 16 cases exercised the rank-one route"
@@ -308,7 +290,7 @@ fn shifted_projection_equals_the_eigen_clamp() {
 }
 
 /// The shifted eigenpair is the smallest one, to its residual bound; a wrong $\lambda_1$ by $10^{-6}$ fails the
-/// comparison of [`shifted_projection_equals_the_eigen_clamp`]; a non-finite input gives `None`.
+/// comparison of [`shifted_projection_equals_the_eigen_clamp`]; a non-finite input gives `Err`.
 #[test]
 fn shifted_inverse_iteration_finds_the_smallest_eigenpair() {
     let mut rng = ChaCha8Rng::seed_from_u64(22);
