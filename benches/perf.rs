@@ -305,12 +305,10 @@ fn fmt(s: f64) -> String {
         format!("{s:.2} s")
     } else if s >= 1e-3 {
         format!("{:.2} ms", s * 1e3)
+    } else if s >= 1e-6 {
+        format!("{:.1} µs", s * 1e6)
     } else {
-        if s >= 1e-6 {
-            format!("{:.1} µs", s * 1e6)
-        } else {
-            format!("{:.0} ns", s * 1e9)
-        }
+        format!("{:.0} ns", s * 1e9)
     }
 }
 

@@ -34,8 +34,8 @@
 //! certificate and replaces the eigendecomposition by [`smallest_eigenpair_shifted`]: shifts below $\lambda_1$ found
 //! by Cholesky success ($H-\sigma I$ has a factor iff $\sigma<\lambda_1$), inverse iteration with the factor of
 //! the highest such shift, and the same certificate (steps 3–4). On STABLE's quadratic with Hessian noise a rank-one
-//! projection took ≈ 15 factors and solves together (4–12 factors, 4–9 solves), and an iteration 0.78 against 1.73 ms at $d_l = 100$, 6.5 against
-//! 13.3 ms at 200 (`docs/performance.md`, "Session 5").
+//! projection took ≈ 15 factors and solves together (4–12 factors, 4–9 solves), and an iteration 0.78 against
+//! 1.73 ms at $d_l = 100$, 6.5 against 13.3 ms at 200 (`docs/performance.md`, "Session 5").
 //!
 //! Cost: $m$ matrix–vector products ($m$ the Lanczos steps, $O(m d^2 + m^2 d)$; $m\approx80$ at $d = 1000$) and one
 //! blocked Cholesky ($d^3/3$ flops, mostly `gemm`) instead of a symmetric eigendecomposition ($\approx 9d^3$,
@@ -378,34 +378,45 @@ pub fn project_psd_floor_rank_one(h: &Matrix, mu: f64) -> (Matrix, Route, usize)
     let Some(pair) = smallest_eigenpair(&sym, LANCZOS_TOL, LANCZOS_MAX_STEPS) else {
         return (eigen_clamp(sym, mu), Route::Eigen, LANCZOS_MAX_STEPS.min(h.nrows()));
     };
+    let factors = |m: Matrix| blocked_cholesky::cholesky(m).is_some();
     if pair.value >= floor {
-        let mut cert = sym.clone();
-        for i in 0..cert.nrows() {
-            cert[(i, i)] -= floor;
-        }
-        if blocked_cholesky::cholesky(cert).is_some() {
+        if feasible(&sym, floor, factors) {
             return (sym, Route::Feasible, pair.steps);
         }
         // Lanczos missed an eigenvalue below the floor: decide densely.
         return (eigen_clamp(sym, mu), Route::Eigen, pair.steps);
     }
-    let (out, route) = certified_rank_one(sym, mu, &pair, |m| blocked_cholesky::cholesky(m).is_some());
+    let (out, route) = certified_rank_one(sym, mu, scale, &pair, factors);
     (out, route, pair.steps)
 }
 
-/// Steps 3–4 of the module docs for a pair with $\theta$ below the floor: the rank-one update if a factor of
-/// $H + c\\,vv^\top - (\mu-\varepsilon)I$ exists (`factors` tells), else the eigendecomposition clamp.
-fn certified_rank_one(sym: Matrix, mu: f64, pair: &EigenPair, factors: impl Fn(Matrix) -> bool) -> (Matrix, Route) {
-    let scale = mu.max(sym.amax());
+/// The floor's certificate: whether `factors` finds a Cholesky factor of $H - \text{floor}\cdot I$ ($H$ = `sym`),
+/// i.e. $H\succeq$ floor$\cdot I$ up to rounding. The dense path ([`super::stable::project_psd_floor`]) and both
+/// rank-one routes decide feasibility with it.
+pub fn feasible(sym: &Matrix, floor: f64, factors: impl Fn(Matrix) -> bool) -> bool {
+    let mut shifted = sym.clone();
+    for i in 0..shifted.nrows() {
+        shifted[(i, i)] -= floor;
+    }
+    factors(shifted)
+}
+
+/// Steps 3–4 of the module docs for a pair with $\theta$ below the floor $\mu - $ [`PROJECTION_SLACK`]$\cdot$`scale`:
+/// the rank-one update if a factor of $H + c\\,vv^\top - (\mu-\varepsilon)I$ exists (`factors` tells), else the
+/// eigendecomposition clamp.
+fn certified_rank_one(
+    sym: Matrix,
+    mu: f64,
+    scale: f64,
+    pair: &EigenPair,
+    factors: impl Fn(Matrix) -> bool,
+) -> (Matrix, Route) {
     let floor = mu - PROJECTION_SLACK * scale;
     // λ₂(H) ≥ λ₁(H + c vvᵀ) for c ≥ 0, so a factor of H + c vvᵀ − floor·I certifies λ₂(H) ≥ floor. The shift s
     // makes v's own direction clearly positive, whatever v's accuracy.
     let mut cert = sym.clone();
     add_rank_one(&mut cert, mu - pair.value + scale, &pair.vector);
-    for i in 0..cert.nrows() {
-        cert[(i, i)] -= floor;
-    }
-    if !factors(cert) {
+    if !feasible(&cert, floor, factors) {
         return (eigen_clamp(sym, mu), Route::Eigen);
     }
     let mut out = sym;
@@ -523,11 +534,8 @@ pub fn project_psd_floor_shifted(h: &Matrix, mu: f64) -> (Matrix, Route, usize) 
     let sym = crate::linalg::symmetrize(h);
     let scale = mu.max(sym.amax());
     let floor = mu - PROJECTION_SLACK * scale;
-    let mut shifted = sym.clone();
-    for i in 0..shifted.nrows() {
-        shifted[(i, i)] -= floor;
-    }
-    if shifted.cholesky().is_some() {
+    let factors = |m: Matrix| m.cholesky().is_some();
+    if feasible(&sym, floor, factors) {
         return (sym, Route::Feasible, 1);
     }
     let pair = match smallest_eigenpair_shifted(&sym, floor, LANCZOS_TOL) {
@@ -539,6 +547,6 @@ pub fn project_psd_floor_shifted(h: &Matrix, mu: f64) -> (Matrix, Route, usize) 
         // Rounding put the Rayleigh quotient above the floor that no factor certified: decide densely.
         return (eigen_clamp(sym, mu), Route::Eigen, steps);
     }
-    let (out, route) = certified_rank_one(sym, mu, &pair, |m| m.cholesky().is_some());
+    let (out, route) = certified_rank_one(sym, mu, scale, &pair, factors);
     (out, route, steps + 1)
 }

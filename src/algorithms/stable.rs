@@ -33,7 +33,7 @@
 use super::blocked_cholesky;
 use super::common::{check_lower_step, upper_step};
 use super::psd_projection::{
-    LANCZOS_MIN_DIM, RouteCounts, SHIFTED_MIN_DIM, project_psd_floor_rank_one, project_psd_floor_shifted,
+    LANCZOS_MIN_DIM, RouteCounts, SHIFTED_MIN_DIM, feasible, project_psd_floor_rank_one, project_psd_floor_shifted,
 };
 use crate::error::{BilevelError, Result};
 use crate::linalg::{Matrix, Vector};
@@ -129,11 +129,7 @@ pub const PROJECTION_SLACK: f64 = 1e-12;
 pub fn project_psd_floor(h: &Matrix, mu: f64) -> Matrix {
     let sym = crate::linalg::symmetrize(h);
     let floor = mu - PROJECTION_SLACK * mu.max(sym.amax());
-    let mut shifted = sym.clone();
-    for i in 0..shifted.nrows() {
-        shifted[(i, i)] -= floor;
-    }
-    if shifted.cholesky().is_some() {
+    if feasible(&sym, floor, |m| m.cholesky().is_some()) {
         return sym;
     }
     let mut e = sym.symmetric_eigen();
