@@ -141,7 +141,8 @@ pub fn smallest_eigenpair(h: &Matrix, tol: f64, max_steps: usize) -> Option<Eige
     }
     let target = tol * norm;
     let m = max_steps.min(d);
-    let mut q = Matrix::zeros(d, m);
+    // The basis grows by doubling (≈ 95 of up to 400 columns are used at d = 1000): no 3 MB zeroed up front.
+    let mut q = Matrix::zeros(d, m.min(64));
     q.set_column(0, &start_vector(d));
     let mut alpha: Vec<f64> = Vec::with_capacity(m);
     let mut beta: Vec<f64> = Vec::with_capacity(m);
@@ -196,6 +197,9 @@ pub fn smallest_eigenpair(h: &Matrix, tol: f64, max_steps: usize) -> Option<Eige
         }
         beta.push(b);
         w /= b;
+        if j + 1 == q.ncols() {
+            q.resize_horizontally_mut((2 * q.ncols()).min(m), 0.0);
+        }
         q.set_column(j + 1, &w);
     }
     None
@@ -380,7 +384,7 @@ pub fn project_psd_floor_rank_one(h: &Matrix, mu: f64) -> (Matrix, Route, usize)
     };
     let factors = |m: Matrix| blocked_cholesky::cholesky(m).is_some();
     if pair.value >= floor {
-        if feasible(&sym, floor, factors) {
+        if feasible(sym.clone(), floor, factors) {
             return (sym, Route::Feasible, pair.steps);
         }
         // Lanczos missed an eigenvalue below the floor: decide densely.
@@ -392,9 +396,10 @@ pub fn project_psd_floor_rank_one(h: &Matrix, mu: f64) -> (Matrix, Route, usize)
 
 /// The floor's certificate: whether `factors` finds a Cholesky factor of $H - \text{floor}\cdot I$ ($H$ = `sym`),
 /// i.e. $H\succeq$ floor$\cdot I$ up to rounding. The dense path ([`super::stable::project_psd_floor`]) and both
-/// rank-one routes decide feasibility with it.
-pub fn feasible(sym: &Matrix, floor: f64, factors: impl Fn(Matrix) -> bool) -> bool {
-    let mut shifted = sym.clone();
+/// rank-one routes decide feasibility with it. Takes `sym` by value and factors it in place: a caller that still
+/// needs $H$ passes a clone.
+pub fn feasible(sym: Matrix, floor: f64, factors: impl Fn(Matrix) -> bool) -> bool {
+    let mut shifted = sym;
     for i in 0..shifted.nrows() {
         shifted[(i, i)] -= floor;
     }
@@ -416,7 +421,7 @@ fn certified_rank_one(
     // makes v's own direction clearly positive, whatever v's accuracy.
     let mut cert = sym.clone();
     add_rank_one(&mut cert, mu - pair.value + scale, &pair.vector);
-    if !feasible(&cert, floor, factors) {
+    if !feasible(cert, floor, factors) {
         return (eigen_clamp(sym, mu), Route::Eigen);
     }
     let mut out = sym;
@@ -535,7 +540,7 @@ pub fn project_psd_floor_shifted(h: &Matrix, mu: f64) -> (Matrix, Route, usize) 
     let scale = mu.max(sym.amax());
     let floor = mu - PROJECTION_SLACK * scale;
     let factors = |m: Matrix| m.cholesky().is_some();
-    if feasible(&sym, floor, factors) {
+    if feasible(sym.clone(), floor, factors) {
         return (sym, Route::Feasible, 1);
     }
     let pair = match smallest_eigenpair_shifted(&sym, floor, LANCZOS_TOL) {

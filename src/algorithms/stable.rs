@@ -129,7 +129,7 @@ pub const PROJECTION_SLACK: f64 = 1e-12;
 pub fn project_psd_floor(h: &Matrix, mu: f64) -> Matrix {
     let sym = crate::linalg::symmetrize(h);
     let floor = mu - PROJECTION_SLACK * mu.max(sym.amax());
-    if feasible(&sym, floor, |m| m.cholesky().is_some()) {
+    if feasible(sym.clone(), floor, |m| m.cholesky().is_some()) {
         return sym;
     }
     let mut e = sym.symmetric_eigen();
@@ -213,11 +213,17 @@ impl Solver for Stable {
             };
             self.fixed_point = projected == hp;
             self.h_pp = projected;
+            // The last factor's storage, overwritten: no fresh d_l × d_l allocation (and its page faults) per step.
+            let mut m = match self.chol.take() {
+                Some(c) => c.unpack_dirty(),
+                None => Matrix::zeros(self.h_pp.nrows(), self.h_pp.ncols()),
+            };
+            m.copy_from(&self.h_pp);
             // Above the threshold the blocked factor (same factor up to rounding, ≈4× faster at d_l = 1000).
             let chol = if self.h_pp.nrows() >= self.lanczos_min_dim {
-                blocked_cholesky::cholesky(self.h_pp.clone())
+                blocked_cholesky::cholesky(m)
             } else {
-                self.h_pp.clone().cholesky()
+                m.cholesky()
             };
             let chol = chol.ok_or_else(|| BilevelError::NotPositiveDefinite {
                 what: "tracked lower-level Hessian".into(),
