@@ -91,7 +91,7 @@
 //! }
 //! assert_eq!(o.counts().upper_samples, n); // every draw is counted: sample complexities are measured
 //!
-//! // 3. TTSA (Alg 5) with its default steps (alpha_k ~ 1/k, beta_k ~ k^(-2/3)) over R = 200 independent
+//! // 3. TTSA (Alg 4) with its default steps (alpha_k ~ 1/k, beta_k ~ k^(-2/3)) over R = 200 independent
 //! //    replicates, each recording |theta^K - theta*|^2 (mean over the last 10% of iterations) at 6 horizons.
 //! let ks = geometric_grid(100, 3000, 6)?;
 //! let k_max = ks[ks.len() - 1];

@@ -98,7 +98,7 @@ enum Command {
         /// Their output in the same schema (any subset of the sections).
         theirs: std::path::PathBuf,
         /// One relative tolerance for every section instead of the documented per-section ones.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         rtol: Option<f64>,
         /// Number of worst fields to print.
         #[arg(long, default_value_t = 10)]
@@ -133,13 +133,13 @@ enum Command {
         #[arg(long, requires = "exponent")]
         kind: Option<String>,
         /// Tolerance of a custom target's decision.
-        #[arg(long, requires = "exponent")]
+        #[arg(long, requires = "exponent", allow_negative_numbers = true)]
         tolerance: Option<f64>,
-        /// A custom target's measure: slope, complexity_upper or complexity_lower.
-        #[arg(long, default_value = "slope", requires = "exponent")]
+        /// A custom target's measure: slope, complexity_upper or complexity_lower (a registry claim has its own).
+        #[arg(long, default_value = "slope", requires = "exponent", conflicts_with = "claim")]
         measure: String,
-        /// Fit a custom target on the last N horizons (default: all).
-        #[arg(long, requires = "exponent")]
+        /// Fit a custom target on the last N horizons (default: all; a registry claim has its own).
+        #[arg(long, requires = "exponent", conflicts_with = "claim")]
         tail: Option<usize>,
         /// Master seed of the bootstrap streams.
         #[arg(long, default_value_t = 0)]
@@ -536,6 +536,19 @@ fn merge(files: &[std::path::PathBuf], as_json: bool, out: Option<&std::path::Pa
     }
 }
 
+/// Whether two paths name one file: the same device and inode on Unix (so a hard link or a symlink to the input is
+/// caught, not only another spelling of its path), the same canonical path elsewhere. `false` when either is missing.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 /// `bilevel golden`: write the built-in golden files, or the golden file of a user's instance.
 fn golden(out: &std::path::Path, instance: Option<&std::path::Path>) -> CliResult {
     use bilevel::golden;
@@ -550,9 +563,7 @@ fn golden(out: &std::path::Path, instance: Option<&std::path::Path>) -> CliResul
                 .unwrap_or("instance");
             // Never write over the user's input: the output is `<out>/<stem>.json`.
             let target = out.join(format!("{name}.json"));
-            if let (Ok(a), Ok(b)) = (std::fs::canonicalize(&target), std::fs::canonicalize(path))
-                && a == b
-            {
+            if same_file(&target, path) {
                 return Err(Failure::with_hint(
                     BilevelError::invalid(
                         "--out",

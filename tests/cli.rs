@@ -279,6 +279,22 @@ fn golden_never_overwrites_its_input() {
     let spelled = format!("{}/../{}", dir.display(), dir.file_name().unwrap().to_str().unwrap());
     error_and_hint(&["golden", "--instance", input.to_str().unwrap(), "--out", &spelled]);
     assert_eq!(std::fs::read(&input).unwrap(), before);
+    // A hard link to the input in another directory is the same file: refused too (a path comparison misses it).
+    #[cfg(unix)]
+    {
+        let linked = dir.join("linked");
+        std::fs::create_dir_all(&linked).unwrap();
+        std::fs::hard_link(&input, linked.join("x.json")).unwrap();
+        let (err, _) = error_and_hint(&[
+            "golden",
+            "--instance",
+            input.to_str().unwrap(),
+            "--out",
+            linked.to_str().unwrap(),
+        ]);
+        assert!(err.contains("overwrite the input"), "{err}");
+        assert_eq!(std::fs::read(&input).unwrap(), before, "written through the hard link");
+    }
     // Another directory works.
     let out = bilevel(&[
         "golden",
@@ -336,7 +352,7 @@ fn every_error_names_the_problem_and_gives_a_hint_that_points_at_real_options() 
                 "--beta",
                 "0.1",
             ],
-            "alpha 0.5 must decay faster than beta 0.1",
+            "alpha 0.5 must be < beta 0.1",
         ),
         // An indefinite Hessian sample.
         (
@@ -382,6 +398,23 @@ fn every_error_names_the_problem_and_gives_a_hint_that_points_at_real_options() 
         (
             vec!["run", "--algo", "stocbio", "--problem", "quadratic", "--alpha", "0.1"],
             "missing field `beta`",
+        ),
+        // A horizon step whose power is negative would grow with K (it used to run silently).
+        (
+            vec![
+                "run",
+                "--algo",
+                "ttsa",
+                "--problem",
+                "quadratic",
+                "--iters",
+                "5",
+                "--alpha",
+                "horizon:0.001/l_f:0.6",
+                "--beta",
+                "horizon:0.01/l_l:-0.4",
+            ],
+            "schedule.power = -0.4",
         ),
         (
             vec!["run", "--algo", "bsa", "--problem", "quadratic", "--beta", "0.1"],
@@ -965,6 +998,30 @@ fn report_counts_a_diverging_planted_bug_as_caught() {
         );
         if extra.is_empty() {
             assert!(text.contains("stale-sample") && text.contains("pass"), "{text}");
+        }
+    }
+}
+
+/// The default steps pass the crate's own two-timescale check at every horizon: on a family whose $F$ is not
+/// strongly convex TTSA's horizon-dependent $\alpha = K^{-3/5}/(2L_F)$ used to exceed $\beta = K^{-2/5}/L_s$ for
+/// short runs (weakly_convex with 1 iteration, or with d_u = 1 up to about 1000), which failed with a step-size
+/// error although no step was given. `algorithms::horizon_timescales` caps $\alpha$ at $\beta/2$.
+#[test]
+fn default_steps_pass_the_timescale_check_at_short_horizons() {
+    for algo in ["ttsa", "momentum"] {
+        for (params, iters) in [
+            (vec![], "1"),
+            (vec!["--param", "d_u=1"], "50"),
+            (vec!["--param", "d_u=1"], "1000"),
+        ] {
+            let mut args = vec!["run", "--algo", algo, "--problem", "weakly_convex", "--iters", iters];
+            args.extend(params.iter().copied());
+            let out = bilevel(&args);
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

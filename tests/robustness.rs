@@ -523,7 +523,13 @@ fn limitations_name_registered_pairs() {
         algorithms::limitation("ba", "pruning", true).map(|l| l.reason),
         Some(Reason::IndefiniteHessianSample)
     );
-    assert!(algorithms::limitation("ba", "pruning", false).is_none());
+    // Without noise the indefinite-sample limitation does not apply; pruning's frozen upper step (L_F = 7e5) does.
+    let without = algorithms::support::limitations("ba", "pruning", false);
+    assert!(
+        without.iter().all(|l| l.reason != Reason::IndefiniteHessianSample),
+        "{without:?}"
+    );
+    assert_eq!(without.first().map(|l| l.reason), Some(Reason::FrozenUpperStep));
 }
 
 // ---------------------------------------------------------------- family parameters (proptest)

@@ -810,3 +810,23 @@ fn poisson_binomial_tail_matches_hand_values() {
     assert_eq!(poisson_binomial_upper_tail(&[0.3], 0), 1.0);
     assert!(poisson_binomial_upper_tail(&[0.3], 2).abs() < 1e-15);
 }
+
+/// With very few replicates the expanded level rounds to 1: the error names the replicates needed, never
+/// "resamples >= inf" (newcomer audit, session 6); with more replicates it names the resamples needed.
+#[test]
+fn too_few_replicates_for_the_expanded_interval_say_what_to_change() {
+    let b = bilevel::stats::Bootstrap::default();
+    let msg = b.percentile_level(2).unwrap_err().to_string();
+    assert!(
+        msg.contains("use at least") && msg.contains("replicates") && !msg.contains("inf"),
+        "{msg}"
+    );
+    let needed: usize = msg
+        .split("use at least ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{msg}"));
+    assert!(b.percentile_level(needed).is_ok(), "{needed} replicates still fail");
+    assert!(b.percentile_level(needed - 1).is_err());
+}

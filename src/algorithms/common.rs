@@ -38,16 +38,19 @@ pub fn check_lower_step(beta: &Schedule, l_l: f64) -> Result<()> {
 pub fn check_timescales(alpha: &Schedule, beta: &Schedule) -> Result<()> {
     alpha.check("alpha")?;
     beta.check("beta")?;
-    let ok = match (alpha, beta) {
-        (Schedule::Constant { c: a }, Schedule::Constant { c: b }) => a < b,
-        _ => alpha.power() > beta.power(),
-    };
-    if !ok {
-        return Err(BilevelError::StepCondition(format!(
+    match (alpha, beta) {
+        (Schedule::Constant { c: a }, Schedule::Constant { c: b }) if a >= b => {
+            Err(BilevelError::StepCondition(format!(
+                "two-timescale separation needs the upper step below the lower one: alpha {alpha} must be < beta {beta} \
+             (constant or horizon-dependent steps)"
+            )))
+        }
+        (Schedule::Constant { .. }, Schedule::Constant { .. }) => Ok(()),
+        _ if alpha.power() > beta.power() => Ok(()),
+        _ => Err(BilevelError::StepCondition(format!(
             "two-timescale separation needs alpha_k/beta_k -> 0: alpha {alpha} must decay faster than beta {beta}"
-        )));
+        ))),
     }
-    Ok(())
 }
 
 /// A Neumann truncation that grows like $\log k$: $N_k = \min(N_{\max}, \max(N_{\min}, \lceil c\ln(k+2)\rceil))$.

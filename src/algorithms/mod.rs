@@ -136,6 +136,16 @@ pub fn names() -> Vec<&'static str> {
     ALGORITHMS.iter().map(|(n, _)| n).copied().collect()
 }
 
+/// TTSA's default steps when $F$ is not strongly convex: $\beta = K^{-2/5}/L_s$ and
+/// $\alpha = \min(K^{-3/5}/(2L_F),\ \beta/2)$. The cap binds only for short horizons,
+/// $K < (L_s/L_F)^5$ (below 45 iterations on `weakly_convex`), where the uncapped $\alpha$ would reach $\beta$ and
+/// fail the two-timescale check $\alpha < \beta$ ([`common::check_timescales`]) that the defaults must pass.
+pub fn horizon_timescales(l_f: f64, l_sample: f64, iters: usize) -> (Schedule, Schedule) {
+    let beta = Schedule::horizon(1.0 / l_sample, iters, 0.4);
+    let alpha = Schedule::horizon(0.5 / l_f, iters, 0.6);
+    (Schedule::constant(alpha.at(0).min(0.5 * beta.at(0))), beta)
+}
+
 /// Build algorithm `name` with default parameters for problem `p` and horizon `iters`.
 ///
 /// Errors: an unknown name; a horizon `iters = 0`; constants that cannot set a step (non-finite or $\le 0$
@@ -148,7 +158,7 @@ pub fn names() -> Vec<&'static str> {
 /// for constant upper steps, Neumann scale $\eta = 1/L_s$ with $N_k = \lceil\kappa\ln(k+2)\rceil$; TTSA on a strongly
 /// convex $F$ uses $\alpha_k = c_\alpha/(k+k_\alpha)$ with $c_\alpha = 2/\mu_F$ (references §6: $c_\alpha\gtrsim 2/\mu_F$
 /// or the rate degrades), $\alpha_0 = 1/(2L_F)$, and $\beta_k = (1/L_s)/(k+1)^{2/3}$; otherwise the horizon-dependent
-/// $\alpha = K^{-3/5}/(2L_F)$, $\beta = K^{-2/5}/L_s$. BSA uses $\alpha = K^{-1/2}/(2L_F)$ as in its theorem.
+/// $\alpha = \min(K^{-3/5}/(2L_F), \beta/2)$, $\beta = K^{-2/5}/L_s$ ([`horizon_timescales`]). BSA uses $\alpha = K^{-1/2}/(2L_F)$ as in its theorem.
 /// ITD-BiO and PZOBO unroll $T = \lceil\kappa\ln 100\rceil$ steps (capped at 500) of size $1/L_s$, so that
 /// $q^T\le(1-1/\kappa)^T\le 1/100$; PZOBO uses $\delta = 10^{-3}$, $Q = d_u$ directions and, because its directions
 /// make every step a stochastic gradient, $\alpha_k = c/(k+k_0)$ with $c = 2/\mu_F$, $\alpha_0 = 1/(2L_F)$ when $F$ is
@@ -187,10 +197,7 @@ pub fn build(name: &str, p: &dyn Bilevel, iters: usize) -> Result<Box<dyn Solver
                 Schedule::decay(1.0 / l_sample, 1.0, 2.0 / 3.0),
             )
         }
-        None => (
-            Schedule::horizon(0.5 / l_f, iters, 0.6),
-            Schedule::horizon(1.0 / l_sample, iters, 0.4),
-        ),
+        None => horizon_timescales(l_f, l_sample, iters),
     };
     use alternating::Alternating;
     use double_loop::DoubleLoop;

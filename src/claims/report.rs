@@ -77,19 +77,29 @@ pub fn table(results: &[ClaimResult], digits: usize, seconds: bool) -> String {
         }
     );
     for r in results {
-        let interval = format!("[{:.d$}, {:.d$}]", r.interval[0], r.interval[1], d = digits);
-        let hz = format!(
-            "{}..{}",
-            r.horizons.first().unwrap_or(&0),
-            r.horizons.last().unwrap_or(&0)
-        );
+        // A run that diverged (a power test's planted bug) has no fit: say so instead of printing inf and 0..0.
+        let fitted = r.fitted_exponent.is_finite() && r.interval.iter().all(|x| x.is_finite());
+        let (exponent, interval) = if fitted {
+            (
+                format!("{:.d$}", r.fitted_exponent, d = digits),
+                format!("[{:.d$}, {:.d$}]", r.interval[0], r.interval[1], d = digits),
+            )
+        } else if r.rule_verdict.starts_with("diverged") {
+            ("-".to_string(), "diverged".to_string())
+        } else {
+            ("-".to_string(), "no fit".to_string())
+        };
+        let hz = match (r.horizons.first(), r.horizons.last()) {
+            (Some(a), Some(b)) => format!("{a}..{b}"),
+            _ => "-".to_string(),
+        };
         let _ = write!(
             s,
-            "{:<52} {:<8} {:>7.d$} {:>7.d$} {:>18} {:>7} {:>6} {:>13}",
+            "{:<52} {:<8} {:>7.d$} {:>7} {:>18} {:>7} {:>6} {:>13}",
             r.id,
             kind_label(r),
             r.theory_exponent,
-            r.fitted_exponent,
+            exponent,
             interval,
             if r.ok() { "pass" } else { "FAIL" },
             r.replicates,

@@ -20,7 +20,7 @@ pub struct Registry {
     pub bug: Vec<BugSpec>,
 }
 
-/// What kind of statement a claim makes (design.md, "How a rate claim is judged").
+/// What kind of statement a claim makes (theory/README.md, "How a rate claim is judged").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -173,7 +173,17 @@ impl SchedSpec {
         let s = match self.kind.as_str() {
             "constant" => Schedule::constant(c),
             "decay" => Schedule::decay(c, self.k0, self.power),
-            "horizon" => Schedule::horizon(c, horizon, self.power),
+            "horizon" => {
+                // C·K^-POWER with POWER < 0 grows with the horizon: refused as the decay's power is.
+                if !(self.power.is_finite() && self.power >= 0.0) {
+                    return Err(BilevelError::invalid(
+                        "schedule.power",
+                        self.power,
+                        "must be finite and >= 0 (a horizon step C*K^-POWER must not grow with K)",
+                    ));
+                }
+                Schedule::horizon(c, horizon, self.power)
+            }
             other => {
                 return Err(BilevelError::Unknown {
                     kind: "schedule kind".into(),

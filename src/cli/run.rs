@@ -42,7 +42,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "ID", conflicts_with = "spec")]
     pub claim: Option<String>,
     /// Outer iterations K, in 1..=100000000 [default: 1000].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub iters: Option<usize>,
     /// Seed of the run's oracle noise (the family instance has its own: --param seed=N) [default: 0].
     #[arg(long)]
@@ -156,6 +156,17 @@ pub fn run(a: &RunArgs) -> CliResult {
         (Some(path), _) => RunFile::read(path)?,
         (None, Some(id)) => {
             let reg = claims::Registry::builtin()?;
+            if reg.rate.iter().any(|r| &r.id == id) {
+                // A deterministic rate (rate/…, power/rate/…) is a check of an estimator, not one solver run.
+                return Err(Failure::with_hint(
+                    BilevelError::Unsupported(format!(
+                        "'{id}' is a deterministic rate check of an estimator, with no solver run to repeat"
+                    )),
+                    format!(
+                        "run it with `bilevel report --only {id}`; --claim takes the Monte Carlo claims of `bilevel list`"
+                    ),
+                ));
+            }
             let c = reg
                 .claim
                 .iter()
@@ -205,6 +216,19 @@ pub fn run(a: &RunArgs) -> CliResult {
                 "e.g. --param d_l=100 (see `bilevel help run`)",
             )
         })?;
+        // Flags override the spec's [problem] table, but one flag repeated is a typo, not an override.
+        if a.params
+            .iter()
+            .filter_map(|o| o.split_once('='))
+            .filter(|(n, _)| n.trim() == k.trim())
+            .count()
+            > 1
+        {
+            return Err(Failure::with_hint(
+                BilevelError::invalid("--param", kv, &format!("{} is given more than once", k.trim())),
+                "give each --param NAME once",
+            ));
+        }
         params.insert(k.trim().to_string(), toml_value(v.trim()));
     }
     let (label, base): (String, Arc<dyn Bilevel>) = match (&a.instance, &a.problem) {

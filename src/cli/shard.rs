@@ -451,7 +451,7 @@ fn claims_failed(n: usize) -> CliResult {
 /// What the report's words mean (printed under every report and sweep, and by `bilevel list`).
 pub const VERDICT_LEGEND: &str = "\
 How claims are judged (theory = the theorem's exponent r, tol = the claim's tolerance, interval = the 99%
-bootstrap interval of the fitted exponent over replicates; design.md, theory/README.md):
+bootstrap interval of the fitted exponent over replicates; theory/README.md):
   bound    an upper bound: pass when the interval lies below r + tol (decays at least as fast as the theorem
            says, or needs at most as many samples);
   tight    the family attains the bound: pass when the interval lies inside [r - tol, r + tol] and either
@@ -464,5 +464,5 @@ bootstrap interval of the fitted exponent over replicates; design.md, theory/REA
   power    a power test: the rule of the claim it names, applied to a planted bug; 'pass' means the bug was
            caught (the rule failed), 'FAIL' that it slipped through.
 An interval straddling a boundary is inconclusive and shows as FAIL. reps = independent replicates R;
-horizons = smallest..largest K of the fit.
+horizons = smallest..largest K of the grid (the fit uses its tail); fitted - = no fit (a diverged run).
 ";

@@ -366,10 +366,7 @@ fn params(p: &dyn Bilevel, algo: &str, iters: usize, calls: &[super::tape::Call]
             Schedule::decay(2.0 / mu_f, 2.0 / mu_f * 2.0 * l_f, 1.0),
             Schedule::decay(1.0 / l_l, 1.0, 2.0 / 3.0),
         ),
-        None => (
-            Schedule::horizon(0.5 / l_f, iters, 0.6),
-            Schedule::horizon(1.0 / l_l, iters, 0.4),
-        ),
+        None => algorithms::horizon_timescales(l_f, l_l, iters),
     };
     let alpha = sched(Schedule::constant(0.5 / l_f));
     let beta = sched(Schedule::constant(1.0 / l_l));

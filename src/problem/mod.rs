@@ -165,10 +165,20 @@ pub trait Bilevel: Send + Sync {
     }
 
     /// $\phi^\star(\theta)$ in closed form (a solve at most).
+    ///
+    /// # Panics
+    /// May panic when `theta` is not of length $d_u$: unchecked, as every method here (a `Result` reports numerical
+    /// failures only). User code calls [`Checked::try_phi_star`], which returns
+    /// [`crate::BilevelError::DimensionMismatch`] instead.
     fn phi_star(&self, theta: &Vector) -> Vector;
 
     /// $J = d\phi^\star/d\theta$ ($d_l\times d_u$). Default: the implicit-function formula (16)–(17),
     /// $J = -[\nabla^2_{\phi\phi} f_l]^{-1}[\nabla^2_{\theta\phi} f_l]^\top$ at $\phi^\star(\theta)$, by a dense solve.
+    ///
+    /// # Panics
+    /// May panic when `theta` is not of length $d_u$: unchecked, as every method here (a `Result` reports numerical
+    /// failures only). User code calls [`Checked::try_jacobian_phi_star`], which returns
+    /// [`crate::BilevelError::DimensionMismatch`] instead.
     fn jacobian_phi_star(&self, theta: &Vector) -> Result<Matrix> {
         let phi = self.phi_star(theta);
         let h = self.hess_fl(Sample::Exact, theta, &phi);
@@ -177,11 +187,21 @@ pub trait Bilevel: Send + Sync {
     }
 
     /// $F(\theta) = f_u(\theta, \phi^\star(\theta))$.
+    ///
+    /// # Panics
+    /// May panic when `theta` is not of length $d_u$: unchecked, as every method here (a `Result` reports numerical
+    /// failures only). User code calls [`Checked::try_value_f`], which returns
+    /// [`crate::BilevelError::DimensionMismatch`] instead.
     fn value_f(&self, theta: &Vector) -> f64 {
         self.f_u(Sample::Exact, theta, &self.phi_star(theta))
     }
 
     /// $\nabla F(\theta) = \nabla_\theta f_u + J^\top\nabla_\phi f_u$ at $(\theta,\phi^\star(\theta))$, eq (13).
+    ///
+    /// # Panics
+    /// May panic when `theta` is not of length $d_u$: unchecked, as every method here (a `Result` reports numerical
+    /// failures only). User code calls [`Checked::try_grad_f`], which returns
+    /// [`crate::BilevelError::DimensionMismatch`] instead.
     fn grad_f(&self, theta: &Vector) -> Result<Vector> {
         let Dims { d_u, d_l } = self.dims();
         let phi = self.phi_star(theta);

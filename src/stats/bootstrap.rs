@@ -122,13 +122,24 @@ impl Bootstrap {
         let level = expanded_level(self.level, replicates)?;
         let per_tail = self.resamples as f64 * (1.0 - level) / 2.0;
         if per_tail < 1.0 {
+            // With very few replicates the expanded level rounds to 1 and no number of resamples places its quantiles:
+            // name the replicates needed instead of "resamples >= inf".
+            let needed = 2.0 / (1.0 - level);
+            let fix = if needed.is_finite() && needed < 1e9 {
+                format!("needs resamples >= {:.0}", needed.ceil())
+            } else {
+                let enough = (replicates + 1..=100_000).find(|&r| {
+                    expanded_level(self.level, r).is_ok_and(|l| self.resamples as f64 * (1.0 - l) / 2.0 >= 1.0)
+                });
+                match enough {
+                    Some(r) => format!("cannot be placed by any number of resamples; use at least {r} replicates"),
+                    None => "cannot be placed: use more replicates".to_string(),
+                }
+            };
             return Err(BilevelError::invalid(
                 "resamples",
                 self.resamples,
-                &format!(
-                    "the expanded interval for {replicates} replicates needs resamples >= {:.0}",
-                    (2.0 / (1.0 - level)).ceil()
-                ),
+                &format!("the expanded interval for {replicates} replicates {fix}"),
             ));
         }
         Ok(level)

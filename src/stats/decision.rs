@@ -23,7 +23,7 @@
 //! tight claims this is the interval-inclusion form of the two one-sided tests of equivalence, TOST). Failing
 //! requires the whole interval to sit where the claim forbids. So both wrong verdicts are controlled by the
 //! interval's level, and $\tau$ (written next to the claim and justified by log factors, the $\alpha/\beta$
-//! coupling correction, finite-$K$ curvature; design.md step 4) absorbs the fit's systematic bias, which the
+//! coupling correction, finite-$K$ curvature; theory/README.md, "Tolerances") absorbs the fit's systematic bias, which the
 //! bootstrap cannot see.
 //!
 //! *Refutations are one-sided.* A refutation states on which side of the lecture's exponent the truth lies.
@@ -50,7 +50,7 @@
 //! bound claim's real false-failure rate is about 0.7 % and a tight claim's about 1.5 % at $R \ge 40$; use
 //! $R \ge 40$ replicates. These are per claim; a suite of $n$
 //! claims run at one seed fails falsely with probability up to $n$ times that (union bound), which the many-seed
-//! sweep (design.md step 6) should be read against. Inconclusive is not a false failure but a lack of power: it
+//! sweep (theory/README.md, item 8 of "How a rate claim is judged") should be read against. Inconclusive is not a false failure but a lack of power: it
 //! becomes rare once the bootstrap standard error is well below $\tau - |s^\star - r|$ (for tight claims) or
 //! below $r + \tau - s^\star$ (for bound claims); plan $R$ from [`super::PowerLawFit::bootstrap_se`], which shrinks
 //! like $R^{-1/2}$.

@@ -6,7 +6,7 @@
 //! 1. **Estimand = mean.** $\bar m_h = \frac1R\sum_i m_{ih}$ estimates $\mathbb{E}[m_{K_h}]$, the quantity the
 //!    theorems bound. The mean of $\log m$ estimates $\mathbb{E}\log m \le \log \mathbb{E} m$ (Jensen), a different
 //!    quantity whose gap can drift with $K$ when the spread of $m$ changes with $K$; so logs are taken only after
-//!    averaging (design.md, step 2).
+//!    averaging (theory/README.md, item 2 of "How a rate claim is judged").
 //! 2. **Least squares on the tail.** $\log \bar m_h = \hat c + \hat r \log K_h$ is fitted by ordinary least
 //!    squares on the last horizons only ([`Tail`], default: the last half of the grid, rounded up), because rates
 //!    are asymptotic: early horizons carry transients (the initial gap, warm-up of step sizes) that bend the curve.

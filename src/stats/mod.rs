@@ -1,7 +1,7 @@
 //! The statistics engine of the rate claims: seeds, the Monte Carlo runner, horizon grids, power-law and
 //! sample-complexity fits with bootstrap intervals, and the decision rules.
 //!
-//! # How a rate claim is judged (design.md), and which module does each step
+//! # How a rate claim is judged (theory/README.md), and which module does each step
 //! 1. **Horizons on a geometric grid** ([`geometric_grid`]): a power law is a line in log–log coordinates, and a
 //!    geometric grid spreads the points evenly along it.
 //! 2. **$R$ independent replicates** ([`run_replicates`], streams from [`seeds`]): the estimand is

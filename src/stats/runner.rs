@@ -1,7 +1,7 @@
 //! The Monte Carlo runner: $R$ independent replicates in parallel, results in replicate order.
 //!
 //! # Why
-//! Step 2 of the method (design.md, "How a rate claim is judged"): the estimand is $\mathbb{E}[\text{metric}]$, so a
+//! Step 2 of the method (theory/README.md, "How a rate claim is judged"): the estimand is $\mathbb{E}[\text{metric}]$, so a
 //! claim needs $R$ independent replicates. Replicate $i$ gets its own stream from [`SeedKey::replicate`] and
 //! nothing else random, and results are collected by index (rayon's indexed `collect` keeps order), so the output is
 //! bit-identical for any number of threads: every later reduction (means, fits, bootstrap) runs in a fixed order on
