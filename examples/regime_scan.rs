@@ -35,6 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .split(',')
         .map(|s| s.parse())
         .collect::<Result<_, _>>()?;
+    // A horizon K = 0 has no iterate to measure (its slope and p-value would print as -0 and inf).
+    if grid.contains(&0) {
+        return Err("every horizon of the grid must be >= 1".into());
+    }
     let spec = Registry::builtin()?
         .claim
         .into_iter()

@@ -1025,3 +1025,41 @@ fn default_steps_pass_the_timescale_check_at_short_horizons() {
         }
     }
 }
+
+/// An invalid instance file is reported with a hint to fix the file (not --param or the step flags), and entries
+/// whose eigenvalues overflow are refused at load instead of surfacing as "mu_l = NaN … pass explicit steps".
+#[test]
+fn instance_errors_point_at_the_file() {
+    let dir = tmp_dir("instance-errors");
+    let text = std::fs::read_to_string(Path::new(ROOT).join("docs/examples/instance.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["H"][0][0] = serde_json::json!(1e308);
+    let huge = dir.join("huge.json");
+    std::fs::write(&huge, v.to_string()).unwrap();
+    let (err, hint) = error_and_hint(&[
+        "run",
+        "--algo",
+        "ttsa",
+        "--instance",
+        huge.to_str().unwrap(),
+        "--iters",
+        "3",
+    ]);
+    assert!(err.contains("overflow"), "{err}");
+    assert!(hint.contains("instance file"), "{hint}");
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["H"][0][1] = serde_json::json!(0.9);
+    let nonsym = dir.join("nonsym.json");
+    std::fs::write(&nonsym, v.to_string()).unwrap();
+    let (err, hint) = error_and_hint(&[
+        "run",
+        "--algo",
+        "ttsa",
+        "--instance",
+        nonsym.to_str().unwrap(),
+        "--iters",
+        "3",
+    ]);
+    assert!(err.contains("symmetric"), "{err}");
+    assert!(hint.contains("instance file") && !hint.contains("--param"), "{hint}");
+}

@@ -96,7 +96,12 @@ pub fn algo_spec(name: &str, base: Option<&AlgoSpec>, a: &RunArgs) -> CliResult<
     if !TUNABLE.split(", ").any(|t| t == name) {
         return Err(Failure::with_hint(
             BilevelError::Unsupported(format!(
-                "the parameters of {name} cannot be set from the command line (it runs with its defaults)"
+                "the parameters of {name} cannot be set by flags{}",
+                if matches!(canonical(name).0, "itd-bio" | "vrbo") {
+                    " (they can in a --spec file's [algorithm] table, docs/cli.md)"
+                } else {
+                    " (it runs with its defaults)"
+                }
             )),
             format!("drop --alpha/--beta/--inner-steps/--neumann/--batch/--tau, or use one of: {TUNABLE}"),
         ));

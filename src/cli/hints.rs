@@ -40,7 +40,7 @@ pub fn hint(e: &BilevelError, command: &str) -> String {
             "check the sizes in your input against d_u and d_l (`bilevel list` prints them per family)".into()
         }
         BilevelError::NonFinite { .. } if run => "check the input for NaN or infinity; if it arose during the run, \
-             set smaller steps with --alpha/--beta (`bilevel help run`)"
+             set smaller steps with --alpha/--beta or a lower --noise (`bilevel help run`)"
             .into(),
         BilevelError::NonFinite { .. } => "check the input for NaN or infinity".into(),
         BilevelError::Unsupported(_) => "`bilevel list` shows what each family and algorithm provides".into(),

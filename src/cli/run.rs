@@ -239,8 +239,19 @@ pub fn run(a: &RunArgs) -> CliResult {
                     "drop --param and the spec's [problem] table when using --instance (--noise still applies)",
                 ));
             }
-            let inst = golden::read_instance(path)?;
-            (path.display().to_string(), Arc::new(inst.build()?))
+            // An invalid instance is fixed in its file, not with --param or the step flags.
+            let in_file = |e: BilevelError| match e {
+                BilevelError::Io { .. } => Failure::from(e),
+                e => Failure::with_hint(
+                    e,
+                    format!(
+                        "fix the instance file {} (its fields and conditions: docs/golden-format.md)",
+                        path.display()
+                    ),
+                ),
+            };
+            let inst = golden::read_instance(path).map_err(in_file)?;
+            (path.display().to_string(), Arc::new(inst.build().map_err(in_file)?))
         }
         (None, Some(name)) => {
             if let Some(f) = file.problem.as_ref().filter(|f| &f.family != name) {
