@@ -229,6 +229,13 @@ pub fn run(a: &RunArgs) -> CliResult {
                 "give each --param NAME once",
             ));
         }
+        // TOML integers stop at i64::MAX: a larger integer would otherwise be read as a string ("expected u64").
+        if v.trim().parse::<u64>().is_ok_and(|n| n > i64::MAX as u64) {
+            return Err(Failure::with_hint(
+                BilevelError::invalid("--param", kv, "an integer above 9223372036854775807 (TOML's largest)"),
+                "give a smaller value (a family seed up to 2^63 - 1 is as good as any)",
+            ));
+        }
         params.insert(k.trim().to_string(), toml_value(v.trim()));
     }
     let (label, base): (String, Arc<dyn Bilevel>) = match (&a.instance, &a.problem) {
