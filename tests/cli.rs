@@ -259,6 +259,78 @@ fn unbounded_or_empty_work_is_refused_up_front() {
     assert!(help.contains("1..=10000"), "{help}");
 }
 
+/// Family sizes whose arrays would not fit in `families::MAX_ENTRIES` (the audit's list: each crashed with a failed
+/// allocation and a backtrace, or ran out of memory) exit 2 at once with an `error:` line naming the parameter and
+/// a hint, never a panic, an abort or a long run.
+#[test]
+fn oversized_families_are_refused_up_front_with_a_typed_error() {
+    for (problem, param) in [
+        ("quadratic", "d_l=100000"),
+        ("quadratic", "d_l=30000"),
+        ("quadratic", "d_l=100000000"),
+        ("hyperparameter", "p=100000000"),
+        ("hyperparameter", "n=100000000"),
+        ("meta_learning", "d=100000000"),
+        ("meta_learning", "tasks=100000000"),
+        ("weakly_convex", "d_l=100000000"),
+        ("finite_sum", "n_lower=1000000000"),
+        ("finite_sum", "d_l=100000"),
+        ("representation", "k=100000"),
+        ("low_rank", "d_l=100000000"),
+        ("nonlinear_coupling", "d_l=100000000"),
+        ("data_cleaning", "m=100000000"),
+    ] {
+        let args = [
+            "run",
+            "--algo",
+            "ttsa",
+            "--problem",
+            problem,
+            "--param",
+            param,
+            "--iters",
+            "2",
+        ];
+        let out = bilevel_within(&args, Duration::from_secs(20));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for bad in ["panicked", "backtrace", "memory allocation"] {
+            assert!(!err.contains(bad), "{args:?}: {err}");
+        }
+        let name = param.split('=').next().unwrap();
+        let first = err.lines().find(|l| !l.starts_with("warning:")).unwrap_or_default();
+        assert!(
+            first.starts_with(&format!("error: invalid parameter {name} = ")),
+            "{args:?}: {err}"
+        );
+        assert!(
+            first.contains("GiB") && first.contains("MAX_ENTRIES"),
+            "{args:?}: {first}"
+        );
+        let hint = err.lines().find_map(|l| l.strip_prefix("hint: ")).expect("a hint");
+        hint_options_exist("run", hint);
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?}: {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // The quadratic's way out is the matrix-free family.
+    let (err, _) = error_and_hint(&[
+        "run",
+        "--algo",
+        "ttsa",
+        "--problem",
+        "quadratic",
+        "--param",
+        "d_l=100000",
+    ]);
+    assert!(
+        err.contains("d_l <= 11582 would fit") && err.contains("low_rank"),
+        "{err}"
+    );
+}
+
 #[test]
 fn golden_never_overwrites_its_input() {
     let dir = tmp_dir("golden-input");

@@ -11,6 +11,7 @@ mod docs;
 mod errata10;
 mod exact;
 mod families;
+mod family_sizes;
 mod golden;
 mod golden_families;
 mod golden_judge;

@@ -31,6 +31,9 @@ use rand_distr::StandardNormal;
 use serde::Serialize;
 
 /// Parameters of [`DataCleaning`]; checked by [`DataCleaningSpec::build`].
+///
+/// Size limit: the instance holds the $(m + n)\times p$ data and the box of the $m$ weights, and `phi_star` forms a
+/// $p\times p$ Hessian, [`DataCleaningSpec::entries`] $\le$ [`MAX_ENTRIES`](super::MAX_ENTRIES) (2 GiB).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataCleaningSpec {
@@ -71,6 +74,16 @@ impl Default for DataCleaningSpec {
 }
 
 impl DataCleaningSpec {
+    /// The `f64` entries the instance holds and its `phi_star` forms, checked by [`DataCleaningSpec::build`]
+    /// against [`MAX_ENTRIES`](super::MAX_ENTRIES): $(m + n)(p + 1) + 3p^2 + 3m + p$ (saturating).
+    pub fn entries(&self) -> u64 {
+        Self::count(self.p, self.m, self.n)
+    }
+
+    fn count(p: usize, m: usize, n: usize) -> u64 {
+        super::entries(&[&[m, p], &[n, p], &[4, m], &[n], &[3, p, p], &[p]])
+    }
+
     /// Check the parameters and generate the data.
     pub fn build(&self) -> Result<DataCleaning> {
         if self.p == 0 {
@@ -93,6 +106,14 @@ impl DataCleaningSpec {
                 "must be finite and >= 0",
             ));
         }
+        super::check_storage(
+            "data_cleaning",
+            &[("p", self.p), ("m", self.m), ("n", self.n)],
+            |v| Self::count(v[0], v[1], v[2]),
+            "(m + n) x p data, the box of the m weights, and the p x p Hessian phi_star forms, a rank-one term and \
+             its factor",
+            "lower the sizes named (the construction also eigendecomposes p x p matrices, O(p^3) time)",
+        )?;
         let (p, m) = (self.p, self.m);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let w = gaussian_vector(&mut rng, p);

@@ -41,6 +41,9 @@ use serde::Serialize;
 
 /// Parameters of [`FiniteSum`]; checked by [`FiniteSumSpec::build`]. Defaults are small (registry tests); the
 /// benchmark_bilevel configuration is [`FiniteSumSpec::benchmark`].
+///
+/// Size limit: the per-sample factors ($3d_l + d_u$ per lower, $3(d_l + d_u)$ per upper sample) and $\bar H$,
+/// $\bar G$ ($d_l\times d_l$), [`FiniteSumSpec::entries`] $\le$ [`MAX_ENTRIES`](super::MAX_ENTRIES) (2 GiB).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FiniteSumSpec {
@@ -93,6 +96,27 @@ impl Default for FiniteSumSpec {
 }
 
 impl FiniteSumSpec {
+    /// The `f64` entries the instance holds, checked by [`FiniteSumSpec::build`] against
+    /// [`MAX_ENTRIES`](super::MAX_ENTRIES): $n_l(3d_l + d_u) + 3n_u(d_l + d_u) + 2d_l^2 + 3d_ud_l + 2d_u^2 + 3(d_l + d_u)$
+    /// (saturating).
+    pub fn entries(&self) -> u64 {
+        Self::count(self.d_u, self.d_l, self.n_lower, self.n_upper)
+    }
+
+    fn count(d_u: usize, d_l: usize, nl: usize, nu: usize) -> u64 {
+        super::entries(&[
+            &[3, nl, d_l],
+            &[nl, d_u],
+            &[3, nu, d_l],
+            &[3, nu, d_u],
+            &[2, d_l, d_l],
+            &[3, d_u, d_l],
+            &[2, d_u, d_u],
+            &[3, d_l],
+            &[3, d_u],
+        ])
+    }
+
     /// benchmark_bilevel's quadratic configuration: $d_u = 10$, $d_l = 100$, $n_l = 32768$, $n_u = 1024$,
     /// minibatch 64.
     pub fn benchmark() -> Self {
@@ -133,6 +157,19 @@ impl FiniteSumSpec {
             return Err(BilevelError::invalid("mu_f", self.mu_f, "must be finite and > 0"));
         }
         self.domain.check_dim(self.d_u)?;
+        super::check_storage(
+            "finite_sum",
+            &[
+                ("d_u", self.d_u),
+                ("d_l", self.d_l),
+                ("n_lower", self.n_lower),
+                ("n_upper", self.n_upper),
+            ],
+            |v| Self::count(v[0], v[1], v[2], v[3]),
+            "the per-sample factors as columns, 3 d_l + d_u per lower and 3 (d_l + d_u) per upper sample, d_l x d_l \
+             H and G, d_u x d_l C, E and J",
+            "lower the sizes named (the construction is O((n_lower + n_upper) d^2 + d^3) time, d = max(d_u, d_l))",
+        )?;
         FiniteSum::generate(self)
     }
 }

@@ -31,6 +31,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`LowRank`]; checked by [`LowRankSpec::build`].
+///
+/// Size limit: the instance holds $M$, $N$, $J$ ($d_u\times d_l$), $V$, $D^{-1}V$ ($d_l\times r$) and four
+/// $d_l$-vectors, [`LowRankSpec::entries`] $\le$ [`MAX_ENTRIES`](super::MAX_ENTRIES) (2 GiB), so
+/// $d_l\le 1.5\cdot10^7$ at $d_u = 3$, $r = 2$.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LowRankSpec {
@@ -80,6 +84,23 @@ impl Default for LowRankSpec {
 }
 
 impl LowRankSpec {
+    /// The `f64` entries the instance holds, checked by [`LowRankSpec::build`] against
+    /// [`MAX_ENTRIES`](super::MAX_ENTRIES): $(3d_u + 2r + 4)d_l + 2d_u^2 + r^2 + 3d_u$ (saturating).
+    pub fn entries(&self) -> u64 {
+        Self::count(self.d_u, self.d_l, self.rank)
+    }
+
+    fn count(d_u: usize, d_l: usize, r: usize) -> u64 {
+        super::entries(&[
+            &[3, d_u, d_l],
+            &[2, d_l, r],
+            &[4, d_l],
+            &[2, d_u, d_u],
+            &[r, r],
+            &[3, d_u],
+        ])
+    }
+
     /// Check the parameters and generate the instance.
     pub fn build(&self) -> Result<LowRank> {
         for (name, v) in [("d_u", self.d_u), ("d_l", self.d_l)] {
@@ -114,6 +135,13 @@ impl LowRankSpec {
             return Err(BilevelError::invalid("mu_f", self.mu_f, "must be finite and > 0"));
         }
         self.domain.check_dim(self.d_u)?;
+        super::check_storage(
+            "low_rank",
+            &[("d_u", self.d_u), ("d_l", self.d_l), ("rank", self.rank)],
+            |v| Self::count(v[0], v[1], v[2]),
+            "d_u x d_l M, N and J, d_l x rank V and D^-1 V, four d_l-vectors",
+            "lower d_l or d_u",
+        )?;
         let (d_u, d_l, r) = (self.d_u, self.d_l, self.rank);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let s = 1.0 / (d_l as f64).sqrt();

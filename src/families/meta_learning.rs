@@ -31,6 +31,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`MetaLearning`]; checked by [`MetaLearningSpec::build`].
+///
+/// Size limit: the instance holds, per task, $Q_t$, $R_t$, $M_t$ and a block of the stacked Jacobian ($d\times d$),
+/// [`MetaLearningSpec::entries`] $\le$ [`MAX_ENTRIES`](super::MAX_ENTRIES) (2 GiB).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetaLearningSpec {
@@ -62,7 +65,27 @@ impl Default for MetaLearningSpec {
     }
 }
 
+/// The heap cost of one task beyond its arrays, counted as `f64` entries: six matrix and vector headers (216 bytes)
+/// and the allocator's overhead of their six buffers.
+const TASK_OVERHEAD: usize = 40;
+
 impl MetaLearningSpec {
+    /// The `f64` entries the instance holds and its construction forms, checked by [`MetaLearningSpec::build`]
+    /// against [`MAX_ENTRIES`](super::MAX_ENTRIES): $T(4d^2 + 4d + 40) + 6d^2 + 3d$ (saturating).
+    pub fn entries(&self) -> u64 {
+        Self::count(self.d, self.tasks)
+    }
+
+    fn count(d: usize, tasks: usize) -> u64 {
+        super::entries(&[
+            &[4, tasks, d, d],
+            &[4, tasks, d],
+            &[TASK_OVERHEAD, tasks],
+            &[6, d, d],
+            &[3, d],
+        ])
+    }
+
     /// Check the parameters and generate the tasks.
     pub fn build(&self) -> Result<MetaLearning> {
         for (name, v) in [("d", self.d), ("tasks", self.tasks)] {
@@ -82,7 +105,19 @@ impl MetaLearningSpec {
                 ));
             }
         }
+        super::check_storage(
+            "meta_learning",
+            &[("d", self.d), ("tasks", self.tasks)],
+            |v| Self::count(v[0], v[1]),
+            "per task d x d Q_t, R_t, M_t and its block of the stacked Jacobian, three d-vectors and the task's \
+             headers, and the transient copies of one Haar construction",
+            "lower the sizes named (each task also costs two d x d Haar constructions, O(d^3) time)",
+        )?;
         let (d, nt, lambda) = (self.d, self.tasks, self.lambda);
+        // The storage check bounds T d, so d_l = T d and every block offset t d fit in a usize.
+        let d_l = nt
+            .checked_mul(d)
+            .ok_or_else(|| BilevelError::invalid("tasks", nt, "tasks d overflows"))?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let mut tasks = Vec::with_capacity(nt);
         for _ in 0..nt {
@@ -107,7 +142,7 @@ impl MetaLearningSpec {
         let mut a_f = Matrix::zeros(d, d);
         let mut g_f = Vector::zeros(d);
         let mut c_f = 0.0;
-        let mut stacked = Matrix::zeros(nt * d, d);
+        let mut stacked = Matrix::zeros(d_l, d);
         let (mut mu_l, mut l_l, mut l_r) = (f64::INFINITY, 0.0f64, 0.0f64);
         for (t, k) in tasks.iter().enumerate() {
             a_f += k.m.transpose() * &k.r * &k.m / tf;

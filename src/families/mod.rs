@@ -22,6 +22,39 @@
 //!
 //! Shared pieces: [`data`] (seeded data sets, finite-sum minibatches, the smoothness lemma behind the bounds of the
 //! data families), [`random`] (seeded matrices).
+//!
+//! # Size limit
+//! Every `...Spec::build` counts, before allocating anything proportional to its sizes, the `f64` entries the
+//! instance will need: the arrays it stores, the dense matrix its exact oracles form (the lower-level Hessian that
+//! `phi_star` factors in the data families), and for the families built from a Haar construction or a thin QR
+//! ([`weakly_convex`], [`meta_learning`], [`nonlinear_coupling`]) that construction's transient copies. When the
+//! count exceeds [`MAX_ENTRIES`] ($2^{28}$ entries, 2 GiB) it returns [`BilevelError::InvalidParameter`] naming the
+//! size parameters at fault, the largest value of each that fits, the GiB needed, the limit and a way out
+//! ([`check_storage`]). The counts use saturating arithmetic ([`entries`]), so no size overflows, and every index
+//! product of a built instance is bounded by its count. The other constructions hold transient copies on top, at
+//! most about as much again; the algorithms' own vectors are not counted.
+//!
+//! | family | counted entries (saturating; the full formula is on each `...Spec::entries`) | largest size at the other defaults |
+//! |---|---|---|
+//! | [`quadratic`] | $2d_l^2 + 3d_ud_l + \dots$ ($H$, $Q$; $M$, $N$, $J$) | $d_l \le 11582$; above, use [`low_rank`] |
+//! | [`hyperparameter`] | $(m+n)(p+1) + 3p^2 + 3p$ (data; $A$, the Hessian `phi_star` factors and its copy) | $p \le 9447$, $n \le 5.3\cdot10^7$ |
+//! | [`representation`] | $(m+n)(p+1) + p^2 + 4kp + 2k^2 + 3p$ (data, $A$; feature maps, box; Hessian of `phi_star`) | $k \le 11581$ |
+//! | [`pruning`] | $(m+n)(p+1) + 3p^2 + 3p$ (as hyperparameter) | $p \le 9447$ |
+//! | [`data_cleaning`] | $(m+n)(p+1) + 3p^2 + 3m + p$ (data, box of the $m$ weights; Hessian of `phi_star`) | $m \le 3.8\cdot10^7$ |
+//! | [`meta_learning`] | $T(4d^2 + 4d + 40) + 6d^2 + 3d$ (per task $Q_t$, $R_t$, $M_t$, a block of the stacked Jacobian, headers) | $d \le 3492$, $T \le 3.0\cdot10^6$ |
+//! | [`weakly_convex`] | $5d_l^2 + 2d_ud_l + d_u^2 + 2d_u$ ($S$ and its Haar construction's copies; $A$, $A^\top S$) | $d_l \le 7326$ |
+//! | [`ttsa_tight`] | none (one dimension, no size parameter) | — |
+//! | [`nonlinear_coupling`] | $3d_ud_l + 2d_l + d_u^2 + 8d_u$ ($A$, its orthonormal factor, the Gaussian) | $d_l \le 3.3\cdot10^7$ |
+//! | [`finite_sum`] | $n_l(3d_l + d_u) + 3n_u(d_l + d_u) + 2d_l^2 + 3d_ud_l + \dots$ (per-sample columns; $\bar H$, $\bar G$) | $n_l \le 1.2\cdot10^7$, $d_l \le 11510$ |
+//! | [`low_rank`] | $(3d_u + 2r + 4)d_l + \dots$ ($M$, $N$, $J$; $V$, $D^{-1}V$; vectors) | $d_l \le 1.5\cdot10^7$ |
+//!
+//! The limit is about memory, not time. The dense families whose construction is cubic factor or eigendecompose
+//! $d\times d$ matrices with nalgebra's unblocked kernels — measured on the 2-core machine: [`weakly_convex`] at
+//! $d_l = 1000$ in 0.7 s, [`hyperparameter`] at $p = 1000$ in 2.5 s, [`meta_learning`] at $d = 1000$ (four tasks,
+//! eight Haar constructions) in 11 s — and grow at least as $d^3$, so sizes near the limit pass the check and take
+//! minutes to hours to build. The [`quadratic`] above $d_l = 256$ builds in $O(d_l^2(d_u + 32))$ (1.6 s and 383 MB
+//! peak at $d_l = 4000$, where the count is 256 MB).
+//!
 
 pub mod data;
 pub mod data_cleaning;
@@ -40,6 +73,123 @@ pub mod weakly_convex;
 use crate::error::{BilevelError, Result};
 use crate::problem::Bilevel;
 use std::sync::Arc;
+
+/// Most `f64` entries one family instance may hold: $2^{28}$ entries, 2 GiB (module docs, "Size limit").
+///
+/// A bound on the whole instance, not on each array: the quadratic holds two dense $d_l\times d_l$ matrices and
+/// low_rank three $d_u\times d_l$ ones, so a per-array bound would let an instance need several times the limit.
+/// 2 GiB leaves room for the construction's transient copies and for the algorithms on a machine of 8 GiB; a dense
+/// $d_l\times d_l$ family then allows $d_l$ up to about 11 500 (the quadratic: $2d_l^2 + 3d_ud_l \le 2^{28}$).
+pub const MAX_ENTRIES: u64 = 1 << 28;
+
+/// $\sum_t \prod_{f\in t} f$ over `terms`, saturating at `u64::MAX`: the entry count of a family's arrays, each
+/// term the dimensions of one array (or a multiplicity times its dimensions). Never overflows.
+pub fn entries(terms: &[&[usize]]) -> u64 {
+    terms
+        .iter()
+        .map(|t| t.iter().fold(1u64, |acc, &f| acc.saturating_mul(f as u64)))
+        .fold(0u64, u64::saturating_add)
+}
+
+/// `Ok` when `count(values)` entries fit in [`MAX_ENTRIES`], else the typed error the families return for too
+/// large sizes.
+///
+/// `params` are the family's size parameters with their values, `count` the entry count as a function of those
+/// values (monotone in each, computed with [`entries`]), `stores` what the count is made of, and `way_out` what to
+/// do instead. The error names the parameter that alone can bring the count under the limit by the smallest factor
+/// (with the largest value that fits at the others' values; ties are all named), or all of them when none can
+/// alone, the size needed in GiB, the limit and the way out. Allocates nothing proportional to the sizes.
+pub fn check_storage(
+    family: &str,
+    params: &[(&str, usize)],
+    count: impl Fn(&[usize]) -> u64,
+    stores: &str,
+    way_out: &str,
+) -> Result<()> {
+    let values: Vec<usize> = params.iter().map(|&(_, v)| v).collect();
+    let needed = count(&values);
+    if needed <= MAX_ENTRIES {
+        return Ok(());
+    }
+    // For each parameter, the largest value below its own that fits with the others fixed, if any (binary search:
+    // count is monotone, fits at lo, not at hi).
+    let largest_fitting = |i: usize| -> Option<usize> {
+        let at = |v: usize| {
+            let mut vs = values.clone();
+            vs[i] = v;
+            count(&vs) <= MAX_ENTRIES
+        };
+        if values[i] <= 1 || !at(1) {
+            return None;
+        }
+        let (mut lo, mut hi) = (1usize, values[i]);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if at(mid) { lo = mid } else { hi = mid }
+        }
+        Some(lo)
+    };
+    // The parameters at fault: those that alone can bring the count under the limit by the smallest factor
+    // (value / largest fitting value), so that the message names the size that was raised, not a small one that
+    // could only shrink to 1; all parameters when none can alone.
+    let reductions: Vec<(usize, usize, f64)> = (0..params.len())
+        .filter_map(|i| largest_fitting(i).map(|max| (i, max, params[i].1 as f64 / max as f64)))
+        .collect();
+    let least = reductions.iter().map(|r| r.2).fold(f64::INFINITY, f64::min);
+    let at_fault: Vec<&(usize, usize, f64)> = reductions.iter().filter(|r| r.2 <= least * (1.0 + 1e-12)).collect();
+    let culprits: Vec<usize> = if at_fault.is_empty() {
+        (0..params.len()).collect()
+    } else {
+        at_fault.iter().map(|r| r.0).collect()
+    };
+    let bounds: Vec<String> = at_fault
+        .iter()
+        .map(|&&(i, max, _)| format!("{} <= {max}", params[i].0))
+        .collect();
+    let (name, value) = if let [i] = culprits[..] {
+        (params[i].0.to_string(), params[i].1.to_string())
+    } else {
+        let names: Vec<&str> = culprits.iter().map(|&i| params[i].0).collect();
+        let vals: Vec<String> = culprits.iter().map(|&i| params[i].1.to_string()).collect();
+        (format!("({})", names.join(", ")), format!("({})", vals.join(", ")))
+    };
+    let gib = |n: u64| {
+        let g = n as f64 * 8.0 / (1u64 << 30) as f64;
+        if g < 1e4 {
+            format!("{g:.1} GiB")
+        } else {
+            format!("{g:.2e} GiB")
+        }
+    };
+    let others: Vec<String> = params
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !culprits.contains(i))
+        .map(|(_, (n, v))| format!("{n} = {v}"))
+        .collect();
+    let at_others = if others.is_empty() {
+        String::new()
+    } else {
+        format!(" (at {})", others.join(", "))
+    };
+    let fits = if bounds.is_empty() {
+        String::new()
+    } else {
+        format!("; {} would fit{at_others}", bounds.join(" or "))
+    };
+    let held = if needed == u64::MAX {
+        "more than 1.8e19".to_string()
+    } else {
+        format!("{:.2e}", needed as f64)
+    };
+    let reason = format!(
+        "{family} would hold {held} f64 entries, {} ({stores}), above the limit of {} per instance (2^28 entries, \
+         bilevel::families::MAX_ENTRIES){fits}; {way_out}",
+        gib(needed),
+        gib(MAX_ENTRIES),
+    );
+    Err(BilevelError::invalid(&name, value, &reason))
+}
 
 /// One registered family: a name, a one-line summary citing the lecture, and a builder with default parameters.
 pub struct FamilyEntry {

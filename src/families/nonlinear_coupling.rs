@@ -39,6 +39,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`NonlinearCoupling`]; checked by [`NonlinearCouplingSpec::build`].
+///
+/// Size limit: $A$ ($d_l\times d_u$, three such arrays during the construction),
+/// [`NonlinearCouplingSpec::entries`] $\le$ [`MAX_ENTRIES`](super::MAX_ENTRIES) (2 GiB).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NonlinearCouplingSpec {
@@ -73,6 +76,17 @@ impl Default for NonlinearCouplingSpec {
 }
 
 impl NonlinearCouplingSpec {
+    /// The `f64` entries the instance holds and its construction forms, checked by
+    /// [`NonlinearCouplingSpec::build`] against [`MAX_ENTRIES`](super::MAX_ENTRIES), with $d_u$ the length of
+    /// `theta_opt`: $3d_ud_l + 2d_l + d_u^2 + 8d_u$ (saturating).
+    pub fn entries(&self) -> u64 {
+        Self::count(self.theta_opt.len(), self.d_l)
+    }
+
+    fn count(d_u: usize, d_l: usize) -> u64 {
+        super::entries(&[&[3, d_u, d_l], &[2, d_l], &[d_u, d_u], &[8, d_u]])
+    }
+
     /// Check the parameters and build the instance.
     pub fn build(&self) -> Result<NonlinearCoupling> {
         let d_u = self.theta_opt.len();
@@ -105,6 +119,13 @@ impl NonlinearCouplingSpec {
         if !(self.radius.is_finite() && self.radius > 0.0) {
             return Err(BilevelError::invalid("radius", self.radius, "must be finite and > 0"));
         }
+        super::check_storage(
+            "nonlinear_coupling",
+            &[("d_u", d_u), ("d_l", self.d_l)],
+            |v| Self::count(v[0], v[1]),
+            "d_l x d_u A, its orthonormal factor and the Gaussian it comes from, and d_l-vectors",
+            "lower d_l (d_u is the length of theta_opt)",
+        )?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         // Orthonormal columns: thin QR of a Gaussian d_l × d_u matrix.
         let u = gaussian_matrix(&mut rng, self.d_l, d_u).qr().q();

@@ -29,6 +29,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`Pruning`]; checked by [`PruningSpec::build`].
+///
+/// Size limit: the instance holds the $(m + n)\times p$ data and $A$, and `phi_star` factors a $p\times p$ Hessian,
+/// [`PruningSpec::entries`] $\le$ [`MAX_ENTRIES`](super::MAX_ENTRIES) (2 GiB).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PruningSpec {
@@ -66,6 +69,16 @@ impl Default for PruningSpec {
 }
 
 impl PruningSpec {
+    /// The `f64` entries the instance holds and its `phi_star` forms, checked by [`PruningSpec::build`] against
+    /// [`MAX_ENTRIES`](super::MAX_ENTRIES): $(m + n)(p + 1) + 3p^2 + 3p$ (saturating).
+    pub fn entries(&self) -> u64 {
+        Self::count(self.p, self.m, self.n)
+    }
+
+    fn count(p: usize, m: usize, n: usize) -> u64 {
+        super::entries(&[&[m, p], &[n, p], &[m], &[n], &[3, p, p], &[3, p]])
+    }
+
     /// Check the parameters and generate the data (a sparse ground truth: every other weight is zero).
     pub fn build(&self) -> Result<Pruning> {
         if self.p == 0 {
@@ -85,6 +98,13 @@ impl PruningSpec {
                 "must be finite and >= 0",
             ));
         }
+        super::check_storage(
+            "pruning",
+            &[("p", self.p), ("m", self.m), ("n", self.n)],
+            |v| Self::count(v[0], v[1], v[2]),
+            "(m + n) x p data, p x p A, and the p x p Hessian phi_star factors with its copy",
+            "lower the sizes named (the construction also eigendecomposes a p x p matrix, O(p^3) time)",
+        )?;
         let p = self.p;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let mut w = gaussian_vector(&mut rng, p);

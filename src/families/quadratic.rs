@@ -29,6 +29,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`Quadratic`]; checked by [`QuadraticSpec::build`].
+///
+/// Size limit: the instance holds $H$, $Q$ ($d_l\times d_l$) and $M$, $N$, $J$ ($d_u\times d_l$),
+/// [`QuadraticSpec::entries`] $\le$ [`MAX_ENTRIES`](super::MAX_ENTRIES) (2 GiB), so $d_l\le 11582$ at $d_u = 3$;
+/// [`low_rank`](super::low_rank) is the matrix-free family for larger $d_l$.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuadraticSpec {
@@ -69,6 +73,16 @@ impl Default for QuadraticSpec {
 }
 
 impl QuadraticSpec {
+    /// The `f64` entries the instance holds, checked by [`QuadraticSpec::build`] against
+    /// [`MAX_ENTRIES`](super::MAX_ENTRIES): $2d_l^2 + 3d_ud_l + 3d_l + 2d_u^2 + 3d_u$ (saturating).
+    pub fn entries(&self) -> u64 {
+        Self::count(self.d_u, self.d_l)
+    }
+
+    fn count(d_u: usize, d_l: usize) -> u64 {
+        super::entries(&[&[2, d_l, d_l], &[3, d_u, d_l], &[3, d_l], &[2, d_u, d_u], &[3, d_u]])
+    }
+
     /// Check the parameters and generate the instance.
     pub fn build(&self) -> Result<Quadratic> {
         if self.d_u == 0 {
@@ -95,6 +109,13 @@ impl QuadraticSpec {
             return Err(BilevelError::invalid("mu_f", self.mu_f, "must be finite and > 0"));
         }
         self.domain.check_dim(self.d_u)?;
+        super::check_storage(
+            "quadratic",
+            &[("d_u", self.d_u), ("d_l", self.d_l)],
+            |v| Self::count(v[0], v[1]),
+            "dense d_l x d_l H and Q, d_u x d_l M, N and J",
+            "for larger d_l use the matrix-free family low_rank (--problem low_rank, O((d_u + rank) d_l) entries)",
+        )?;
         if self.d_l > HAAR_MAX_DIM {
             return self.build_large();
         }

@@ -34,6 +34,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`Representation`]; checked by [`RepresentationSpec::build`].
+///
+/// Size limit: the instance holds the $(m + n)\times p$ data, $A$ and the box of $\theta\in\mathbb{R}^{kp}$, and
+/// `phi_star` factors a $k\times k$ Hessian, [`RepresentationSpec::entries`] $\le$
+/// [`MAX_ENTRIES`](super::MAX_ENTRIES) (2 GiB).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RepresentationSpec {
@@ -74,6 +78,16 @@ impl Default for RepresentationSpec {
 }
 
 impl RepresentationSpec {
+    /// The `f64` entries the instance holds and its `phi_star` forms, checked by [`RepresentationSpec::build`]
+    /// against [`MAX_ENTRIES`](super::MAX_ENTRIES): $(m + n)(p + 1) + p^2 + 4kp + 2k^2 + 3p$ (saturating).
+    pub fn entries(&self) -> u64 {
+        Self::count(self.p, self.k, self.m, self.n)
+    }
+
+    fn count(p: usize, k: usize, m: usize, n: usize) -> u64 {
+        super::entries(&[&[m, p], &[n, p], &[m], &[n], &[p, p], &[4, k, p], &[2, k, k], &[3, p]])
+    }
+
     /// Check the parameters and generate the data.
     pub fn build(&self) -> Result<Representation> {
         for (name, v) in [("p", self.p), ("k", self.k)] {
@@ -95,13 +109,24 @@ impl RepresentationSpec {
                 "must be finite and >= 0",
             ));
         }
+        super::check_storage(
+            "representation",
+            &[("p", self.p), ("k", self.k), ("m", self.m), ("n", self.n)],
+            |v| Self::count(v[0], v[1], v[2], v[3]),
+            "(m + n) x p data, p x p A, the k x p feature map twice, the box of the k p entries of theta, and the \
+             k x k Hessian phi_star factors with its copy",
+            "lower the sizes named (the construction also eigendecomposes a p x p matrix, O(p^3) time)",
+        )?;
         let (p, k) = (self.p, self.k);
+        // The storage check bounds k p, so every index of the feature map (r p + c < k p) fits in a usize.
+        let d_u = k
+            .checked_mul(p)
+            .ok_or_else(|| BilevelError::invalid("k", k, "k p overflows"))?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let w = gaussian_vector(&mut rng, p);
         let ones = Vector::from_element(p, 1.0);
         let train = Dataset::linear(&mut rng, self.m, &ones, &w, self.label_noise);
         let val = Dataset::linear(&mut rng, self.n, &ones, &w, self.label_noise);
-        let d_u = k * p;
         let domain = Domain::new_box(vec![-self.radius; d_u], vec![self.radius; d_u])?;
         let (a, b) = train.moments();
         let lam_a = lambda_max(&a);

@@ -34,6 +34,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`TtsaTight`]; checked by [`TtsaTightSpec::build`].
+///
+/// Size limit: none needed; the family is one-dimensional ($d_u = d_l = 1$) and has no size parameter.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TtsaTightSpec {

@@ -29,6 +29,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Parameters of [`WeaklyConvex`]; checked by [`WeaklyConvexSpec::build`].
+///
+/// Size limit: $S$ ($d_l\times d_l$, five copies during its construction) and $A$, $A^\top S$,
+/// [`WeaklyConvexSpec::entries`] $\le$ [`MAX_ENTRIES`](super::MAX_ENTRIES) (2 GiB), so $d_l\le 7326$ at $d_u = 2$.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WeaklyConvexSpec {
@@ -63,6 +66,17 @@ impl Default for WeaklyConvexSpec {
 }
 
 impl WeaklyConvexSpec {
+    /// The `f64` entries the instance holds and its construction forms, checked by [`WeaklyConvexSpec::build`]
+    /// against [`MAX_ENTRIES`](super::MAX_ENTRIES): $5d_l^2 + 2d_ud_l + d_u^2 + 2d_u$ (saturating; the Haar
+    /// construction of $S$ holds up to five $d_l\times d_l$ matrices at once).
+    pub fn entries(&self) -> u64 {
+        Self::count(self.d_u, self.d_l)
+    }
+
+    fn count(d_u: usize, d_l: usize) -> u64 {
+        super::entries(&[&[5, d_l, d_l], &[2, d_u, d_l], &[d_u, d_u], &[2, d_u]])
+    }
+
     /// Check the parameters and generate the instance.
     pub fn build(&self) -> Result<WeaklyConvex> {
         for (name, v) in [("d_u", self.d_u), ("d_l", self.d_l)] {
@@ -95,6 +109,13 @@ impl WeaklyConvexSpec {
                 "must satisfy 0 < lo <= hi < inf",
             ));
         }
+        super::check_storage(
+            "weakly_convex",
+            &[("d_u", self.d_u), ("d_l", self.d_l)],
+            |v| Self::count(v[0], v[1]),
+            "d_l x d_l S with the transient copies of its Haar construction, d_l x d_u A and A' S",
+            "lower the sizes named (S's Haar construction is a dense QR, O(d_l^3) time)",
+        )?;
         let (d_u, d_l) = (self.d_u, self.d_l);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let a = gaussian_matrix(&mut rng, d_l, d_u) / (d_l as f64).sqrt();
