@@ -374,3 +374,24 @@ fn check_storage_accepts_up_to_the_limit_and_names_what_is_at_fault() {
     assert!(e.to_string().starts_with("invalid parameter (a, b) = (1, 1): "), "{e}");
     assert!(!e.to_string().contains("would fit"), "{e}");
 }
+
+/// Methods that need dense second derivatives refuse a matrix-free family whose d_l makes them too large, with a
+/// typed error before allocating (STABLE's tracked Hessian, the oracle's dense Hessian and cross matrix), where they
+/// used to abort on an 80 GB allocation.
+#[test]
+fn dense_second_derivatives_are_refused_above_the_limit() {
+    use bilevel::problem::{Oracle, Sample, check_dense};
+    assert!(check_dense("m", 16384, 16384).is_ok());
+    assert!(check_dense("m", 16384, 16385).is_err());
+    assert!(check_dense("m", usize::MAX, usize::MAX).is_err());
+    let p = bilevel::families::build_with("low_rank", &toml::toml! { d_l = 100000 }).unwrap();
+    let d = p.dims();
+    let (theta, phi) = (bilevel::Vector::zeros(d.d_u), bilevel::Vector::zeros(d.d_l));
+    let mut o = Oracle::new(p.as_ref(), 0);
+    let e = o.hess_fl(Sample::Exact, &theta, &phi).unwrap_err().to_string();
+    assert!(e.contains("GiB") && e.contains("Hessian-vector"), "{e}");
+    let mut s = bilevel::algorithms::build("stable", p.as_ref(), 10).unwrap();
+    let st = bilevel::solver::Iterate::start(theta.clone(), phi.clone());
+    let e = s.init(&mut o, &st).unwrap_err().to_string();
+    assert!(e.contains("STABLE's tracked lower-level Hessian"), "{e}");
+}

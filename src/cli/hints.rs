@@ -28,9 +28,9 @@ pub fn hint(e: &BilevelError, command: &str) -> String {
              in theory/claims.toml; rerun the claim alone with --only ID, and see its note in theory/"
             .into(),
         BilevelError::NotPositiveDefinite { what, .. } if run && what.contains("Hessian") => {
-            "a sampled lower-level Hessian is indefinite when the Hessian noise (scale --noise) is comparable to \
-             mu_l (see `bilevel list`): lower --noise (e.g. --noise 0), or use an algorithm that does not invert a \
-             sampled Hessian (ttsa, bsa, stocbio: Neumann series)"
+            "a sampled lower-level Hessian is indefinite when the Hessian noise (norm up to --noise * sqrt(2 d_l): \
+             bilevel::problem::noise) is comparable to mu_l (see `bilevel list`): lower --noise (e.g. --noise 0), \
+             or use an algorithm that does not invert a sampled Hessian (ttsa, bsa, stocbio: Neumann series)"
                 .into()
         }
         BilevelError::NotPositiveDefinite { .. } => "the matrix must be symmetric positive definite: check its \

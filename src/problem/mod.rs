@@ -27,7 +27,7 @@ pub mod philox;
 pub use checked::Checked;
 pub use domain::{BallSet, BoxSet, Domain};
 pub use noise::{NoiseLevels, Noisy};
-pub use oracle::{Counts, Oracle};
+pub use oracle::{Counts, MAX_DENSE_ENTRIES, Oracle, check_dense};
 
 use crate::error::Result;
 use crate::linalg::{Matrix, Vector, spd_solve};

@@ -258,13 +258,41 @@ impl<'a> Oracle<'a> {
     /// Dense $\nabla^2_{\phi\phi} f_l$ at `s` (counted once in `fl_dense`).
     pub fn hess_fl(&mut self, s: Sample, theta: &Vector, phi: &Vector) -> Result<Matrix> {
         self.check_point(theta, phi)?;
+        let d_l = self.dims().d_l;
+        check_dense("a dense lower-level Hessian", d_l, d_l)?;
         self.counts.fl_dense += 1;
         Ok(self.problem.hess_fl(s, theta, phi))
     }
     /// Dense $\nabla^2_{\theta\phi} f_l$ at `s` (counted once in `fl_dense`).
     pub fn cross_matrix_fl(&mut self, s: Sample, theta: &Vector, phi: &Vector) -> Result<Matrix> {
         self.check_point(theta, phi)?;
+        let d = self.dims();
+        check_dense("a dense cross-derivative matrix", d.d_u, d.d_l)?;
         self.counts.fl_dense += 1;
         Ok(self.problem.cross_matrix_fl(s, theta, phi))
     }
+}
+
+/// Largest dense matrix an oracle or a solver allocates, in entries: the families' instance limit
+/// (`families::MAX_ENTRIES`, $2^{28}$ f64 = 2 GiB), so that a matrix-free family at $d_l = 10^5$ with a method that
+/// needs dense second derivatives (STABLE, the dense-solve estimator) gets a typed error, not an 80 GB allocation
+/// failure.
+pub const MAX_DENSE_ENTRIES: u64 = 1 << 28;
+
+/// Error unless a dense `rows` × `cols` matrix fits [`MAX_DENSE_ENTRIES`]; `what` names the matrix.
+pub fn check_dense(what: &str, rows: usize, cols: usize) -> Result<()> {
+    let entries = (rows as u64).saturating_mul(cols as u64);
+    if entries <= MAX_DENSE_ENTRIES {
+        return Ok(());
+    }
+    Err(BilevelError::invalid(
+        "d_l",
+        cols,
+        &format!(
+            "{what} ({rows} x {cols}) would take {:.1} GiB, above the limit of 2 GiB \
+             (bilevel::problem::MAX_DENSE_ENTRIES); at this size use a method with Hessian-vector products \
+             only (ttsa, stocbio, bsa, aid-bio, sustain)",
+            entries as f64 * 8.0 / (1u64 << 30) as f64
+        ),
+    ))
 }
