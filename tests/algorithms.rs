@@ -333,3 +333,27 @@ fn ttsa_update_order_matches_alg4() {
         "the stale-phi variant must differ"
     );
 }
+
+/// A run shorter than the last checkpoint records only the checkpoints it reached, and `Recorder::unreached` says
+/// which were not (the trace alone gives no error: newcomer audit, session 6).
+#[test]
+fn checkpoints_past_the_run_are_reported_as_unreached() {
+    let p = quad();
+    let mut s = algorithms::build("ttsa", p.as_ref(), 10).unwrap();
+    let mut o = Oracle::new(p.as_ref(), 0);
+    let d = p.dims();
+    let mut rec = Recorder::new(&[Metric::GradNormSq], &[0, 5, 50, 10], false);
+    solver::run(
+        s.as_mut(),
+        &mut o,
+        &Vector::zeros(d.d_u),
+        &Vector::zeros(d.d_l),
+        10,
+        &mut rec,
+    )
+    .unwrap();
+    assert_eq!(rec.unreached(), &[50]);
+    let trace = rec.finish();
+    assert_eq!(trace.checkpoints, vec![0, 5, 10]);
+    assert_eq!(trace.values.len(), 3);
+}

@@ -296,8 +296,17 @@ impl Recorder {
             .map(|w| k - ((w * k as f64).ceil() as usize).clamp(1, k.max(1)))
     }
 
-    /// The trace recorded so far.
-    pub fn finish(self) -> Trace {
+    /// The checkpoints not recorded yet: after a run, those past its last iteration (a run shorter than the last
+    /// checkpoint records nothing there, without an error; check this before [`Recorder::finish`]).
+    pub fn unreached(&self) -> &[usize] {
+        &self.checkpoints[self.next.min(self.checkpoints.len())..]
+    }
+
+    /// The trace recorded so far: `checkpoints` lists only those reached, one per row of `values` (see
+    /// [`Recorder::unreached`] for the others).
+    pub fn finish(mut self) -> Trace {
+        let reached = self.next.min(self.trace.checkpoints.len());
+        self.trace.checkpoints.truncate(reached);
         self.trace
     }
 }
