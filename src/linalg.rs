@@ -55,6 +55,9 @@ pub fn check_matrix(what: &str, m: &Matrix, rows: usize, cols: usize) -> Result<
 }
 
 /// Smallest and largest eigenvalue of the symmetric part of `m`.
+///
+/// # Panics
+/// When `m` is not square or is empty (nalgebra); [`check_spd`] is the checked form.
 pub fn sym_eig_range(m: &Matrix) -> (f64, f64) {
     let s = symmetrize(m);
     let e = s.symmetric_eigenvalues();
@@ -62,6 +65,9 @@ pub fn sym_eig_range(m: &Matrix) -> (f64, f64) {
 }
 
 /// `(m + mᵀ)/2`.
+///
+/// # Panics
+/// When `m` is not square.
 pub fn symmetrize(m: &Matrix) -> Matrix {
     (m + m.transpose()) * 0.5
 }
@@ -103,8 +109,10 @@ pub fn spectral_norm(m: &Matrix) -> f64 {
     m.singular_values().max()
 }
 
-/// Solve `a x = b` for symmetric positive definite `a` by Cholesky.
+/// Solve `a x = b` for symmetric positive definite `a` by Cholesky; a non-square `a` or a `b` with other rows is
+/// [`BilevelError::DimensionMismatch`].
 pub fn spd_solve(what: &str, a: &Matrix, b: &Matrix) -> Result<Matrix> {
+    check_solve_sizes(what, a, b.nrows())?;
     let chol = a.clone().cholesky().ok_or_else(|| BilevelError::NotPositiveDefinite {
         what: what.to_string(),
         min_eig: sym_eig_range(a).0,
@@ -112,11 +120,28 @@ pub fn spd_solve(what: &str, a: &Matrix, b: &Matrix) -> Result<Matrix> {
     Ok(chol.solve(b))
 }
 
-/// Solve `a x = b` for symmetric positive definite `a` and a vector right-hand side.
+/// Solve `a x = b` for symmetric positive definite `a` and a vector right-hand side (sizes checked as
+/// [`spd_solve`]).
 pub fn spd_solve_vec(what: &str, a: &Matrix, b: &Vector) -> Result<Vector> {
+    check_solve_sizes(what, a, b.len())?;
     let chol = a.clone().cholesky().ok_or_else(|| BilevelError::NotPositiveDefinite {
         what: what.to_string(),
         min_eig: sym_eig_range(a).0,
     })?;
     Ok(chol.solve(b))
+}
+
+/// Error unless `a` is square, non-empty, and has `rhs_rows` rows.
+fn check_solve_sizes(what: &str, a: &Matrix, rhs_rows: usize) -> Result<()> {
+    let n = a.nrows();
+    for (part, expected, got) in [("columns", n, a.ncols()), ("right-hand side rows", n, rhs_rows)] {
+        if expected != got || n == 0 {
+            return Err(BilevelError::DimensionMismatch {
+                what: format!("{what} ({part})"),
+                expected,
+                got,
+            });
+        }
+    }
+    Ok(())
 }

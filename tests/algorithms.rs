@@ -357,3 +357,35 @@ fn checkpoints_past_the_run_are_reported_as_unreached() {
     assert_eq!(trace.checkpoints, vec![0, 5, 10]);
     assert_eq!(trace.values.len(), 3);
 }
+
+/// Window means of checkpoints whose windows overlap (100 and 105 with w = 0.1: (90, 100] and (94, 105]) equal the
+/// means of the recorded values over those windows. They used to drop the shared iterations from the later window
+/// but still divide by its full length (newcomer audit, session 6). A fraction outside (0, 1] is an error.
+#[test]
+fn overlapping_windows_average_their_own_iterations() {
+    let p = quad();
+    let d = p.dims();
+    let (theta0, phi0) = (Vector::from_element(d.d_u, 1.0), Vector::zeros(d.d_l));
+    let run = |rec: &mut Recorder| {
+        let mut s = algorithms::build("ttsa", p.as_ref(), 105).unwrap();
+        let mut o = Oracle::new(p.as_ref(), 3);
+        solver::run(s.as_mut(), &mut o, &theta0, &phi0, 105, rec)
+    };
+    let mut every = Recorder::new(&[Metric::GradNormSq], &(0..=105).collect::<Vec<_>>(), false);
+    run(&mut every).unwrap();
+    let v: Vec<f64> = every.finish().values.iter().map(|r| r[0]).collect();
+    let mean = |lo: usize, hi: usize| v[lo + 1..=hi].iter().sum::<f64>() / (hi - lo) as f64;
+    let mut rec = Recorder::new(&[Metric::GradNormSq], &[100, 105], false).with_window(0.1);
+    run(&mut rec).unwrap();
+    let w = rec.finish().windows.unwrap();
+    for (got, want) in [(w[0][0], mean(90, 100)), (w[1][0], mean(94, 105))] {
+        assert!((got - want).abs() <= 1e-12 * want.abs(), "{got} vs {want}");
+    }
+    for bad in [0.0, -1.0, 1.5, f64::NAN] {
+        let mut rec = Recorder::new(&[Metric::GradNormSq], &[10], false).with_window(bad);
+        assert!(
+            matches!(run(&mut rec), Err(BilevelError::InvalidParameter { .. })),
+            "{bad}"
+        );
+    }
+}

@@ -760,3 +760,22 @@ fn ball_instances_are_active_and_inactive() {
         }
     }
 }
+
+/// The golden writers take a file's `name` as a stem inside the output directory: a name that would write
+/// elsewhere (a separator, `..`, an absolute path) is refused and nothing is written (newcomer audit, session 6).
+#[test]
+fn golden_names_cannot_escape_the_output_directory() {
+    let dir = std::env::temp_dir().join(format!("bilevel-golden-names-{}", std::process::id()));
+    for name in ["../escaped", "/tmp/abs_escape", "a/b", "..", "", "a\\b"] {
+        let v = serde_json::json!({ "name": name, "x": 1 });
+        let r = bilevel::golden::write_values(&[v], &dir.join("sub"));
+        assert!(
+            matches!(r, Err(bilevel::BilevelError::InvalidParameter { .. })),
+            "{name:?}: {r:?}"
+        );
+    }
+    assert!(!dir.join("escaped.json").exists());
+    let ok = bilevel::golden::write_values(&[serde_json::json!({ "name": "plain", "x": 1 })], &dir).unwrap();
+    assert_eq!(ok, vec![dir.join("plain.json")]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

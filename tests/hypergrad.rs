@@ -1429,3 +1429,40 @@ fn itd_factor_t_comes_from_the_trajectory_not_from_theta() {
     let errs = itd_error_vectors(&p, &theta, &phi0, beta, hi);
     check_t_times_geometric(&errs, lo, hi, rate, "exp family");
 }
+
+/// `estimate` refuses a Neumann scale outside $0 < \eta < 2/L_l$ and a workspace of other sizes with typed errors;
+/// it used to return a wrong estimate as `Ok` (e.g. $[1481.6, -2515.7]$ against the exact $[1.66, 0.58]$ for
+/// $\eta = -1$) or panic inside nalgebra (newcomer audit, session 6).
+#[test]
+fn estimate_checks_its_method_and_workspace() {
+    let p = QuadraticSpec {
+        d_u: 2,
+        d_l: 3,
+        ..Default::default()
+    }
+    .build()
+    .unwrap();
+    let l_l = p.constants().l_l;
+    let (theta, phi) = (Vector::from_element(2, 0.5), Vector::zeros(3));
+    let mut o = Oracle::new(&p, 0);
+    let mut out = Vector::zeros(2);
+    for eta in [-1.0, 0.0, 2.0 / l_l, f64::NAN] {
+        for m in [
+            InverseMethod::Neumann(NeumannParams { eta, terms: 5 }),
+            InverseMethod::GhadimiWang(NeumannParams { eta, terms: 5 }),
+        ] {
+            let mut ws = Workspace::new(2, 3);
+            let r = estimate(&mut o, &m, &theta, &phi, &mut ws, &mut out);
+            assert!(matches!(r, Err(BilevelError::StepCondition(_))), "{m:?}: {r:?}");
+        }
+    }
+    let ok = InverseMethod::Neumann(NeumannParams {
+        eta: 1.0 / l_l,
+        terms: 5,
+    });
+    assert!(estimate(&mut o, &ok, &theta, &phi, &mut Workspace::new(2, 3), &mut out).is_ok());
+    let mut ws = Workspace::new(2, 3);
+    ws.scratch[1] = Vector::zeros(4);
+    let r = estimate(&mut o, &ok, &theta, &phi, &mut ws, &mut out);
+    assert!(matches!(r, Err(BilevelError::DimensionMismatch { .. })), "{r:?}");
+}

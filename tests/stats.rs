@@ -291,7 +291,14 @@ fn geometric_grid_is_distinct_increasing_with_exact_endpoints() {
         let target = 10.0 * 10_000f64.powf(i as f64 / 11.0);
         assert!((k as f64 - target).abs() <= 0.5, "point {i}: {k} vs {target}");
     }
-    for bad in [(0, 10, 3), (10, 10, 2), (10, 5, 2), (1, 10, 1), (1, 4, 5)] {
+    for bad in [
+        (0, 10, 3),
+        (10, 10, 2),
+        (10, 5, 2),
+        (1, 10, 1),
+        (1, 4, 5),
+        (usize::MAX - 5, usize::MAX, 3),
+    ] {
         assert!(
             matches!(
                 geometric_grid(bad.0, bad.1, bad.2),
@@ -829,4 +836,20 @@ fn too_few_replicates_for_the_expanded_interval_say_what_to_change() {
         .unwrap_or_else(|| panic!("{msg}"));
     assert!(b.percentile_level(needed).is_ok(), "{needed} replicates still fail");
     assert!(b.percentile_level(needed - 1).is_err());
+}
+
+/// A reversed or NaN interval (its fields are public) decides nothing: it used to pass a tight claim when lo > hi
+/// fell inside the band the other way round (newcomer audit, session 6).
+#[test]
+fn a_reversed_or_nan_interval_is_inconclusive() {
+    use bilevel::stats::{ClaimKind, Interval, Rule, Verdict};
+    let rule = Rule::new(ClaimKind::Tight, -1.0, 0.1).unwrap();
+    let iv = |lo, hi| Interval { lo, hi, level: 0.99 };
+    assert_eq!(rule.judge(&iv(-1.05, -0.95)), Verdict::Pass);
+    assert_eq!(rule.judge(&iv(-0.95, -1.05)), Verdict::Inconclusive);
+    assert_eq!(rule.judge(&iv(f64::NAN, -0.95)), Verdict::Inconclusive);
+    for kind in [ClaimKind::Bound, ClaimKind::RefutedAbove, ClaimKind::RefutedBelow] {
+        let rule = Rule::new(kind, -1.0, 0.1).unwrap();
+        assert_eq!(rule.judge(&iv(0.5, -3.0)), Verdict::Inconclusive, "{kind:?}");
+    }
 }

@@ -259,6 +259,14 @@ impl Quadratic {
         use crate::linalg::{check_matrix, check_spd, check_symmetric, check_vector};
         let d_l = h.nrows();
         let d_u = m.nrows();
+        if d_u == 0 || d_l == 0 {
+            // nalgebra's eigendecomposition panics on an empty matrix.
+            return Err(BilevelError::invalid(
+                "d_u, d_l",
+                format!("{d_u}, {d_l}"),
+                "must be >= 1",
+            ));
+        }
         check_spd("H", &h)?;
         check_matrix("M", &m, d_u, d_l)?;
         check_vector("b_l", &b_l, d_l)?;
@@ -386,6 +394,7 @@ impl Quadratic {
 /// or when the solve lands inside, otherwise projected gradient with step $1/\lambda_{\max}$ until the iterate
 /// stops moving (linear convergence at rate $1-\lambda_{\min}/\lambda_{\max}$).
 pub fn minimize_quadratic_on(a: &Matrix, g: &Vector, domain: &Domain) -> Result<Vector> {
+    crate::linalg::check_finite("g", g.as_slice())?;
     let free = -spd_solve_vec("A_F", a, g)?;
     if domain.contains(&free, 0.0) {
         return Ok(free);

@@ -136,6 +136,21 @@ pub fn write_values(files: &[Value], dir: &Path) -> Result<Vec<std::path::PathBu
 }
 
 fn write_texts(files: &[(&str, String)], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    // A name is a file stem inside `dir`: a separator, `..` or an absolute path would write elsewhere.
+    for (name, _) in files {
+        let plain = !name.is_empty()
+            && *name != "."
+            && *name != ".."
+            && !name.contains(['/', '\\'])
+            && !Path::new(name).is_absolute();
+        if !plain {
+            return Err(BilevelError::invalid(
+                "name",
+                name,
+                "a golden file's name must be a plain file stem (no path separator, not '.' or '..')",
+            ));
+        }
+    }
     std::fs::create_dir_all(dir).map_err(|e| BilevelError::io("create", dir, &e))?;
     let mut out = Vec::new();
     for (name, text) in files {

@@ -76,6 +76,28 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// Error unless every buffer has the size [`Workspace::new`] gives for `d` (its fields are public).
+    pub fn check(&self, d: crate::problem::Dims) -> Result<()> {
+        let sizes = [
+            ("workspace g_phi", &self.g_phi, d.d_l),
+            ("workspace z", &self.z, d.d_l),
+            ("workspace cross", &self.cross, d.d_u),
+            ("workspace scratch[0]", &self.scratch[0], d.d_l),
+            ("workspace scratch[1]", &self.scratch[1], d.d_l),
+            ("workspace scratch[2]", &self.scratch[2], d.d_l),
+        ];
+        for (what, v, expected) in sizes {
+            if v.len() != expected {
+                return Err(BilevelError::DimensionMismatch {
+                    what: what.into(),
+                    expected,
+                    got: v.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Buffers for a problem of sizes $d_u$, $d_l$.
     pub fn new(d_u: usize, d_l: usize) -> Self {
         Workspace {
@@ -159,6 +181,10 @@ pub fn inverse_hvp(
     phi: &Vector,
     ws: &mut Workspace,
 ) -> Result<()> {
+    // A method outside its conditions (a Neumann scale eta <= 0 or >= 2/L_l) would return a wrong answer as Ok; and
+    // a workspace of other sizes would panic inside nalgebra. Both are user input here.
+    method.check(o.problem().constants().l_l)?;
+    ws.check(o.dims())?;
     match method {
         InverseMethod::Dense => {
             let s = o.draw(Level::Lower);

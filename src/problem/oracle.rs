@@ -48,21 +48,22 @@ impl Counts {
     pub fn lower_evaluations(&self) -> u64 {
         self.fl_grad_phi + self.fl_grad_theta + self.fl_hvp + self.fl_cross + self.fl_cross_t + self.fl_dense
     }
-    /// Field-wise difference `self − earlier` (calls made since `earlier`).
+    /// Field-wise difference `self − earlier` (calls made since `earlier`, an earlier snapshot of the same
+    /// counter). A field of `earlier` above `self`'s (the arguments swapped) gives 0, not a wrapped count.
     pub fn since(&self, earlier: &Counts) -> Counts {
         Counts {
-            upper_samples: self.upper_samples - earlier.upper_samples,
-            lower_samples: self.lower_samples - earlier.lower_samples,
-            fu_value: self.fu_value - earlier.fu_value,
-            fu_grad_theta: self.fu_grad_theta - earlier.fu_grad_theta,
-            fu_grad_phi: self.fu_grad_phi - earlier.fu_grad_phi,
-            fl_value: self.fl_value - earlier.fl_value,
-            fl_grad_phi: self.fl_grad_phi - earlier.fl_grad_phi,
-            fl_grad_theta: self.fl_grad_theta - earlier.fl_grad_theta,
-            fl_hvp: self.fl_hvp - earlier.fl_hvp,
-            fl_cross: self.fl_cross - earlier.fl_cross,
-            fl_cross_t: self.fl_cross_t - earlier.fl_cross_t,
-            fl_dense: self.fl_dense - earlier.fl_dense,
+            upper_samples: self.upper_samples.saturating_sub(earlier.upper_samples),
+            lower_samples: self.lower_samples.saturating_sub(earlier.lower_samples),
+            fu_value: self.fu_value.saturating_sub(earlier.fu_value),
+            fu_grad_theta: self.fu_grad_theta.saturating_sub(earlier.fu_grad_theta),
+            fu_grad_phi: self.fu_grad_phi.saturating_sub(earlier.fu_grad_phi),
+            fl_value: self.fl_value.saturating_sub(earlier.fl_value),
+            fl_grad_phi: self.fl_grad_phi.saturating_sub(earlier.fl_grad_phi),
+            fl_grad_theta: self.fl_grad_theta.saturating_sub(earlier.fl_grad_theta),
+            fl_hvp: self.fl_hvp.saturating_sub(earlier.fl_hvp),
+            fl_cross: self.fl_cross.saturating_sub(earlier.fl_cross),
+            fl_cross_t: self.fl_cross_t.saturating_sub(earlier.fl_cross_t),
+            fl_dense: self.fl_dense.saturating_sub(earlier.fl_dense),
         }
     }
 }

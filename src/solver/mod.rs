@@ -8,7 +8,7 @@
 mod record;
 mod schedule;
 
-pub use record::{Metric, Recorder, Trace};
+pub use record::{Metric, Recorder, Trace, moreau_rho, prox};
 pub use schedule::Schedule;
 
 use crate::error::{BilevelError, Result};

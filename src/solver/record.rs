@@ -235,7 +235,8 @@ pub struct Recorder {
     vals: Vec<f64>,
     sums: Vec<f64>,
     window: Option<f64>,
-    window_sums: Vec<f64>,
+    /// Per checkpoint, per metric: the sum over that checkpoint's window (windows of close checkpoints overlap).
+    window_sums: Vec<Vec<f64>>,
     trace: Trace,
 }
 
@@ -255,7 +256,7 @@ impl Recorder {
             vals: vec![0.0; metrics.len()],
             sums: vec![0.0; metrics.len()],
             window: None,
-            window_sums: vec![0.0; metrics.len()],
+            window_sums: Vec::new(),
             trace: Trace {
                 checkpoints: cps,
                 metrics: metrics.to_vec(),
@@ -271,10 +272,12 @@ impl Recorder {
     ///
     /// For a metric whose mean is a power law $c\\,k^{r}$ this window mean is $c'K^{r}$ with the same exponent (the
     /// window scales with $K$), while it averages many nearly independent values once the window is longer than the
-    /// metric's correlation time: a variance reduction for rate fits, not a different rate. Windows of successive
-    /// checkpoints must not overlap (checkpoint ratio $> 1/(1-w)$).
+    /// metric's correlation time: a variance reduction for rate fits, not a different rate. Windows of close
+    /// checkpoints may overlap (each has its own sum). `fraction` must lie in $(0, 1]$: otherwise the run returns
+    /// [`BilevelError::InvalidParameter`] at its first observation.
     pub fn with_window(mut self, fraction: f64) -> Self {
         self.window = Some(fraction);
+        self.window_sums = vec![vec![0.0; self.trace.metrics.len()]; self.checkpoints.len()];
         self.trace.windows = Some(Vec::new());
         self
     }
@@ -313,8 +316,12 @@ impl Recorder {
 
 impl Observer for Recorder {
     fn observe(&mut self, o: &Oracle, state: &Iterate) -> Result<()> {
+        if let Some(w) = self.window.filter(|w| !(*w > 0.0 && *w <= 1.0)) {
+            return Err(BilevelError::invalid("window fraction", w, "must lie in (0, 1]"));
+        }
         let at_checkpoint = self.checkpoints.get(self.next) == Some(&state.k);
-        // Inside the window (start, K] of the next checkpoint K?
+        // Inside the window (start, K] of the next checkpoint K? Window starts grow with K, so the later
+        // checkpoints whose windows also hold k follow it (loop below).
         let in_window = match (self.checkpoints.get(self.next), self.window) {
             (Some(&cp), Some(_)) => self.window_start(cp).is_some_and(|s| state.k > s && state.k <= cp),
             _ => false,
@@ -337,7 +344,12 @@ impl Observer for Recorder {
                 self.sums[m] += v;
             }
             if in_window {
-                self.window_sums[m] += v;
+                for j in self.next..self.checkpoints.len() {
+                    if self.window_start(self.checkpoints[j]).is_none_or(|s| k <= s) {
+                        break;
+                    }
+                    self.window_sums[j][m] += v;
+                }
             }
         }
         if at_checkpoint {
@@ -347,10 +359,9 @@ impl Observer for Recorder {
                 let row = if k == 0 {
                     self.vals.clone()
                 } else {
-                    self.window_sums.iter().map(|s| s / len).collect()
+                    self.window_sums[self.next].iter().map(|s| s / len).collect()
                 };
                 win.push(row);
-                self.window_sums.iter_mut().for_each(|s| *s = 0.0);
             }
             if let Some(avg) = self.trace.averages.as_mut() {
                 avg.push(

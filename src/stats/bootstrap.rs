@@ -172,6 +172,9 @@ pub fn expanded_level(level: f64, replicates: usize) -> Result<f64> {
 }
 
 /// Empirical quantile of ascending `sorted` at $0 \le p \le 1$ (Hyndman–Fan type 7, see the module docs).
+///
+/// # Panics
+/// When `sorted` is empty (an inner-loop helper: callers hold at least one resample).
 pub fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
     debug_assert!(!sorted.is_empty());
     let h = (sorted.len() - 1) as f64 * p.clamp(0.0, 1.0);
@@ -181,6 +184,9 @@ pub fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// The percentile interval of the bootstrap statistics `stats` (sorted in place) at two-sided `level`.
+///
+/// # Panics
+/// When `stats` is empty, as [`quantile_sorted`].
 pub fn percentile_interval(stats: &mut [f64], level: f64) -> Interval {
     stats.sort_unstable_by(f64::total_cmp);
     let a = (1.0 - level) / 2.0;

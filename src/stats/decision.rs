@@ -143,8 +143,12 @@ impl Rule {
         (self.theory - self.tolerance, self.theory + self.tolerance)
     }
 
-    /// Judge `interval` by the table in the module docs.
+    /// Judge `interval` by the table in the module docs; a reversed or NaN interval is [`Verdict::Inconclusive`].
     pub fn judge(&self, interval: &Interval) -> Verdict {
+        // An interval built by hand (its fields are public) may be reversed or NaN: it decides nothing.
+        if interval.lo.partial_cmp(&interval.hi).is_none_or(|o| o.is_gt()) {
+            return Verdict::Inconclusive;
+        }
         let (lo_band, hi_band) = self.band();
         let inside = lo_band <= interval.lo && interval.hi <= hi_band;
         // A tight claim fails when the interval misses the band on either side.

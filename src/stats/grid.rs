@@ -36,6 +36,10 @@ pub fn geometric_grid(k_min: usize, k_max: usize, points: usize) -> Result<Vec<u
     if k_max <= k_min {
         return Err(BilevelError::invalid("k_max", k_max, "must exceed k_min"));
     }
+    // The grid is computed in f64; beyond 2^53 its integers are not exact (and +1 could overflow at usize::MAX).
+    if k_max > 1 << 53 {
+        return Err(BilevelError::invalid("k_max", k_max, "must be <= 2^53"));
+    }
     if points < 2 {
         return Err(BilevelError::invalid(
             "points",

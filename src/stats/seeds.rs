@@ -120,6 +120,9 @@ pub fn replicate_rng(master: u64, claim_id: &str, r: usize) -> ChaCha8Rng {
 ///
 /// Draw $x$ = next `u64`, form the 128-bit product $m = x\cdot n$; accept when the low 64 bits of $m$ are
 /// $\ge (2^{64} \bmod n)$ and return the high 64 bits, else draw again. Exactly uniform; one draw almost always.
+///
+/// # Panics
+/// When `n = 0` (there is no index to draw; a remainder by zero).
 pub fn uniform_index<R: Rng + ?Sized>(rng: &mut R, n: usize) -> usize {
     debug_assert!(n >= 1, "uniform_index needs n >= 1");
     let n = n as u64;
