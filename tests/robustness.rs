@@ -652,3 +652,28 @@ fn empty_quadratic_parts_are_a_typed_error() {
     );
     assert!(matches!(r, Err(BilevelError::InvalidParameter { .. })), "{:?}", r.err());
 }
+
+/// Quadratic parameters whose products overflow are refused at build: an upper coupling of 1e300 used to build an
+/// instance whose declared mu_F was -2.5e284 on a family declared strongly convex, and whose grad F was inf
+/// (library audit, session 6).
+#[test]
+fn overflowing_quadratic_parameters_are_refused() {
+    let r = QuadraticSpec {
+        upper_coupling: 1e300,
+        ..Default::default()
+    }
+    .build();
+    assert!(
+        matches!(r, Err(BilevelError::InvalidParameter { .. })),
+        "{:?}",
+        r.map(|q| q.constants())
+    );
+    assert!(
+        QuadraticSpec {
+            upper_coupling: 1e3,
+            ..Default::default()
+        }
+        .build()
+        .is_ok()
+    );
+}

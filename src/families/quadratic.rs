@@ -368,6 +368,18 @@ impl Quadratic {
             mu_f: Some(mu_f_exact),
             weak_convexity: 0.0,
         };
+        // Finite entries can overflow in A_F (an upper coupling of 1e300 gave mu_F = -2.5e284 on a family declared
+        // strongly convex): refuse the instance rather than declare constants that are not.
+        let declared = [mu_l, l_l, l_f, mu_f_exact, constants.l_phi_star];
+        // (With a requested mu_F the shift must leave A_F positive definite; mu_f = -inf, no shift, is checked by the
+        // golden instance's own build.)
+        if !declared.iter().all(|c| c.is_finite()) || (mu_f > f64::NEG_INFINITY && mu_f_exact <= 0.0) {
+            return Err(BilevelError::invalid(
+                "quadratic parts",
+                format!("mu_l = {mu_l:e}, L_l = {l_l:e}, mu_F = {mu_f_exact:e}, L_F = {l_f:e}"),
+                "the parts overflow (or A_F is not positive definite after the shift): rescale them",
+            ));
+        }
         Ok(Quadratic {
             dims: Dims { d_u, d_l },
             h,
