@@ -389,3 +389,21 @@ fn overlapping_windows_average_their_own_iterations() {
         );
     }
 }
+
+/// A metric that overflows at a finite iterate (F at theta = 1e200) is an error at the checkpoint, not an inf that
+/// a mean and a fit would carry on as garbage (library audit, session 6).
+#[test]
+fn a_non_finite_metric_is_an_error() {
+    let p = quad();
+    let d = p.dims();
+    let o = Oracle::new(p.as_ref(), 0);
+    let mut rec = Recorder::new(&[Metric::FValue], &[0], false);
+    let big = Iterate::start(Vector::from_element(d.d_u, 1e200), Vector::zeros(d.d_l));
+    let r = rec.observe(&o, &big);
+    assert!(matches!(r, Err(BilevelError::NonFinite { .. })), "{r:?}");
+    let mut rec = Recorder::new(&[Metric::FValue], &[0], false);
+    assert!(
+        rec.observe(&o, &Iterate::start(Vector::zeros(d.d_u), Vector::zeros(d.d_l)))
+            .is_ok()
+    );
+}

@@ -76,6 +76,9 @@ impl Dataset {
 /// The minibatch of a sample: calls `f(j, weight)` for every term of the average at `s` (see the module docs).
 ///
 /// At [`Sample::Exact`]: every $j<n$ with weight $1/n$. At [`Sample::Draw`]: $b$ uniform indices with weight $1/b$.
+///
+/// # Panics
+/// At a drawn sample with `n = 0` (no index to draw; the families build with $n\ge1$).
 pub fn for_each_in_batch(s: Sample, level: Level, n: usize, batch: usize, mut f: impl FnMut(usize, f64)) {
     match s {
         Sample::Exact => {

@@ -198,7 +198,9 @@ impl NonlinearCoupling {
     ///
     /// The last value is kept per thread, keyed by the bits of $(\gamma, \theta)$ for $d_u \le 4$: a Neumann series
     /// asks for $h$ at one $\theta$ once per product, and glibc's `sin` (which saves and restores the rounding mode)
-    /// was a quarter of the `nl/*` claims' CPU. The value returned is the one computed, bit for bit.
+    /// was a quarter of the `nl/*` claims' CPU. The value returned is the one computed, bit for bit. Unchecked, as
+    /// the [`Bilevel`] methods: the sum runs over whatever `theta` holds, so a `theta` of
+    /// another length than $d_u$ gives $h$ of that vector, not an error.
     pub fn h(&self, theta: &Vector) -> f64 {
         let compute = || 1.0 + self.spec.gamma * theta.iter().map(|t| t.sin().powi(2)).sum::<f64>();
         let n = theta.len();

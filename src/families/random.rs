@@ -21,7 +21,8 @@ pub fn orthogonal(rng: &mut ChaCha8Rng, n: usize) -> Matrix {
 }
 
 /// Symmetric positive definite matrix with eigenvalues geometrically spaced from `lo` to `hi` and random
-/// eigenvectors. The smallest and largest eigenvalues are exactly `lo` and `hi` (up to rounding).
+/// eigenvectors. The smallest and largest eigenvalues are exactly `lo` and `hi` (up to rounding). A test-data
+/// generator: `0 < lo <= hi` finite is the caller's to ensure (otherwise the result is not positive definite).
 pub fn spd_with_spectrum(rng: &mut ChaCha8Rng, n: usize, lo: f64, hi: f64) -> Matrix {
     let u = orthogonal(rng, n);
     let eig = Vector::from_fn(n, |i, _| {

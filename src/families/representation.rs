@@ -199,6 +199,9 @@ impl Representation {
     }
 
     /// The feature map $\Theta$ ($k\times p$) of a flattened $\theta$.
+    ///
+    /// # Panics
+    /// When `theta` is shorter than $kp$ (unchecked, as the [`Bilevel`] methods).
     pub fn feature_map(&self, theta: &Vector) -> Matrix {
         Matrix::from_fn(self.spec.k, self.spec.p, |r, c| theta[r * self.spec.p + c])
     }

@@ -338,6 +338,12 @@ impl Observer for Recorder {
                 continue;
             }
             let v = self.trace.metrics[m].eval(o, state)?;
+            // A NaN or infinite metric would enter a mean and a fit as garbage (the run itself stayed finite).
+            if !v.is_finite() {
+                return Err(BilevelError::NonFinite {
+                    what: format!("metric {} at iteration {k}", self.trace.metrics[m].key()),
+                });
+            }
             self.vals[m] = v;
             if avg_m {
                 self.counts[m] += 1;
