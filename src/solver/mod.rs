@@ -41,6 +41,11 @@ impl Iterate {
 }
 
 /// A bilevel algorithm.
+///
+/// [`run`] is the checked way to drive one: it checks the start point's sizes and finiteness, calls `init` once,
+/// then `step`, and stops on a diverging or non-finite iterate. Calling `init` and `step` by hand is the
+/// implementor's interface: `init` does not check the iterate's sizes (the oracle calls of `step` do), and `step`
+/// before `init` is a logic error whose message may name an internal buffer.
 pub trait Solver: Send {
     /// Registry name.
     fn name(&self) -> &'static str;
