@@ -1104,34 +1104,26 @@ fn default_steps_pass_the_timescale_check_at_short_horizons() {
 fn instance_errors_point_at_the_file() {
     let dir = tmp_dir("instance-errors");
     let text = std::fs::read_to_string(Path::new(ROOT).join("docs/examples/instance.json")).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["H"][0][0] = serde_json::json!(1e308);
-    let huge = dir.join("huge.json");
-    std::fs::write(&huge, v.to_string()).unwrap();
-    let (err, hint) = error_and_hint(&[
-        "run",
-        "--algo",
-        "ttsa",
-        "--instance",
-        huge.to_str().unwrap(),
-        "--iters",
-        "3",
-    ]);
-    assert!(err.contains("overflow"), "{err}");
-    assert!(hint.contains("instance file"), "{hint}");
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["H"][0][1] = serde_json::json!(0.9);
-    let nonsym = dir.join("nonsym.json");
-    std::fs::write(&nonsym, v.to_string()).unwrap();
-    let (err, hint) = error_and_hint(&[
-        "run",
-        "--algo",
-        "ttsa",
-        "--instance",
-        nonsym.to_str().unwrap(),
-        "--iters",
-        "3",
-    ]);
-    assert!(err.contains("symmetric"), "{err}");
-    assert!(hint.contains("instance file") && !hint.contains("--param"), "{hint}");
+    // (entry of H, value, file, what the error names)
+    for ((i, j), x, file, named) in [
+        ((0, 0), 1e308, "huge.json", "overflow"),
+        ((0, 1), 0.9, "nonsym.json", "symmetric"),
+    ] {
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["H"][i][j] = serde_json::json!(x);
+        let path = dir.join(file);
+        std::fs::write(&path, v.to_string()).unwrap();
+        let args = [
+            "run",
+            "--algo",
+            "ttsa",
+            "--instance",
+            path.to_str().unwrap(),
+            "--iters",
+            "3",
+        ];
+        let (err, hint) = error_and_hint(&args);
+        assert!(err.contains(named), "{err}");
+        assert!(hint.contains("instance file") && !hint.contains("--param"), "{hint}");
+    }
 }

@@ -86,16 +86,9 @@ impl Workspace {
             ("workspace scratch[1]", &self.scratch[1], d.d_l),
             ("workspace scratch[2]", &self.scratch[2], d.d_l),
         ];
-        for (what, v, expected) in sizes {
-            if v.len() != expected {
-                return Err(BilevelError::DimensionMismatch {
-                    what: what.into(),
-                    expected,
-                    got: v.len(),
-                });
-            }
-        }
-        Ok(())
+        sizes
+            .into_iter()
+            .try_for_each(|(what, v, expected)| crate::linalg::check_len(what, v, expected))
     }
 
     /// Buffers for a problem of sizes $d_u$, $d_l$.
