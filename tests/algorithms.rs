@@ -381,6 +381,11 @@ fn overlapping_windows_average_their_own_iterations() {
     for (got, want) in [(w[0][0], mean(90, 100)), (w[1][0], mean(94, 105))] {
         assert!((got - want).abs() <= 1e-12 * want.abs(), "{got} vs {want}");
     }
+    // Checkpoint 0 with a window records the value itself (its window start used to underflow in debug builds).
+    let mut rec = Recorder::new(&[Metric::GradNormSq], &[0, 1, 2, 10], false).with_window(0.5);
+    run(&mut rec).unwrap();
+    let t = rec.finish();
+    assert_eq!(t.windows.unwrap()[0], t.values[0]);
     for bad in [0.0, -1.0, 1.5, f64::NAN] {
         let mut rec = Recorder::new(&[Metric::GradNormSq], &[10], false).with_window(bad);
         assert!(

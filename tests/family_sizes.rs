@@ -384,6 +384,9 @@ fn dense_second_derivatives_are_refused_above_the_limit() {
     assert!(check_dense("m", 16384, 16384).is_ok());
     assert!(check_dense("m", 16384, 16385).is_err());
     assert!(check_dense("m", usize::MAX, usize::MAX).is_err());
+    // A d_u x d_l matrix names both sizes (d_u may be the large one: representation's d_u = k p).
+    let e = check_dense("m", 200_000, 2_000).unwrap_err().to_string();
+    assert!(e.contains("d_u, d_l = 200000, 2000"), "{e}");
     let p = bilevel::families::build_with("low_rank", &toml::toml! { d_l = 100000 }).unwrap();
     let d = p.dims();
     let (theta, phi) = (bilevel::Vector::zeros(d.d_u), bilevel::Vector::zeros(d.d_l));

@@ -168,6 +168,7 @@ impl Solver for Stable {
         let d = o.dims();
         // The tracked Hessian is dense: refuse before allocating it (a matrix-free family at d_l = 1e5 would ask 80 GB).
         crate::problem::check_dense("STABLE's tracked lower-level Hessian", d.d_l, d.d_l)?;
+        crate::problem::check_dense("STABLE's tracked cross derivative", d.d_u, d.d_l)?;
         self.h_pp = Matrix::zeros(d.d_l, d.d_l);
         self.h_tp = Matrix::zeros(d.d_u, d.d_l);
         self.g_u = Vector::zeros(d.d_u);

@@ -171,19 +171,6 @@ impl Instance {
             f64::NEG_INFINITY,
             self.domain.clone(),
         )?;
-        // Finite entries can still overflow in the eigenvalues (H with an entry of 1e308): then every constant the
-        // default steps use is NaN, and the user should rescale the instance, not "pass explicit steps".
-        let k = crate::problem::Bilevel::constants(&q);
-        if ![k.mu_l, k.l_l, k.l_f].iter().all(|c| c.is_finite()) {
-            return Err(BilevelError::invalid(
-                "H, M, P, N, Q",
-                "entries up to the f64 limit",
-                &format!(
-                    "the instance's constants overflow (mu_l = {}, L_l = {}, L_F = {}): rescale the instance",
-                    k.mu_l, k.l_l, k.l_f
-                ),
-            ));
-        }
         let (lo, _) = crate::linalg::sym_eig_range(&q.a_f);
         if lo.is_nan() || lo <= 0.0 {
             return Err(BilevelError::NotPositiveDefinite {

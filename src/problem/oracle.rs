@@ -280,15 +280,21 @@ impl<'a> Oracle<'a> {
 /// failure.
 pub const MAX_DENSE_ENTRIES: u64 = 1 << 28;
 
-/// Error unless a dense `rows` × `cols` matrix fits [`MAX_DENSE_ENTRIES`]; `what` names the matrix.
+/// Error unless a dense `rows` × `cols` matrix fits [`MAX_DENSE_ENTRIES`]; `what` names the matrix. The error
+/// names $d_l$ for a square matrix, and both sizes for a $d_u\times d_l$ one (either may be the large one).
 pub fn check_dense(what: &str, rows: usize, cols: usize) -> Result<()> {
     let entries = (rows as u64).saturating_mul(cols as u64);
     if entries <= MAX_DENSE_ENTRIES {
         return Ok(());
     }
+    let (name, value) = if rows == cols {
+        ("d_l", cols.to_string())
+    } else {
+        ("d_u, d_l", format!("{rows}, {cols}"))
+    };
     Err(BilevelError::invalid(
-        "d_l",
-        cols,
+        name,
+        value,
         &format!(
             "{what} ({rows} x {cols}) would take {:.1} GiB, above the limit of 2 GiB \
              (bilevel::problem::MAX_DENSE_ENTRIES); at this size use a method with Hessian-vector products \

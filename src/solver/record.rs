@@ -296,7 +296,7 @@ impl Recorder {
 
     fn window_start(&self, k: usize) -> Option<usize> {
         self.window
-            .map(|w| k - ((w * k as f64).ceil() as usize).clamp(1, k.max(1)))
+            .map(|w| k.saturating_sub(((w * k as f64).ceil() as usize).clamp(1, k.max(1))))
     }
 
     /// The checkpoints not recorded yet: after a run, those past its last iteration (a run shorter than the last
