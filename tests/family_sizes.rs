@@ -398,3 +398,120 @@ fn dense_second_derivatives_are_refused_above_the_limit() {
     let e = s.init(&mut o, &st).unwrap_err().to_string();
     assert!(e.contains("STABLE's tracked lower-level Hessian"), "{e}");
 }
+
+/// A problem that only reports its sizes: every other method is unreachable, so a test shows that the default
+/// `jacobian_phi_star` refuses before forming anything.
+struct SizesOnly(bilevel::problem::Dims, bilevel::problem::Domain);
+
+impl bilevel::problem::Bilevel for SizesOnly {
+    fn name(&self) -> &str {
+        "sizes-only"
+    }
+    fn dims(&self) -> bilevel::problem::Dims {
+        self.0
+    }
+    fn draw(&self, _: bilevel::problem::Level, _: &mut rand_chacha::ChaCha8Rng) -> bilevel::problem::Sample {
+        unreachable!()
+    }
+    fn f_u(&self, _: bilevel::problem::Sample, _: &bilevel::Vector, _: &bilevel::Vector) -> f64 {
+        unreachable!()
+    }
+    fn f_l(&self, _: bilevel::problem::Sample, _: &bilevel::Vector, _: &bilevel::Vector) -> f64 {
+        unreachable!()
+    }
+    fn grad_theta_fu(
+        &self,
+        _: bilevel::problem::Sample,
+        _: &bilevel::Vector,
+        _: &bilevel::Vector,
+        _: &mut bilevel::Vector,
+    ) {
+        unreachable!()
+    }
+    fn grad_phi_fu(
+        &self,
+        _: bilevel::problem::Sample,
+        _: &bilevel::Vector,
+        _: &bilevel::Vector,
+        _: &mut bilevel::Vector,
+    ) {
+        unreachable!()
+    }
+    fn grad_phi_fl(
+        &self,
+        _: bilevel::problem::Sample,
+        _: &bilevel::Vector,
+        _: &bilevel::Vector,
+        _: &mut bilevel::Vector,
+    ) {
+        unreachable!()
+    }
+    fn grad_theta_fl(
+        &self,
+        _: bilevel::problem::Sample,
+        _: &bilevel::Vector,
+        _: &bilevel::Vector,
+        _: &mut bilevel::Vector,
+    ) {
+        unreachable!()
+    }
+    fn hvp_fl(
+        &self,
+        _: bilevel::problem::Sample,
+        _: &bilevel::Vector,
+        _: &bilevel::Vector,
+        _: &bilevel::Vector,
+        _: &mut bilevel::Vector,
+    ) {
+        unreachable!()
+    }
+    fn cross_fl(
+        &self,
+        _: bilevel::problem::Sample,
+        _: &bilevel::Vector,
+        _: &bilevel::Vector,
+        _: &bilevel::Vector,
+        _: &mut bilevel::Vector,
+    ) {
+        unreachable!()
+    }
+    fn cross_t_fl(
+        &self,
+        _: bilevel::problem::Sample,
+        _: &bilevel::Vector,
+        _: &bilevel::Vector,
+        _: &bilevel::Vector,
+        _: &mut bilevel::Vector,
+    ) {
+        unreachable!()
+    }
+    fn phi_star(&self, _: &bilevel::Vector) -> bilevel::Vector {
+        unreachable!()
+    }
+    fn theta_star(&self) -> Option<bilevel::Vector> {
+        None
+    }
+    fn constants(&self) -> bilevel::problem::Constants {
+        unreachable!()
+    }
+    fn domain(&self) -> &bilevel::problem::Domain {
+        &self.1
+    }
+    fn describe(&self) -> String {
+        String::new()
+    }
+}
+
+/// The default implicit-function Jacobian (behind grad F and the metrics of families without a closed form) forms a
+/// dense d_l x d_l Hessian and a d_u x d_l cross matrix: above the dense limit it is a typed error before either
+/// is formed (representation at k = 8200 spent minutes and ~6 GB there before; review of session 6).
+#[test]
+fn the_default_jacobian_refuses_dense_matrices_above_the_limit() {
+    use bilevel::problem::{Bilevel, Dims, Domain};
+    let theta = bilevel::Vector::zeros(3);
+    for (d_u, d_l, named) in [(3, 20_000, "d_l = 20000"), (40_000, 8_000, "d_u, d_l = 40000, 8000")] {
+        let p = SizesOnly(Dims { d_u, d_l }, Domain::Unbounded);
+        let e = p.jacobian_phi_star(&theta).unwrap_err().to_string();
+        assert!(e.contains(named) && e.contains("Jacobian"), "{e}");
+    }
+}

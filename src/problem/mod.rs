@@ -27,7 +27,7 @@ pub mod philox;
 pub use checked::Checked;
 pub use domain::{BallSet, BoxSet, Domain};
 pub use noise::{NoiseLevels, Noisy};
-pub use oracle::{Counts, MAX_DENSE_ENTRIES, Oracle, check_dense};
+pub use oracle::{Counts, MAX_DENSE_ENTRIES, Oracle, check_dense, check_dense_or};
 
 use crate::error::Result;
 use crate::linalg::{Matrix, Vector, spd_solve};
@@ -173,13 +173,21 @@ pub trait Bilevel: Send + Sync {
     fn phi_star(&self, theta: &Vector) -> Vector;
 
     /// $J = d\phi^\star/d\theta$ ($d_l\times d_u$). Default: the implicit-function formula (16)–(17),
-    /// $J = -[\nabla^2_{\phi\phi} f_l]^{-1}[\nabla^2_{\theta\phi} f_l]^\top$ at $\phi^\star(\theta)$, by a dense solve.
+    /// $J = -[\nabla^2_{\phi\phi} f_l]^{-1}[\nabla^2_{\theta\phi} f_l]^\top$ at $\phi^\star(\theta)$, by a dense solve;
+    /// an error when those dense matrices exceed [`MAX_DENSE_ENTRIES`] (before forming them).
     ///
     /// # Panics
     /// May panic when `theta` is not of length $d_u$: unchecked, as every method here (a `Result` reports numerical
-    /// failures only). User code calls [`Checked::try_jacobian_phi_star`], which returns
+    /// failures and sizes only). User code calls [`Checked::try_jacobian_phi_star`], which returns
     /// [`crate::BilevelError::DimensionMismatch`] instead.
     fn jacobian_phi_star(&self, theta: &Vector) -> Result<Matrix> {
+        // Dense d_l x d_l and d_u x d_l matrices: refuse sizes above the dense limit before forming them (the
+        // exact gradient behind metrics such as grad_norm_sq goes through here).
+        let d = self.dims();
+        let instead =
+            "the exact Jacobian of phi* (and grad F, and the metrics built on it) needs them: use smaller sizes";
+        check_dense_or("the Jacobian's lower-level Hessian", d.d_l, d.d_l, instead)?;
+        check_dense_or("the Jacobian's cross derivative", d.d_u, d.d_l, instead)?;
         let phi = self.phi_star(theta);
         let h = self.hess_fl(Sample::Exact, theta, &phi);
         let c = self.cross_matrix_fl(Sample::Exact, theta, &phi);

@@ -281,8 +281,19 @@ impl<'a> Oracle<'a> {
 pub const MAX_DENSE_ENTRIES: u64 = 1 << 28;
 
 /// Error unless a dense `rows` × `cols` matrix fits [`MAX_DENSE_ENTRIES`]; `what` names the matrix. The error
-/// names $d_l$ for a square matrix, and both sizes for a $d_u\times d_l$ one (either may be the large one).
+/// names $d_l$ for a square matrix, and both sizes for a $d_u\times d_l$ one (either may be the large one), and
+/// advises a method with Hessian-vector products only ([`check_dense_or`] gives other advice).
 pub fn check_dense(what: &str, rows: usize, cols: usize) -> Result<()> {
+    check_dense_or(
+        what,
+        rows,
+        cols,
+        "at this size use a method with Hessian-vector products only (ttsa, stocbio, bsa, aid-bio, sustain)",
+    )
+}
+
+/// [`check_dense`] with the error's last clause, what to do instead, given by the caller.
+pub fn check_dense_or(what: &str, rows: usize, cols: usize, instead: &str) -> Result<()> {
     let entries = (rows as u64).saturating_mul(cols as u64);
     if entries <= MAX_DENSE_ENTRIES {
         return Ok(());
@@ -297,8 +308,7 @@ pub fn check_dense(what: &str, rows: usize, cols: usize) -> Result<()> {
         value,
         &format!(
             "{what} ({rows} x {cols}) would take {:.1} GiB, above the limit of 2 GiB \
-             (bilevel::problem::MAX_DENSE_ENTRIES); at this size use a method with Hessian-vector products \
-             only (ttsa, stocbio, bsa, aid-bio, sustain)",
+             (bilevel::problem::MAX_DENSE_ENTRIES); {instead}",
             entries as f64 * 8.0 / (1u64 << 30) as f64
         ),
     ))
