@@ -16,7 +16,7 @@
 
 use super::common::{NeumannGrowth, check_lower_step, lower_step, upper_step};
 use crate::error::{BilevelError, Result};
-use crate::hypergrad::{InverseMethod, Workspace, cg::CgOptions, estimate};
+use crate::hypergrad::{InverseMethod, Workspace, cg::CgOptions, estimate_prechecked};
 use crate::linalg::Vector;
 use crate::problem::Oracle;
 use crate::solver::{Iterate, Schedule, Solver};
@@ -228,7 +228,7 @@ impl Solver for DoubleLoop {
         }
         for _ in 0..self.batch {
             // ws.z keeps the previous solution: CG's warm start across iterations (Alg 3).
-            estimate(o, &method, &st.theta, &st.phi, &mut self.ws, &mut self.h)?;
+            estimate_prechecked(o, &method, &st.theta, &st.phi, &mut self.ws, &mut self.h)?;
             self.acc += &self.h;
         }
         self.acc /= self.batch as f64;

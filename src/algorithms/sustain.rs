@@ -12,7 +12,7 @@
 
 use super::common::{NeumannGrowth, upper_step};
 use crate::error::{BilevelError, Result};
-use crate::hypergrad::{InverseMethod, Workspace, estimate};
+use crate::hypergrad::{InverseMethod, Workspace, estimate_prechecked};
 use crate::linalg::Vector;
 use crate::problem::{Level, Oracle};
 use crate::solver::{Iterate, Schedule, Solver};
@@ -116,16 +116,16 @@ impl Solver for Sustain {
         o.grad_phi_fl(s, &st.theta, &st.phi, &mut self.gl)?;
         // Upper level: the estimator's draws are replayed at the old point.
         let snap = o.snapshot();
-        estimate(o, &method, &st.theta, &st.phi, &mut self.ws, &mut self.gu)?;
+        estimate_prechecked(o, &method, &st.theta, &st.phi, &mut self.ws, &mut self.gu)?;
         if self.started && keep > 0.0 {
             let (ws, old_u, tp, pp) = (&mut self.ws, &mut self.old_u, &self.prev_theta, &self.prev_phi);
             if self.stale_sample {
                 let s_old = o.draw(Level::Lower);
                 o.grad_phi_fl(s_old, tp, pp, &mut self.old_l)?;
-                estimate(o, &method, tp, pp, ws, old_u)?;
+                estimate_prechecked(o, &method, tp, pp, ws, old_u)?;
             } else {
                 o.grad_phi_fl(s, tp, pp, &mut self.old_l)?;
-                o.replay(snap, |o| estimate(o, &method, tp, pp, ws, old_u))?;
+                o.replay(snap, |o| estimate_prechecked(o, &method, tp, pp, ws, old_u))?;
             }
             // h ← g(new) + keep·(h − g(old)).
             self.hl -= &self.old_l;

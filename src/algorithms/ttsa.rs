@@ -18,7 +18,7 @@
 
 use super::common::{NeumannGrowth, check_lower_step, check_timescales, lower_step, upper_step};
 use crate::error::{BilevelError, Result};
-use crate::hypergrad::{InverseMethod, Workspace, estimate};
+use crate::hypergrad::{InverseMethod, Workspace, estimate_prechecked};
 use crate::linalg::Vector;
 use crate::problem::Oracle;
 use crate::solver::{Iterate, Schedule, Solver};
@@ -112,7 +112,7 @@ impl Solver for Ttsa {
         lower_step(o, &st.theta, &mut st.phi, self.beta.at(k), &mut self.buf_l)?;
         let method = InverseMethod::GhadimiWang(self.neumann.at(k));
         let at_phi = if self.stale_phi { &self.phi_old } else { &st.phi };
-        estimate(o, &method, &st.theta, at_phi, &mut self.ws, &mut self.h)?;
+        estimate_prechecked(o, &method, &st.theta, at_phi, &mut self.ws, &mut self.h)?;
         match self.momentum {
             None => self.dir.copy_from(&self.h),
             // h^{-1} = 0 would shrink the first step by (1 − η): start the average at the first estimate.

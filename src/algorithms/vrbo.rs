@@ -63,7 +63,7 @@
 use super::common::{check_lower_step, upper_step};
 use crate::error::{BilevelError, Result};
 use crate::hypergrad::neumann::NeumannParams;
-use crate::hypergrad::{InverseMethod, Workspace, estimate};
+use crate::hypergrad::{InverseMethod, Workspace, estimate_prechecked};
 use crate::linalg::Vector;
 use crate::problem::{Level, Oracle};
 use crate::solver::{Iterate, Schedule, Solver};
@@ -146,7 +146,7 @@ impl Vrbo {
         self.acc_u.fill(0.0);
         self.acc_l.fill(0.0);
         for _ in 0..self.large_batch {
-            estimate(o, &method, theta, phi, &mut self.ws, &mut self.g_new)?;
+            estimate_prechecked(o, &method, theta, phi, &mut self.ws, &mut self.g_new)?;
             self.acc_u += &self.g_new;
             let s = o.draw(Level::Lower);
             o.grad_phi_fl(s, theta, phi, &mut self.l_new)?;
@@ -169,12 +169,12 @@ impl Vrbo {
         self.acc_l.fill(0.0);
         for _ in 0..self.batch {
             let snap = o.snapshot();
-            estimate(o, &method, theta, phi, &mut self.ws, &mut self.g_new)?;
+            estimate_prechecked(o, &method, theta, phi, &mut self.ws, &mut self.g_new)?;
             let (ws, g_old, lt, lp) = (&mut self.ws, &mut self.g_old, &self.last_theta, &self.last_phi);
             if self.stale_sample {
-                estimate(o, &method, lt, lp, ws, g_old)?;
+                estimate_prechecked(o, &method, lt, lp, ws, g_old)?;
             } else {
-                o.replay(snap, |o| estimate(o, &method, lt, lp, ws, g_old))?;
+                o.replay(snap, |o| estimate_prechecked(o, &method, lt, lp, ws, g_old))?;
             }
             self.acc_u += &self.g_new;
             self.acc_u -= &self.g_old;

@@ -80,7 +80,7 @@ use std::sync::Arc;
 /// low_rank three $d_u\times d_l$ ones, so a per-array bound would let an instance need several times the limit.
 /// 2 GiB leaves room for the construction's transient copies and for the algorithms on a machine of 8 GiB; a dense
 /// $d_l\times d_l$ family then allows $d_l$ up to about 11 500 (the quadratic: $2d_l^2 + 3d_ud_l \le 2^{28}$).
-pub const MAX_ENTRIES: u64 = 1 << 28;
+pub const MAX_ENTRIES: u64 = crate::problem::MAX_DENSE_ENTRIES;
 
 /// $\sum_t \prod_{f\in t} f$ over `terms`, saturating at `u64::MAX`: the entry count of a family's arrays, each
 /// term the dimensions of one array (or a multiplicity times its dimensions). Never overflows.

@@ -151,10 +151,31 @@ pub fn estimate(
     ws: &mut Workspace,
     out: &mut Vector,
 ) -> Result<()> {
+    check_method_and_workspace(o, method, ws)?;
+    estimate_prechecked(o, method, theta, phi, ws, out)
+}
+
+/// A method outside its conditions (a Neumann scale $\eta\le0$ or $\ge2/L_l$) would return a wrong answer as `Ok`,
+/// and a workspace of other sizes would panic inside nalgebra: both are user input at the public doors.
+fn check_method_and_workspace(o: &Oracle, method: &InverseMethod, ws: &Workspace) -> Result<()> {
+    method.check(o.problem().constants().l_l)?;
+    ws.check(o.dims())
+}
+
+/// [`estimate`] without the method and workspace checks: for the solvers, whose `init` checked the method and
+/// sized the workspace once, so that their inner loop does not repeat it every iteration.
+pub(crate) fn estimate_prechecked(
+    o: &mut Oracle,
+    method: &InverseMethod,
+    theta: &Vector,
+    phi: &Vector,
+    ws: &mut Workspace,
+    out: &mut Vector,
+) -> Result<()> {
     let su = o.draw(Level::Upper);
     o.grad_theta_fu(su, theta, phi, out)?;
     o.grad_phi_fu(su, theta, phi, &mut ws.g_phi)?;
-    inverse_hvp(o, method, theta, phi, ws)?;
+    inverse_hvp_prechecked(o, method, theta, phi, ws)?;
     let sc = o.draw(Level::Lower);
     o.cross_fl(sc, theta, phi, &ws.z, &mut ws.cross)?;
     *out -= &ws.cross;
@@ -174,10 +195,18 @@ pub fn inverse_hvp(
     phi: &Vector,
     ws: &mut Workspace,
 ) -> Result<()> {
-    // A method outside its conditions (a Neumann scale eta <= 0 or >= 2/L_l) would return a wrong answer as Ok; and
-    // a workspace of other sizes would panic inside nalgebra. Both are user input here.
-    method.check(o.problem().constants().l_l)?;
-    ws.check(o.dims())?;
+    check_method_and_workspace(o, method, ws)?;
+    inverse_hvp_prechecked(o, method, theta, phi, ws)
+}
+
+/// [`inverse_hvp`] without the checks (see [`estimate_prechecked`]).
+fn inverse_hvp_prechecked(
+    o: &mut Oracle,
+    method: &InverseMethod,
+    theta: &Vector,
+    phi: &Vector,
+    ws: &mut Workspace,
+) -> Result<()> {
     match method {
         InverseMethod::Dense => {
             let s = o.draw(Level::Lower);

@@ -274,8 +274,8 @@ impl<'a> Oracle<'a> {
     }
 }
 
-/// Largest dense matrix an oracle or a solver allocates, in entries: the families' instance limit
-/// (`families::MAX_ENTRIES`, $2^{28}$ f64 = 2 GiB), so that a matrix-free family at $d_l = 10^5$ with a method that
+/// Largest dense matrix an oracle or a solver allocates, in entries: $2^{28}$ f64 = 2 GiB, also the families'
+/// limit per instance (`families::MAX_ENTRIES` is this constant), so that a matrix-free family at $d_l = 10^5$ with a method that
 /// needs dense second derivatives (STABLE, the dense-solve estimator) gets a typed error, not an 80 GB allocation
 /// failure.
 pub const MAX_DENSE_ENTRIES: u64 = 1 << 28;
